@@ -1,0 +1,19 @@
+"""keras_mtl: multi-task learning for Keras 3 with missing labels."""
+
+from keras_mtl import data, losses, metrics
+from keras_mtl.missing import MISSING, MISSING_REGRESSION
+from keras_mtl.model import MultiTaskModel
+from keras_mtl.tasks import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MISSING",
+    "MISSING_REGRESSION",
+    "MultiTaskModel",
+    "Task",
+    "__version__",
+    "data",
+    "losses",
+    "metrics",
+]

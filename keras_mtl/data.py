@@ -1,0 +1,454 @@
+"""tf.data pipelines yielding ``(x, {task: labels})`` with missing labels.
+
+Users write a missing label as ``NaN``, ``None``, ``"?"`` or
+``kmtl.MISSING``. The pipelines
+
+1. validate the labels once, with NumPy, and raise a ``ValueError`` naming
+   the task, the bad value and the fix (for wrapped datasets: on the first
+   batch, plus in-graph checks on every later batch);
+2. batch first, then map every marker to the sentinel inside the TF graph on
+   whole batches (``-1`` for class labels, ``NaN`` for regression targets),
+   so the mapping runs wherever the pipeline runs;
+3. prefetch.
+
+Labels given as strings or Python objects travel through the graph as
+strings and are parsed there; numeric labels travel as numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mtl.missing import CLASS_KINDS, MISSING, MISSING_STRINGS, is_missing
+from keras_mtl.tasks import Task, check_tasks
+
+__all__ = [
+    "encode_labels",
+    "from_arrays",
+    "from_dataframe",
+    "from_dataset",
+    "validate_labels",
+]
+
+_AUTOTUNE = tf.data.AUTOTUNE
+_HOW_TO_MARK = "write missing labels as NaN, None, '?' or kmtl.MISSING"
+
+
+def _tasks_of(tasks) -> list[Task]:
+    """Accepts a list of tasks or anything with a ``.tasks`` (a model)."""
+    return check_tasks(getattr(tasks, "tasks", tasks))
+
+
+# -- NumPy side: turning user arrays into checked raw arrays -----------------
+
+def _as_array(values) -> np.ndarray:
+    """A user label container as an array, keeping markers recognisable."""
+    if hasattr(values, "to_numpy"):  # pandas Series / DataFrame
+        values = values.to_numpy()
+    if isinstance(values, (list, tuple)):
+        values = np.array(values, dtype=object)
+    array = np.asarray(values)
+    if array.dtype == object:
+        flat = array.ravel()
+        plain = all(
+            isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and v is not MISSING
+            for v in flat
+        )
+        if plain:
+            return array.astype(np.float64)
+    return array
+
+
+def _fail(task: Task, message: str):
+    raise ValueError(f"Task {task.name!r} ({task.kind}): {message}")
+
+
+def _numeric_values(task: Task, array: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Float view of the labelled entries; raises on non-numbers."""
+    if array.dtype.kind in "biuf":
+        return array.astype(np.float64)
+    if array.dtype.kind == "S":
+        array = array.astype(str)
+    values = np.zeros(array.shape, dtype=np.float64)
+    for index in zip(*np.nonzero(~missing)):
+        value = array[index]
+        if isinstance(value, bytes):
+            value = value.decode()
+        try:
+            values[index] = float(value)
+        except (TypeError, ValueError):
+            where = index[0] if len(index) == 1 else index
+            _fail(task, f"label {value!r} at index {where} is not a number. "
+                        f"Labels are numbers; {_HOW_TO_MARK}.")
+    return values
+
+
+def _expected_shape(task: Task, n: int) -> tuple:
+    return (n, task.units) if task.kind == "multilabel" else (n,)
+
+
+def _check_one(task: Task, values, n: int | None) -> np.ndarray:
+    """Validates one task's labels; returns the raw array for the graph."""
+    array = _as_array(values)
+    if array.ndim == 2 and array.shape[1] == 1 and task.kind != "multilabel":
+        array = array[:, 0]
+    n = len(array) if n is None else n
+    if array.shape != _expected_shape(task, n):
+        hint = (f"one row of {task.units} labels {task.labels} per example"
+                if task.kind == "multilabel" else "one label per example")
+        _fail(task, f"labels have shape {array.shape}, expected {_expected_shape(task, n)} "
+                    f"({hint}).")
+    missing = is_missing(array, task.kind)
+    values = _numeric_values(task, array, missing)
+    _check_domain(task, values, missing)
+    return _raw(array, missing)
+
+
+def _check_domain(task: Task, values: np.ndarray, missing: np.ndarray):
+    labelled = ~missing
+    if task.kind in ("binary", "multilabel"):
+        bad = labelled & (values != 0) & (values != 1)
+        fix = ("Binary labels are 0 or 1" + (
+            f"; if {task.name!r} has more classes use kmtl.Task({task.name!r}, "
+            f"kind='categorical', num_classes={int(np.nanmax(values[labelled])) + 1})"
+            if task.kind == "binary" and np.any(values[labelled] > 1)
+            and np.all(np.mod(values[labelled], 1) == 0) else ""))
+    elif task.kind == "categorical":
+        bad = labelled & ((values < 0) | (values >= task.num_classes) | (np.mod(values, 1) != 0))
+        fix = f"Categorical labels are class indices 0..{task.num_classes - 1}"
+    else:
+        bad = labelled & ~np.isfinite(values)
+        fix = "Regression targets must be finite numbers"
+    if np.any(bad):
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = index[0] if len(index) == 1 else index
+        count = int(bad.sum())
+        value = values[index]
+        shown = int(value) if np.isfinite(value) and value == int(value) else float(value)
+        _fail(task, f"label {shown!r} at index {where} is not valid "
+                    f"({count} invalid label{'s' if count > 1 else ''}). {fix}; {_HOW_TO_MARK}.")
+
+
+def _raw(array: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """What enters the graph: numbers as float32, anything else as strings."""
+    if array.dtype.kind in "biuf":
+        return array.astype(np.float32)
+    strings = np.where(missing, "?", array.astype(str))
+    return strings.astype(object).astype(bytes)
+
+
+def validate_labels(labels: Mapping, tasks, n: int | None = None) -> dict[str, np.ndarray]:
+    """Checks a dict of label arrays against the tasks.
+
+    Args:
+        labels: ``{task name: array-like}``; missing entries as ``NaN``,
+            ``None``, ``"?"`` or ``kmtl.MISSING``.
+        tasks: list of :class:`keras_mtl.Task` (or a model with ``.tasks``).
+        n: expected number of examples (defaults to the first task's length).
+
+    Returns:
+        ``{task name: raw array}`` ready for :func:`encode_labels` (float32
+        numbers, or byte strings when the labels held strings or objects).
+
+    Raises:
+        ValueError: unknown or absent task, wrong length or shape, or a label
+            outside its task's domain — naming the task, value and fix.
+
+    Example:
+        >>> import keras_mtl as kmtl
+        >>> validate_labels({"car": [1, 2]}, [kmtl.Task("car")])
+        Traceback (most recent call last):
+        ...
+        ValueError: Task 'car' (binary): label 2 at index 1 is not valid (1 invalid label). ...
+    """
+    tasks = _tasks_of(tasks)
+    if not isinstance(labels, Mapping):
+        raise ValueError(
+            f"labels must be a dict {{task name: array}} for tasks {[t.name for t in tasks]}; "
+            f"got {type(labels).__name__}."
+        )
+    names = [t.name for t in tasks]
+    unknown = sorted(set(labels) - set(names))
+    if unknown:
+        raise ValueError(
+            f"labels has entries for unknown task(s) {unknown}; the tasks are {names}. "
+            "Remove them or add a kmtl.Task for each."
+        )
+    raw = {}
+    for task in tasks:
+        if task.name not in labels:
+            raise ValueError(
+                f"labels has no entry for task {task.name!r}. Give an array for every task; "
+                f"if none of its labels are known, pass [None] * n ({_HOW_TO_MARK})."
+            )
+        raw[task.name] = _check_one(task, labels[task.name], n)
+        if n is None:
+            n = len(raw[task.name])
+        if len(raw[task.name]) == 0:
+            raise ValueError(f"Task {task.name!r}: no examples (empty label array).")
+    return raw
+
+
+# -- Graph side: markers → sentinels on whole batches ------------------------
+
+def _encode_one(raw: tf.Tensor, task: Task, check: bool) -> tf.Tensor:
+    if raw.dtype == tf.string:
+        text = tf.strings.strip(raw)
+        missing = tf.reduce_any(
+            tf.stack([tf.equal(text, marker) for marker in MISSING_STRINGS], axis=0), axis=0)
+        values = tf.strings.to_number(tf.where(missing, "0", text), tf.float32)
+    else:
+        values = tf.cast(raw, tf.float32)
+        missing = tf.math.is_nan(values)
+    if task.kind in CLASS_KINDS:
+        missing = missing | tf.equal(values, float(MISSING))
+        sentinel = float(MISSING)
+    else:
+        sentinel = math.nan
+    # Clean first, so checks and casts never see a marker.
+    values = tf.where(missing, tf.zeros_like(values), values)
+    checks = []
+    if check:
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all(_in_domain(values, task)),
+            [f"Task {task.name!r} ({task.kind}): a batch holds a label outside the task's "
+             f"domain; {_HOW_TO_MARK}. Offending labels:", tf.boolean_mask(values, ~_in_domain(values, task))],
+            summarize=8))
+    with tf.control_dependencies(checks):
+        encoded = tf.where(missing, tf.fill(tf.shape(values), sentinel), values)
+    if task.kind == "categorical":
+        return tf.cast(encoded, tf.int32)
+    return encoded
+
+
+def _in_domain(values: tf.Tensor, task: Task) -> tf.Tensor:
+    if task.kind in ("binary", "multilabel"):
+        return tf.equal(values, 0.0) | tf.equal(values, 1.0)
+    if task.kind == "categorical":
+        return (values >= 0) & (values < task.num_classes) & tf.equal(values, tf.round(values))
+    return tf.math.is_finite(values)
+
+
+def encode_labels(raw: Mapping, tasks, *, check: bool = False) -> dict[str, tf.Tensor]:
+    """Maps missing markers to sentinels on a batch, inside the TF graph.
+
+    Args:
+        raw: ``{task name: tensor}`` — numbers (``NaN`` or ``-1`` for class
+            kinds mark missing) or strings (``"?"``, ``""``, ``"nan"``,
+            ``"None"`` mark missing).
+        tasks: list of :class:`keras_mtl.Task`.
+        check: add in-graph assertions that every labelled value is in its
+            task's domain (used for datasets not validated up front).
+
+    Returns:
+        ``{task name: tensor}``: float32 labels with ``-1`` for missing
+        binary/multilabel labels, int32 with ``-1`` for categorical, float32
+        with ``NaN`` for regression.
+    """
+    return {task.name: _encode_one(tf.convert_to_tensor(raw[task.name]), task, check)
+            for task in _tasks_of(tasks)}
+
+
+# -- Inputs --------------------------------------------------------------------
+
+def _check_inputs(x, n: int | None) -> tuple[object, int]:
+    """Validates features: same length everywhere, not empty, no NaN."""
+    arrays = x if isinstance(x, Mapping) else {"x": x}
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    lengths = {k: len(v) for k, v in arrays.items()}
+    n = n if n is not None else next(iter(lengths.values()))
+    for key, array in arrays.items():
+        if len(array) == 0:
+            raise ValueError(f"Input {key!r} is empty: there are no examples to train on.")
+        if len(array) != n:
+            raise ValueError(
+                f"Input {key!r} has {len(array)} examples but the labels have {n}; "
+                "give one label per example for every task."
+            )
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            bad = int(np.argwhere(~np.isfinite(array.reshape(len(array), -1)))[0][0])
+            raise ValueError(
+                f"Input {key!r} holds NaN or infinity (first at example {bad}); "
+                "impute or drop those examples — missing values are allowed in labels only."
+            )
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"Input {key!r} has dtype {array.dtype}; inputs must be numeric.")
+    checked = arrays if isinstance(x, Mapping) else arrays["x"]
+    return checked, n
+
+
+def _finish(dataset: tf.data.Dataset, tasks: list[Task], check: bool) -> tf.data.Dataset:
+    def encode(*element):
+        x, raw = element[0], element[1]
+        rest = element[2:]
+        return (x, encode_labels(raw, tasks, check=check), *rest)
+
+    return dataset.map(encode, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
+
+
+def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool = False,
+                seed: int | None = None, *, drop_remainder: bool = False) -> tf.data.Dataset:
+    """A batched ``tf.data.Dataset`` of ``(x, {task: labels})`` from arrays.
+
+    Args:
+        x: features, an array of shape ``(n, ...)`` or a dict of them keyed
+            by input name (multi-input models).
+        labels: ``{task name: array}`` with ``n`` entries each (multilabel:
+            shape ``(n, number of labels)``); missing labels as ``NaN``,
+            ``None``, ``"?"`` or ``kmtl.MISSING``.
+        tasks: list of :class:`keras_mtl.Task` (or a model with ``.tasks``).
+        batch_size: examples per batch.
+        shuffle: reshuffle the examples every epoch.
+        seed: shuffle seed, for reproducible order.
+        drop_remainder: drop the last, smaller batch.
+
+    Returns:
+        ``tf.data.Dataset`` yielding ``(x, {task: y})`` batches with the
+        sentinel in place of every missing label.
+
+    Raises:
+        ValueError: bad labels (see :func:`validate_labels`), mismatched
+            lengths, empty input, ``NaN`` in ``x``, bad ``batch_size``.
+
+    Example:
+        >>> import numpy as np, keras_mtl as kmtl
+        >>> ds = from_arrays(np.zeros((3, 2)), {"car": [1, "?", 0]}, [kmtl.Task("car")], 8)
+        >>> next(iter(ds))[1]["car"].numpy().tolist()
+        [1.0, -1.0, 0.0]
+    """
+    tasks = _tasks_of(tasks)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    x, n = _check_inputs(x, None)
+    raw = validate_labels(labels, tasks, n)
+    x_tensor = tf.nest.map_structure(tf.convert_to_tensor, x)
+    raw_tensor = {name: tf.convert_to_tensor(value) for name, value in raw.items()}
+    indices = tf.data.Dataset.range(n)
+    if shuffle:
+        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    indices = indices.batch(batch_size, drop_remainder=drop_remainder)
+
+    def gather(batch_indices):
+        take = lambda t: tf.gather(t, batch_indices)  # noqa: E731
+        return tf.nest.map_structure(take, x_tensor), {k: take(v) for k, v in raw_tensor.items()}
+
+    return _finish(indices.map(gather, num_parallel_calls=_AUTOTUNE), tasks, check=False)
+
+
+def from_dataframe(frame, tasks, features: str | Sequence[str] | None = None,
+                   batch_size: int = 32, shuffle: bool = False,
+                   seed: int | None = None, **kwargs) -> tf.data.Dataset:
+    """A dataset from a pandas ``DataFrame``: feature columns and label columns.
+
+    Each binary, categorical or regression task reads the column named after
+    it; a multilabel task reads one column per label name. Cells may hold
+    ``NaN``, ``None``, ``pd.NA`` or ``"?"`` for missing labels.
+
+    Args:
+        frame: a ``pandas.DataFrame``.
+        tasks: list of :class:`keras_mtl.Task` (or a model with ``.tasks``).
+        features: feature column name(s); default: every column that is not
+            a label column.
+        batch_size, shuffle, seed, **kwargs: as for :func:`from_arrays`.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(x, {task: y})`` with ``x`` of shape
+        ``(batch, number of features)``, float32.
+    """
+    tasks = _tasks_of(tasks)
+    label_columns = {}
+    for task in tasks:
+        columns = task.labels if task.kind == "multilabel" else [task.name]
+        absent = [c for c in columns if c not in frame.columns]
+        if absent:
+            raise ValueError(
+                f"Task {task.name!r}: the DataFrame has no column(s) {absent}; "
+                f"its columns are {list(frame.columns)}."
+            )
+        label_columns[task.name] = columns
+    used = {c for columns in label_columns.values() for c in columns}
+    if features is None:
+        features = [c for c in frame.columns if c not in used]
+    features = [features] if isinstance(features, str) else list(features)
+    if not features:
+        raise ValueError("No feature columns: pass features=[...] naming the input columns.")
+    x = frame[features].to_numpy(dtype=np.float32)
+    labels = {}
+    for task in tasks:
+        columns = label_columns[task.name]
+        labels[task.name] = (frame[columns].to_numpy(dtype=object) if task.kind == "multilabel"
+                             else frame[columns[0]].to_numpy(dtype=object))
+    return from_arrays(x, labels, tasks, batch_size, shuffle, seed, **kwargs)
+
+
+def _split_element(element, x_key, tasks):
+    """(x, labels[, sample_weight]) from a tuple or a feature dict."""
+    if isinstance(element, Mapping):
+        if x_key is None:
+            raise ValueError(
+                "The dataset yields dicts; say which entries are the inputs with "
+                "x_key='image' (or a list of keys)."
+            )
+        keys = [x_key] if isinstance(x_key, str) else list(x_key)
+        x = element[keys[0]] if isinstance(x_key, str) else {k: element[k] for k in keys}
+        labels = {t.name: element[t.name] for t in tasks if t.name in element}
+        absent = [t.name for t in tasks if t.name not in element]
+        if absent:
+            raise ValueError(
+                f"The dataset's elements have no entry for task(s) {absent}; "
+                f"their keys are {sorted(element)}."
+            )
+        return (x, labels)
+    if not isinstance(element, tuple) or len(element) not in (2, 3):
+        raise ValueError("The dataset must yield (x, {task: labels}) or (x, labels, sample_weight).")
+    return element
+
+
+def from_dataset(dataset: tf.data.Dataset, tasks, *, batch_size: int | None = None,
+                 x_key: str | Sequence[str] | None = None) -> tf.data.Dataset:
+    """Wraps a ``tf.data.Dataset`` of ``(x, labels)`` into a multi-task pipeline.
+
+    The first batch is checked eagerly (a ``ValueError`` naming the task, the
+    value and the fix); every later batch is checked inside the graph
+    (``tf.errors.InvalidArgumentError`` with the same message).
+
+    Args:
+        dataset: yields ``(x, {task: y})`` (optionally with a sample weight),
+            or dicts of features with the inputs under ``x_key`` and one
+            entry per task name (as TFDS datasets do).
+        tasks: list of :class:`keras_mtl.Task` (or a model with ``.tasks``).
+        batch_size: if given, the dataset is unbatched and gets batched here;
+            if ``None`` it must already be batched.
+        x_key: for dict elements, the key (or keys) holding the inputs.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(x, {task: y})`` with sentinels.
+    """
+    tasks = _tasks_of(tasks)
+    dataset = dataset.map(lambda *e: _split_element(e[0] if len(e) == 1 else e, x_key, tasks))
+    if batch_size is not None:
+        dataset = dataset.batch(batch_size)
+    first = next(iter(dataset.take(1)), None)
+    if first is None:
+        raise ValueError("The dataset is empty: there are no examples to train on.")
+    if not isinstance(first[1], Mapping):
+        raise ValueError(
+            f"The dataset's labels must be a dict {{task name: labels}} for tasks "
+            f"{[t.name for t in tasks]}; got {type(first[1]).__name__}."
+        )
+    batch_labels = {k: _decoded(v.numpy()) for k, v in first[1].items()}
+    validate_labels(batch_labels, tasks)
+    first_x = tf.nest.flatten(first[0])[0]
+    if len(first_x.shape) == 0:
+        raise ValueError("The dataset yields single examples: pass batch_size=... to batch them.")
+    return _finish(dataset, tasks, check=True)
+
+
+def _decoded(array: np.ndarray) -> np.ndarray:
+    if array.dtype == object:
+        return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object])(array)
+    return array

@@ -1,0 +1,146 @@
+"""Missing labels: the sentinel, the accepted markers, and label masks.
+
+A label that nobody annotated is written by users as ``NaN``, ``None``,
+``"?"`` or :data:`MISSING`. Inside the model and the losses a missing entry
+is represented by one sentinel per kind of task:
+
+* class-valued tasks (``binary``, ``multilabel``, ``categorical``): ``-1``
+  (:data:`MISSING`), which is never a valid class;
+* ``regression``: ``NaN`` (:data:`MISSING_REGRESSION`), because every real
+  number, ``-1`` included, is a valid regression target.
+
+This module holds the NumPy side (recognising markers in user arrays) and the
+backend-agnostic masks the losses and metrics use (``keras.ops``). The
+TensorFlow graph that maps markers to sentinels lives in :mod:`keras_mtl.data`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from keras import ops
+
+__all__ = [
+    "CLASS_KINDS",
+    "MISSING",
+    "MISSING_REGRESSION",
+    "MISSING_STRINGS",
+    "is_missing",
+    "label_mask",
+]
+
+
+class _MissingLabel(int):
+    """The integer ``-1`` with a readable name.
+
+    ``MISSING`` behaves as ``-1`` everywhere (``MISSING == -1``, tensors,
+    arithmetic) so that encoded label arrays are plain integers. Being a
+    distinct object also lets :func:`is_missing` recognise it by identity in
+    a Python list of regression targets, where a numeric ``-1.0`` is data.
+    """
+
+    def __new__(cls):
+        return super().__new__(cls, -1)
+
+    def __repr__(self) -> str:
+        return "kmtl.MISSING"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        return (_missing_singleton, ())
+
+
+MISSING = _MissingLabel()
+"""Sentinel for a missing class or binary label (equal to ``-1``)."""
+
+MISSING_REGRESSION = math.nan
+"""Sentinel for a missing regression target (``NaN``)."""
+
+MISSING_STRINGS = ("?", "", "nan", "NaN", "None")
+"""Strings that mark a missing label (besides a non-string ``NaN``/``None``)."""
+
+CLASS_KINDS = ("binary", "multilabel", "categorical")
+"""Task kinds whose labels are classes and whose sentinel is ``MISSING``."""
+
+
+def _missing_singleton() -> _MissingLabel:
+    return MISSING
+
+
+def _is_missing_scalar(value: object, kind: str) -> bool:
+    # pandas.NA and NaT are recognised by type name: no pandas import needed.
+    if value is None or value is MISSING or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    if isinstance(value, (str, bytes)):
+        text = value.decode() if isinstance(value, bytes) else value
+        return text.strip() in MISSING_STRINGS
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, float, np.number)):
+        if math.isnan(float(value)):
+            return True
+        return kind in CLASS_KINDS and float(value) == -1.0
+    return False
+
+
+def is_missing(labels: object, kind: str = "binary") -> np.ndarray:
+    """Returns a boolean array: where ``labels`` holds a missing marker.
+
+    Args:
+        labels: array-like of labels as a user writes them (numbers, strings,
+            ``None``, ``NaN``, :data:`MISSING`).
+        kind: task kind. For class kinds ``-1`` is missing; for
+            ``"regression"`` a numeric ``-1`` is a real target and only
+            ``NaN``, ``None``, ``"?"`` or the :data:`MISSING` object itself
+            (in a list or object array) mean missing.
+
+    Returns:
+        ``np.ndarray`` of ``bool`` with the shape of ``np.asarray(labels)``.
+
+    Example:
+        >>> is_missing([1, 0, "?", None, float("nan"), MISSING]).tolist()
+        [False, False, True, True, True, True]
+        >>> is_missing([-1.0, MISSING], kind="regression").tolist()
+        [False, True]
+    """
+    array = np.asarray(labels, dtype=object) if isinstance(labels, list) else np.asarray(labels)
+    if array.dtype == object:
+        flat = [_is_missing_scalar(v, kind) for v in array.ravel()]
+        return np.asarray(flat, dtype=bool).reshape(array.shape)
+    if array.dtype.kind in "US":
+        return np.isin(np.char.strip(array.astype(str)), MISSING_STRINGS)
+    if array.dtype.kind == "f":
+        missing = np.isnan(array)
+        if kind in CLASS_KINDS:
+            missing |= array == -1.0
+        return missing
+    if array.dtype.kind in "iu" and kind in CLASS_KINDS:
+        return array == -1
+    return np.zeros(array.shape, dtype=bool)
+
+
+def label_mask(y_true, kind: str):
+    """Boolean tensor: ``True`` where ``y_true`` holds a real label.
+
+    ``y_true`` is already encoded (sentinel ``-1`` for class kinds, ``NaN``
+    for regression). ``NaN`` is treated as missing for every kind, so a
+    ``NaN`` that reached a class label (e.g. from a user's own pipeline)
+    never turns into a ``NaN`` loss.
+
+    Args:
+        y_true: tensor of encoded labels, any shape.
+        kind: one of ``"binary"``, ``"multilabel"``, ``"categorical"``,
+            ``"regression"``.
+
+    Returns:
+        Boolean tensor with the shape of ``y_true``.
+    """
+    y_true = ops.convert_to_tensor(y_true)
+    if "int" in str(y_true.dtype):
+        return ops.not_equal(y_true, MISSING) if kind in CLASS_KINDS else ops.ones_like(y_true, "bool")
+    labelled = ops.logical_not(ops.isnan(y_true))
+    if kind in CLASS_KINDS:
+        labelled = ops.logical_and(labelled, ops.not_equal(y_true, float(MISSING)))
+    return labelled
