@@ -105,7 +105,8 @@ def is_missing(labels: object, kind: str = "binary") -> np.ndarray:
         >>> is_missing([-1.0, MISSING], kind="regression").tolist()
         [False, True]
     """
-    array = np.asarray(labels, dtype=object) if isinstance(labels, list) else np.asarray(labels)
+    # Lists and tuples keep their objects, so MISSING stays distinct from -1.0.
+    array = np.asarray(labels, dtype=object) if isinstance(labels, (list, tuple)) else np.asarray(labels)
     if array.dtype == object:
         flat = [_is_missing_scalar(v, kind) for v in array.ravel()]
         return np.asarray(flat, dtype=bool).reshape(array.shape)

@@ -1,0 +1,289 @@
+"""MultiTaskModel: graph, compile, training, metrics, callbacks, saving."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_mtl as kmtl
+
+TASKS = [
+    kmtl.Task("car"),
+    kmtl.Task("objects", kind="multilabel", labels=["sign", "light"], loss_weight=0.5),
+    kmtl.Task("weather", kind="categorical", num_classes=3, loss_weight=2.0),
+    kmtl.Task("distance", kind="regression"),
+]
+
+
+def build(tasks=TASKS, seed=0, hidden=16):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6,), name="x")
+    features = keras.layers.Dense(hidden, activation="relu", name="trunk")(inputs)
+    return kmtl.MultiTaskModel(inputs, features, tasks)
+
+
+def random_labels(n, rng, missing=0.4):
+    labels = {
+        "car": rng.integers(0, 2, n).astype("float32"),
+        "objects": rng.integers(0, 2, (n, 2)).astype("float32"),
+        "weather": rng.integers(0, 3, n).astype("float32"),
+        "distance": rng.normal(size=n).astype("float32"),
+    }
+    for name, y in labels.items():
+        y[rng.random(y.shape) < missing] = np.nan
+    return labels
+
+
+def numpy_total_loss(model, x, labels, weights, normalize="batch"):
+    """Σ_t w_t · J_t with J_t the masked loss formula, from predictions."""
+    preds = model.predict(x, verbose=0)
+    total = 0.0
+    m = len(x)
+    for task in model.tasks:
+        y, p = labels[task.name].astype("float64"), preds[task.name].astype("float64")
+        if task.kind == "categorical":
+            mask = ~np.isnan(y)
+            idx = np.where(mask, y, 0).astype(int)
+            entry = -np.log(p[np.arange(m), idx])
+        else:
+            y = y.reshape(p.shape)
+            mask = ~np.isnan(y)
+            yc = np.where(mask, y, 0)
+            if task.kind == "regression":
+                entry = (p - yc) ** 2
+            else:
+                entry = -(yc * np.log(p) + (1 - yc) * np.log(1 - p))
+        summed = np.sum(np.where(mask, entry, 0.0))
+        total += weights[task.name] * summed / (m if normalize == "batch" else mask.sum())
+    return total
+
+
+def test_outputs_are_named_probabilities_and_values():
+    model = build()
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    out = model.predict(x, verbose=0)
+    assert list(out) == ["car", "objects", "weather", "distance"]
+    assert out["car"].shape == (5, 1) and out["objects"].shape == (5, 2)
+    assert out["weather"].shape == (5, 3) and out["distance"].shape == (5, 1)
+    assert np.all((out["car"] > 0) & (out["car"] < 1))
+    np.testing.assert_allclose(out["weather"].sum(axis=1), 1.0, rtol=1e-5)
+    # Regression output is the raw logit: equals the fused kernel's column.
+    logits = model._views.logits(x).numpy()
+    np.testing.assert_allclose(out["distance"][:, 0], logits[:, 3], rtol=1e-6)
+    np.testing.assert_allclose(out["car"][:, 0], 1 / (1 + np.exp(-logits[:, 0])), rtol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", ["batch", "labeled"])
+def test_evaluate_loss_is_weighted_sum_of_formula(normalize):
+    rng = np.random.default_rng(1)
+    model = build()
+    model.compile(optimizer="sgd", normalize=normalize, loss_weights={"car": 3.0})
+    x = rng.normal(size=(40, 6)).astype("float32")
+    labels = random_labels(40, rng)
+    result = model.evaluate(kmtl.data.from_arrays(x, labels, model, batch_size=40),
+                            return_dict=True, verbose=0)
+    weights = {"car": 3.0, "objects": 0.5, "weather": 2.0, "distance": 1.0}
+    assert model.loss_weights == weights
+    expected = numpy_total_loss(model, x, labels, weights, normalize)
+    np.testing.assert_allclose(result["loss"], expected, rtol=1e-5)
+    single = numpy_total_loss(model, x, labels, {**dict.fromkeys(weights, 0.0), "weather": 1.0}, normalize)
+    np.testing.assert_allclose(result["weather_loss"], single, rtol=1e-5)
+
+
+def test_metrics_count_labelled_entries_only():
+    rng = np.random.default_rng(2)
+    model = build()
+    model.compile()
+    x = rng.normal(size=(64, 6)).astype("float32")
+    labels = random_labels(64, rng, missing=0.5)
+    result = model.evaluate(x, labels, batch_size=64, return_dict=True, verbose=0)
+    preds = model.predict(x, verbose=0)
+    keep = ~np.isnan(labels["car"])
+    expected_acc = np.mean((preds["car"][keep, 0] > 0.5) == labels["car"][keep])
+    np.testing.assert_allclose(result["car_accuracy"], expected_acc, rtol=1e-6)
+    auc = keras.metrics.AUC()
+    auc.update_state(labels["car"][keep], preds["car"][keep, 0])
+    np.testing.assert_allclose(result["car_auc"], float(auc.result()), rtol=1e-6)
+    keep = ~np.isnan(labels["distance"])
+    expected_mae = np.mean(np.abs(preds["distance"][keep, 0] - labels["distance"][keep]))
+    np.testing.assert_allclose(result["distance_mae"], expected_mae, rtol=1e-5)
+
+
+def test_stable_at_extreme_logits():
+    model = build(tasks=[kmtl.Task("car"), kmtl.Task("weather", kind="categorical", num_classes=3)])
+    heads = model.get_layer("heads")
+    kernel, bias = heads.get_weights()
+    heads.set_weights([np.zeros_like(kernel), np.array([100.0, -100.0, 100.0, 0.0])])
+    model.compile(optimizer="sgd")
+    x = np.ones((4, 6), "float32")
+    labels = {"car": np.array([0.0, 1.0, np.nan, 0.0]), "weather": np.array([1, 2, 0, np.nan])}
+    y = kmtl.data.encode_labels(kmtl.data.validate_labels(labels, model), model)
+    with tf.GradientTape() as tape:
+        logits = model._views.logits(x, training=True)
+        task_losses = model._compiled.loss(y, logits)
+    grads = tape.gradient(task_losses, model.trainable_variables)
+    assert np.all(np.isfinite(task_losses.numpy()))
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+    # car: logit 100 with label 0 on 2 of 4 examples → (100 + 100) / 4.
+    np.testing.assert_allclose(task_losses.numpy()[0], 50.0, rtol=1e-4)
+    # weather: 200 for label 1 (−100 vs 100), 100 for label 2, 0 for label 0 → 300 / 4.
+    np.testing.assert_allclose(task_losses.numpy()[1], 75.0, rtol=1e-4)
+    history = model.fit(x, labels, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_learns_four_tasks_with_half_the_labels_missing():
+    rng = np.random.default_rng(3)
+    n = 3000
+    x = rng.normal(size=(n, 6)).astype("float32")
+    z = x @ rng.normal(size=(6, 4))
+    labels = {
+        "car": (z[:, 0] > 0).astype("float32"),
+        "objects": np.stack([z[:, 1] > 0, z[:, 2] > 0.3], axis=1).astype("float32"),
+        "weather": np.digitize(z[:, 3], [-0.5, 0.5]).astype("float32"),
+        "distance": (z[:, 0] + 0.5 * z[:, 3]).astype("float32"),
+    }
+    train_labels = {k: v[:2000].copy() for k, v in labels.items()}
+    for y in train_labels.values():
+        y[rng.random(y.shape) < 0.5] = np.nan
+    model = build(hidden=32)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    model.fit(kmtl.data.from_arrays(x[:2000], train_labels, model, 64, shuffle=True, seed=0),
+              epochs=8, verbose=0)
+    result = model.evaluate(x[2000:], {k: v[2000:] for k, v in labels.items()},
+                            return_dict=True, verbose=0)
+    assert result["car_auc"] > 0.95
+    assert result["objects_auc"] > 0.9
+    assert result["weather_accuracy"] > 0.8
+    assert result["distance_mae"] < 0.5 * np.mean(np.abs(labels["distance"]))
+
+
+def test_compile_errors_name_the_fix():
+    model = build()
+    with pytest.raises(ValueError, match="unknown task 'bus'"):
+        model.compile(loss_weights={"bus": 1.0})
+    with pytest.raises(ValueError, match="loss_weight"):
+        model.compile(loss_weights={"car": -1.0})
+    with pytest.raises(ValueError, match="do not pass loss="):
+        model.compile(loss="mse")
+    with pytest.raises(ValueError, match="normalize"):
+        model.compile(normalize="mean")
+    with pytest.raises(ValueError, match="Unknown task 'bus'"):
+        model.compile(metrics={"bus": ["auc"]})
+
+
+def test_labels_must_match_tasks():
+    model = build()
+    model.compile()
+    x = np.zeros((4, 6), "float32")
+    labels = random_labels(4, np.random.default_rng(0))
+    del labels["car"]
+    with pytest.raises(ValueError, match=r"absent \['car'\]"):
+        model.fit(x, labels, verbose=0)
+
+
+def test_task_names_must_not_clash_with_trunk_layers():
+    inputs = keras.Input((3,), name="x")
+    features = keras.layers.Dense(4, name="car")(inputs)
+    with pytest.raises(ValueError, match="already used by layers"):
+        kmtl.MultiTaskModel(inputs, features, [kmtl.Task("car")])
+
+
+def test_image_features_are_flattened_and_multi_input_works():
+    image = keras.Input((4, 4, 2), name="image")
+    meta = keras.Input((3,), name="meta")
+    conv = keras.layers.Conv2D(2, 3, name="conv")(image)
+    features = keras.layers.Concatenate()([keras.layers.Flatten()(conv), meta])
+    model = kmtl.MultiTaskModel({"image": image, "meta": meta},
+                                keras.layers.Reshape((11, 1))(features), [kmtl.Task("car")])
+    model.compile()
+    x = {"image": np.ones((8, 4, 4, 2), "float32"), "meta": np.ones((8, 3), "float32")}
+    model.fit(kmtl.data.from_arrays(x, {"car": [1, 0] * 4}, model, 4), verbose=0)
+    assert model.predict(x, verbose=0)["car"].shape == (8, 1)
+
+
+def test_config_round_trip_keeps_graph_and_tasks():
+    model = build()
+    clone = kmtl.MultiTaskModel.from_config(model.get_config())
+    assert clone.tasks == model.tasks
+    clone.set_weights(model.get_weights())
+    x = np.random.default_rng(4).normal(size=(3, 6)).astype("float32")
+    a, b = model.predict(x, verbose=0), clone.predict(x, verbose=0)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_keras_file_reloads_in_fresh_process(tmp_path):
+    rng = np.random.default_rng(5)
+    model = build()
+    model.compile(optimizer="adam", loss_weights={"car": 2.0}, normalize="labeled",
+                  metrics={"car": ["auc"]})
+    x = rng.normal(size=(32, 6)).astype("float32")
+    labels = random_labels(32, rng)
+    model.fit(x, labels, epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    np.savez(tmp_path / "data.npz", x=x, **labels)
+    expected = {k: v.tolist() for k, v in model.predict(x, verbose=0).items()}
+    expected["__eval__"] = model.evaluate(x, labels, return_dict=True, verbose=0)
+    script = textwrap.dedent(f"""
+        import json, numpy as np, keras
+        import keras_mtl  # registers the classes: no custom_objects needed
+        model = keras.saving.load_model({str(path)!r}, safe_mode=True)
+        data = dict(np.load({str(tmp_path / 'data.npz')!r}))
+        x = data.pop("x")
+        out = {{k: v.tolist() for k, v in model.predict(x, verbose=0).items()}}
+        out["__eval__"] = model.evaluate(x, data, return_dict=True, verbose=0)
+        out["__class__"] = type(model).__name__
+        out["__weights__"] = model.loss_weights
+        print(json.dumps(out))
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          check=True)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got.pop("__class__") == "MultiTaskModel"
+    assert got.pop("__weights__")["car"] == 2.0
+    for name in ("car", "objects", "weather", "distance"):
+        np.testing.assert_array_equal(np.array(got[name]), np.array(expected[name]))
+    assert set(got["__eval__"]) == set(expected["__eval__"])
+    for key, value in expected["__eval__"].items():
+        np.testing.assert_allclose(got["__eval__"][key], value, rtol=1e-6)
+
+
+def test_callbacks_early_stopping_and_tensorboard(tmp_path):
+    rng = np.random.default_rng(6)
+    model = build()
+    model.compile()
+    x = rng.normal(size=(64, 6)).astype("float32")
+    labels = random_labels(64, rng)
+    train = kmtl.data.from_arrays(x, labels, model, 16)
+    # Validation labels are the training labels flipped: as the model learns
+    # car, val_car_auc falls, so EarlyStopping on it must end training early.
+    flipped = {**labels, "car": 1.0 - labels["car"]}
+    val = kmtl.data.from_arrays(x, flipped, model, 16)
+    stop = keras.callbacks.EarlyStopping(monitor="val_car_auc", mode="max", patience=1)
+    history = model.fit(train, validation_data=val, epochs=20, verbose=0,
+                        callbacks=[stop, keras.callbacks.TensorBoard(str(tmp_path / "logs"))])
+    assert "val_car_auc" in history.history and "weather_loss" in history.history
+    assert len(history.history["loss"]) < 20  # stopped early on the task metric
+    assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_summary_and_plot_model(tmp_path):
+    model = build()
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    for name in ("heads", "car", "objects", "weather", "distance"):
+        assert name in text
+    dot = keras.utils.model_to_dot(model)
+    assert {n.get_name().strip('"') for n in dot.get_nodes()} >= {str(id(model.get_layer("car")))}
+    keras.utils.plot_model(model, to_file=str(tmp_path / "model.png"))
+    assert (tmp_path / "model.png").stat().st_size > 1000
