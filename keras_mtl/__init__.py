@@ -1,6 +1,7 @@
 """keras_mtl: multi-task learning for Keras 3 with missing labels."""
 
 from keras_mtl import data, losses, metrics
+from keras_mtl.export import export_saved_model
 from keras_mtl.missing import MISSING, MISSING_REGRESSION
 from keras_mtl.model import MultiTaskModel
 from keras_mtl.tasks import Task
@@ -14,6 +15,7 @@ __all__ = [
     "Task",
     "__version__",
     "data",
+    "export_saved_model",
     "losses",
     "metrics",
 ]
