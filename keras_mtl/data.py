@@ -137,6 +137,10 @@ def _raw(array: np.ndarray, missing: np.ndarray) -> np.ndarray:
     """What enters the graph: numbers as float32, anything else as strings."""
     if array.dtype.kind in "biuf":
         return array.astype(np.float32)
+    if array.dtype == object:
+        # A bool is the number 0/1 (validated as such); str(True) would not parse in the graph.
+        array = np.array([int(v) if isinstance(v, (bool, np.bool_)) else v for v in array.ravel()],
+                         dtype=object).reshape(array.shape)
     strings = np.where(missing, "?", array.astype(str))
     return strings.astype(object).astype(bytes)
 
@@ -376,13 +380,28 @@ def from_dataframe(frame, tasks, features: str | Sequence[str] | None = None,
     features = [features] if isinstance(features, str) else list(features)
     if not features:
         raise ValueError("No feature columns: pass features=[...] naming the input columns.")
-    x = frame[features].to_numpy(dtype=np.float32)
+    try:
+        x = frame[features].to_numpy(dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        bad = [c for c in features if not _numeric_column(frame[c])]
+        raise ValueError(
+            f"Feature column(s) {bad or features} are not numeric ({error}); pass "
+            "features=[...] naming the numeric input columns, or encode them first."
+        ) from error
     labels = {}
     for task in tasks:
         columns = label_columns[task.name]
         labels[task.name] = (frame[columns].to_numpy(dtype=object) if task.kind == "multilabel"
                              else frame[columns[0]].to_numpy(dtype=object))
     return from_arrays(x, labels, tasks, batch_size, shuffle, seed, **kwargs)
+
+
+def _numeric_column(column) -> bool:
+    try:
+        column.to_numpy(dtype=np.float32)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _split_element(element, x_key, tasks):
@@ -440,11 +459,13 @@ def from_dataset(dataset: tf.data.Dataset, tasks, *, batch_size: int | None = No
             f"The dataset's labels must be a dict {{task name: labels}} for tasks "
             f"{[t.name for t in tasks]}; got {type(first[1]).__name__}."
         )
+    first_x = tf.nest.flatten(first[0])[0]
+    unbatched = [t.name for t in tasks if t.name in first[1]
+                 and len(first[1][t.name].shape) < (2 if t.kind == "multilabel" else 1)]
+    if len(first_x.shape) == 0 or unbatched:
+        raise ValueError("The dataset yields single examples: pass batch_size=... to batch them.")
     batch_labels = {k: _decoded(v.numpy()) for k, v in first[1].items()}
     validate_labels(batch_labels, tasks)
-    first_x = tf.nest.flatten(first[0])[0]
-    if len(first_x.shape) == 0:
-        raise ValueError("The dataset yields single examples: pass batch_size=... to batch them.")
     return _finish(dataset, tasks, check=True)
 
 

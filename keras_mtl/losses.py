@@ -181,7 +181,9 @@ class _MaskedLoss(keras.losses.Loss):
     ``"sum_over_batch_size"`` reduction then divides by ``m``, which is the
     formula for ``normalize="batch"``. For ``normalize="labeled"`` each value
     is scaled by ``m / (labelled entries in the batch)`` so that the same
-    reduction yields the mean over labelled entries.
+    reduction yields the mean over labelled entries; with per-example
+    ``sample_weight`` the labelled entries are counted with their weights
+    (``Σ w·L / Σ w·[labelled]``).
     """
 
     def __init__(self, normalize="batch", from_logits=False, name=None,
@@ -189,6 +191,15 @@ class _MaskedLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.normalize = check_normalize(normalize)
         self.from_logits = from_logits
+        self._count_weight = None
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # call() sees no sample_weight, but "labeled" counts weighted entries.
+        self._count_weight = sample_weight if self.normalize == "labeled" else None
+        try:
+            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        finally:
+            self._count_weight = None
 
     def _entries(self, y_true, y_pred):
         raise NotImplementedError
@@ -197,7 +208,11 @@ class _MaskedLoss(keras.losses.Loss):
         losses, mask = self._entries(y_true, y_pred)
         if len(losses.shape) > 1:
             losses = ops.sum(ops.reshape(losses, (ops.shape(losses)[0], -1)), axis=-1)
+            mask = ops.sum(ops.reshape(mask, (ops.shape(mask)[0], -1)), axis=-1)
         if self.normalize == "labeled":
+            if self._count_weight is not None:
+                weight = ops.cast(ops.convert_to_tensor(self._count_weight), mask.dtype)
+                mask = mask * ops.reshape(weight, (-1,))
             batch_size = ops.cast(ops.shape(losses)[0], losses.dtype)
             losses = losses * ops.divide_no_nan(batch_size, ops.sum(mask))
         return losses

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import re
 from collections.abc import Sequence
 
@@ -128,7 +129,10 @@ class Task:
         labels = [str(label) for label in labels]
         if len(set(labels)) != len(labels):
             duplicates = sorted({x for x in labels if labels.count(x) > 1})
-            raise ValueError(f"Task {self.name!r}: duplicate label names {duplicates}.")
+            raise ValueError(
+                f"Task {self.name!r}: duplicate label names {duplicates}; give each label "
+                "a unique name (one output unit each)."
+            )
         return labels
 
     def _check_classes(self, num_classes, class_names):
@@ -137,7 +141,7 @@ class Task:
                 raise ValueError(
                     f"Task {self.name!r}: num_classes/class_names are for categorical "
                     f"tasks; write kmtl.Task({self.name!r}, kind='categorical', "
-                    f"num_classes={num_classes or len(class_names)})."
+                    f"num_classes={num_classes if num_classes is not None else len(class_names)})."
                 )
             return None, None
         if class_names is not None:
@@ -149,6 +153,8 @@ class Task:
                     f"Task {self.name!r}: {len(class_names)} class_names given for "
                     f"num_classes={num_classes}; give one name per class."
                 )
+        if isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, bool):
+            num_classes = int(num_classes)  # e.g. np.int64 from y.max() + 1
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(
                 f"Task {self.name!r}: a categorical task needs num_classes, an integer "

@@ -1,0 +1,133 @@
+"""Matplotlib figures for multi-task training (matplotlib imported lazily).
+
+Every function returns a ``matplotlib.figure.Figure``; pass ``path`` to
+also save it as PNG.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["plot_history", "plot_label_matrix", "plot_predictions"]
+
+
+def _pyplot():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        try:
+            import IPython  # noqa: F401  # inside a notebook, keep its backend
+        except ImportError:
+            matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    if path is not None:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_history(history, task_names, metric: str = "auc", path=None):
+    """Per-task learning curves: loss and one metric, train and validation.
+
+    Args:
+        history: a ``keras.callbacks.History`` or its ``.history`` dict.
+        task_names: tasks to plot.
+        metric: metric suffix to plot beside the loss (``"auc"``,
+            ``"accuracy"``, ``"mae"``); tasks without it show the loss only.
+        path: optional PNG path.
+
+    Returns:
+        The figure: one column per task, loss on top, metric below.
+    """
+    plt = _pyplot()
+    logs = getattr(history, "history", history)
+    names = list(task_names)
+    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 5.5), squeeze=False)
+    for col, name in enumerate(names):
+        for row, key in enumerate((f"{name}_loss", f"{name}_{metric}")):
+            ax = axes[row][col]
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = logs.get(prefix + key)
+                if values:
+                    epochs = np.arange(1, len(values) + 1)
+                    ax.plot(epochs, values, style, marker="o", ms=3,
+                            label="validation" if prefix else "train")
+            ax.set_title(key, fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_label_matrix(labels: dict, task_names, num_examples: int = 24, path=None):
+    """The label matrix: examples × tasks, missing entries shown as "?".
+
+    Args:
+        labels: ``{task: array}`` of binary labels with ``NaN`` or ``-1``
+            for missing.
+        task_names: tasks (rows of the matrix).
+        num_examples: how many examples (columns) to show.
+        path: optional PNG path.
+    """
+    plt = _pyplot()
+    names = list(task_names)
+    matrix = np.stack([np.asarray(labels[n], dtype=float)[:num_examples] for n in names])
+    missing = np.isnan(matrix) | (matrix == -1)
+    shown = np.where(missing, 0.5, matrix)
+    fig, ax = plt.subplots(figsize=(0.38 * matrix.shape[1] + 2, 0.5 * len(names) + 1.2))
+    ax.imshow(shown, cmap="Greys", vmin=-0.3, vmax=1.3, aspect="auto")
+    for (row, col), value in np.ndenumerate(matrix):
+        text = "?" if missing[row, col] else str(int(value))
+        ax.text(col, row, text, ha="center", va="center", fontsize=9,
+                color="tab:red" if missing[row, col] else ("white" if value > 0.5 else "black"))
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(range(matrix.shape[1]), [str(i + 1) for i in range(matrix.shape[1])], fontsize=7)
+    ax.set_xlabel("example i")
+    share = missing.mean()
+    ax.set_title(f"Label matrix Y (tasks × examples); '?' = missing ({share:.0%} of shown entries)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_predictions(images, labels: dict, predictions: dict, task_names, num_images: int = 12,
+                     path=None):
+    """A grid of images with predicted probability and true label per task.
+
+    Args:
+        images: ``(n, height, width, 3)`` uint8 or float images.
+        labels: ``{task: array}`` of true binary labels (``NaN``/``-1`` for
+            missing).
+        predictions: ``{task: array}`` of probabilities (``(n,)`` or
+            ``(n, 1)``).
+        task_names: tasks to annotate.
+        num_images: how many images to show.
+        path: optional PNG path.
+    """
+    plt = _pyplot()
+    count = min(num_images, len(images))
+    cols = min(4, count)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.5 * rows), squeeze=False)
+    for index, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if index >= count:
+            continue
+        ax.imshow(images[index])
+        lines = []
+        for name in task_names:
+            prob = float(np.ravel(predictions[name][index])[0])
+            truth = float(np.ravel(labels[name])[index]) if name in labels else math.nan
+            shown = "?" if math.isnan(truth) or truth == -1 else str(int(truth))
+            mark = "" if shown == "?" else (" ✓" if (prob > 0.5) == (truth == 1) else " ✗")
+            lines.append(f"{name}: {prob:.2f} (true {shown}){mark}")
+        ax.set_title("\n".join(lines), fontsize=7, loc="left")
+    fig.tight_layout()
+    return _save(fig, path)

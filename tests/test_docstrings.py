@@ -1,0 +1,25 @@
+"""The examples in docstrings run and print what they claim."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "keras_mtl.missing",
+    "keras_mtl.losses",
+    "keras_mtl.metrics",
+    "keras_mtl.tasks",
+    "keras_mtl.heads",
+    "keras_mtl.model",
+    "keras_mtl.data",
+    "keras_mtl.export",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.IGNORE_EXCEPTION_DETAIL
+    result = doctest.testmod(module, optionflags=flags, verbose=False)
+    assert result.failed == 0

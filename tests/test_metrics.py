@@ -1,0 +1,297 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_mtl import metrics as metrics_lib
+from keras_mtl.metrics import MaskedMetric, TaskLossMeans, default_metrics, get
+
+# (identifier, kind, units, the Keras class it must behave like)
+METRIC_CASES = [
+    ("auc", "binary", 1, keras.metrics.AUC),
+    ("auc", "multilabel", 3, keras.metrics.AUC),
+    ("accuracy", "binary", 1, keras.metrics.BinaryAccuracy),
+    ("accuracy", "multilabel", 3, keras.metrics.BinaryAccuracy),
+    ("accuracy", "categorical", 4, keras.metrics.SparseCategoricalAccuracy),
+    ("mae", "regression", 1, keras.metrics.MeanAbsoluteError),
+    ("mse", "regression", 1, keras.metrics.MeanSquaredError),
+    ("rmse", "regression", 1, keras.metrics.RootMeanSquaredError),
+]
+METRIC_IDS = [f"{kind}-{name}" for name, kind, _, _ in METRIC_CASES]
+
+
+def make_batch(kind, units, m=20, seed=0, marker=None):
+    """Encoded labels (missing as the sentinel or ``marker``), labelled mask, predictions."""
+    rng = np.random.default_rng(seed)
+    shape = (m,) if kind in ("binary", "categorical", "regression") else (m, units)
+    labelled = rng.random(shape) >= 0.4
+    labelled.flat[0], labelled.flat[-1] = True, False
+    if kind == "categorical":
+        y = rng.integers(0, units, size=m)
+        pred = rng.dirichlet(np.ones(units), size=m)
+        # Make sure predictions that would be scored right at missing entries exist.
+        pred[~labelled, 0] = 5.0
+        encoded = np.where(labelled, y, -1).astype(np.int32)
+    elif kind == "regression":
+        y = rng.normal(size=shape)
+        pred = rng.normal(size=(m, 1))
+        encoded = np.where(labelled, y, np.nan if marker is None else marker)
+    else:
+        y = rng.integers(0, 2, size=shape).astype(np.float64)
+        pred = rng.random((m, units))
+        encoded = np.where(labelled, y, -1.0 if marker is None else marker)
+    return encoded.astype(np.int32 if kind == "categorical" else np.float32), y, labelled, pred.astype(
+        np.float32)
+
+
+def labelled_only(kind, y, labelled, pred, weight=None):
+    """What a plain Keras metric must see: the labelled entries, filtered in NumPy."""
+    if kind == "categorical":
+        return y[labelled], pred[labelled], None if weight is None else weight[labelled]
+    y = y.reshape(len(pred), -1)
+    labelled = labelled.reshape(y.shape)
+    if kind == "regression":
+        rows = labelled.ravel()
+        return y[labelled][:, None], pred[rows], None if weight is None else weight[rows]
+    entry_weight = None if weight is None else np.broadcast_to(weight[:, None], y.shape)[labelled]
+    return y[labelled][:, None], pred[labelled][:, None], entry_weight
+
+
+def result(metric):
+    return float(keras.ops.convert_to_numpy(metric.result()))
+
+
+# -- configuration ------------------------------------------------------------------
+
+def test_masked_metric_config_round_trip():
+    metric = MaskedMetric(keras.metrics.AUC(num_thresholds=50, name="auc"), kind="multilabel",
+                          name="objects_auc")
+    config = metric.get_config()
+    assert config["kind"] == "multilabel"
+    assert config["name"] == "objects_auc"
+    restored = MaskedMetric.from_config(config)
+    assert isinstance(restored.metric, keras.metrics.AUC)
+    assert restored.metric.num_thresholds == 50
+    assert restored.get_config() == config
+
+
+@pytest.mark.parametrize(("identifier", "kind", "units", "reference"), METRIC_CASES, ids=METRIC_IDS)
+def test_keras_serialize_round_trip(identifier, kind, units, reference):
+    metric = get(identifier, kind, "task")
+    serialized = json.loads(json.dumps(keras.saving.serialize_keras_object(metric)))
+    assert serialized["registered_name"] == "keras_mtl>MaskedMetric"
+    restored = keras.saving.deserialize_keras_object(serialized)
+    assert type(restored) is MaskedMetric
+    assert type(restored.metric) is reference
+    assert restored.name == "task_" + identifier
+    assert restored.kind == kind
+    encoded, _, _, pred = make_batch(kind, units)
+    metric.update_state(encoded, pred)
+    restored.update_state(encoded, pred)
+    assert result(restored) == pytest.approx(result(metric))
+
+
+def test_masked_metric_rejects_non_metric():
+    with pytest.raises(TypeError, match=r"keras_mtl\.metrics\.get"):
+        MaskedMetric("auc", kind="binary")
+
+
+# -- values: the same as the Keras metric on labelled entries -----------------------
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize(("identifier", "kind", "units", "reference"), METRIC_CASES, ids=METRIC_IDS)
+def test_equals_keras_metric_on_labelled_entries(identifier, kind, units, reference, weighted):
+    masked = get(identifier, kind)
+    expected, unmasked = reference(), reference()
+    for seed in (0, 1):  # two batches: state accumulates
+        encoded, y, labelled, pred = make_batch(kind, units, seed=seed)
+        weight = np.random.default_rng(seed + 7).uniform(0.1, 2.0, len(pred)).astype(
+            np.float32) if weighted else None
+        masked.update_state(encoded, pred, sample_weight=weight)
+        y_l, pred_l, weight_l = labelled_only(kind, y, labelled, pred, weight)
+        expected.update_state(y_l, pred_l, sample_weight=weight_l)
+        # What a metric that ignored the mask would see (missing read as 0).
+        as_zero = np.nan_to_num(np.where(encoded == -1, 0, encoded)) if kind != "regression" else (
+            np.nan_to_num(encoded))
+        unmasked.update_state(as_zero.reshape(len(pred), -1) if kind != "categorical" else as_zero,
+                              pred, sample_weight=weight)
+    assert result(masked) == pytest.approx(result(expected), rel=1e-5, abs=1e-7)
+    assert result(unmasked) != pytest.approx(result(expected), rel=1e-3)
+
+
+@pytest.mark.parametrize("marker", [np.nan, -1.0], ids=["nan", "minus_one"])
+@pytest.mark.parametrize("kind", ["binary", "multilabel"])
+def test_binary_markers_are_not_counted(kind, marker):
+    units = 3 if kind == "multilabel" else 1
+    encoded, y, labelled, pred = make_batch(kind, units, marker=marker)
+    masked = get("accuracy", kind)
+    masked.update_state(encoded, pred)
+    y_l, pred_l, _ = labelled_only(kind, y, labelled, pred)
+    expected = np.mean((pred_l > 0.5) == (y_l == 1))
+    assert result(masked) == pytest.approx(expected, rel=1e-6)
+
+
+def test_categorical_labels_of_shape_batch_1():
+    encoded, y, labelled, pred = make_batch("categorical", 4)
+    masked = get("accuracy", "categorical")
+    masked.update_state(encoded[:, None], pred)
+    expected = np.mean(np.argmax(pred[labelled], axis=-1) == y[labelled])
+    assert result(masked) == pytest.approx(expected, rel=1e-6)
+
+
+def test_regression_minus_one_is_a_target():
+    masked = get("mae", "regression")
+    masked.update_state(np.array([-1.0, np.nan, 2.0], np.float32), np.array([[0.0], [9.0], [1.0]]))
+    assert result(masked) == pytest.approx((1.0 + 1.0) / 2)
+
+
+def test_reset_state():
+    masked = get("accuracy", "binary")
+    masked.update_state(np.array([1.0, 0.0]), np.array([[0.9], [0.9]]))
+    assert result(masked) == pytest.approx(0.5)
+    masked.reset_state()
+    masked.update_state(np.array([1.0, -1.0]), np.array([[0.9], [0.1]]))
+    assert result(masked) == pytest.approx(1.0)
+
+
+def test_all_missing_batch_leaves_metric_unchanged():
+    masked = get("accuracy", "binary")
+    masked.update_state(np.array([1.0, 0.0]), np.array([[0.9], [0.9]]))
+    masked.update_state(np.array([-1.0, -1.0, np.nan]), np.array([[0.1], [0.9], [0.9]]))
+    assert result(masked) == pytest.approx(0.5)
+
+
+def test_wrapped_metric_variables_are_tracked():
+    masked = get("auc", "binary", "car")
+    assert {id(v) for v in masked.metric.variables} <= {id(v) for v in masked.variables}
+    assert len(masked.variables) > 0
+
+
+# -- get -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("identifier", "kind", "task", "name", "cls"),
+    [
+        ("auc", "binary", "car", "car_auc", keras.metrics.AUC),
+        ("AUC", "multilabel", "objects", "objects_auc", keras.metrics.AUC),
+        ("accuracy", "binary", "car", "car_accuracy", keras.metrics.BinaryAccuracy),
+        ("accuracy", "categorical", "weather", "weather_accuracy", keras.metrics.SparseCategoricalAccuracy),
+        ("mae", "regression", "distance", "distance_mae", keras.metrics.MeanAbsoluteError),
+        ("rmse", "regression", "distance", "distance_rmse", keras.metrics.RootMeanSquaredError),
+        ("precision", "binary", "car", "car_precision", keras.metrics.Precision),
+        (keras.metrics.Recall, "binary", "car", "car_recall", keras.metrics.Recall),
+        (keras.metrics.AUC(curve="PR", name="pr_auc"), "binary", "car", "car_pr_auc", keras.metrics.AUC),
+    ],
+)
+def test_get_names_and_classes(identifier, kind, task, name, cls):
+    metric = get(identifier, kind, task)
+    assert isinstance(metric, MaskedMetric)
+    assert metric.name == name
+    assert metric.kind == kind
+    assert type(metric.metric) is cls
+
+
+def test_get_without_task_name_keeps_metric_name():
+    assert get("auc", "binary").name == "auc"
+
+
+def test_get_does_not_prefix_twice():
+    metric = get("auc", "binary", "car")
+    again = get(metric, "binary", "car")
+    assert again is metric
+    assert again.name == "car_auc"
+
+
+def test_get_returns_fresh_objects_for_names():
+    first, second = get("accuracy", "binary", "car"), get("accuracy", "binary", "car")
+    first.update_state(np.array([1.0]), np.array([[0.9]]))
+    assert result(first) == 1.0
+    assert result(second) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("identifier", "kind"),
+    [("auc", "regression"), ("auc", "categorical"), ("mae", "binary"), ("rmse", "multilabel"),
+     ("accuracy", "regression"), ("mse", "categorical")],
+)
+def test_get_rejects_metric_that_does_not_fit_the_kind(identifier, kind):
+    with pytest.raises(ValueError) as info:
+        get(identifier, kind, "my_task")
+    message = str(info.value)
+    assert repr(identifier) in message
+    assert "'my_task'" in message
+    assert kind in message
+    # and it lists what fits
+    fits = {"binary": ["auc", "accuracy"], "multilabel": ["auc", "accuracy"],
+            "categorical": ["accuracy"], "regression": ["mae", "mse", "rmse"]}[kind]
+    listed = message.split("include", 1)[1]
+    assert [n for n in ("auc", "accuracy", "mae", "mse", "rmse") if f"'{n}'" in listed] == fits
+
+
+def test_get_rejects_plain_function():
+    with pytest.raises(ValueError, match=r"'car'.*MeanMetricWrapper"):
+        get(lambda y, p: y, "binary", "car")
+
+
+def test_get_unknown_name_raises():
+    with pytest.raises(ValueError):
+        get("no_such_metric", "binary", "car")
+
+
+@pytest.mark.parametrize(
+    ("kind", "names"),
+    [
+        ("binary", ["car_auc", "car_accuracy"]),
+        ("multilabel", ["car_auc", "car_accuracy"]),
+        ("categorical", ["car_accuracy"]),
+        ("regression", ["car_mae"]),
+    ],
+)
+def test_default_metrics(kind, names):
+    found = default_metrics(kind, "car")
+    assert [m.name for m in found] == names
+    assert all(isinstance(m, MaskedMetric) and m.kind == kind for m in found)
+
+
+# -- TaskLossMeans ---------------------------------------------------------------------
+
+def test_task_loss_means_result_dict():
+    means = TaskLossMeans(["car", "weather", "distance"])
+    means.update_state(np.array([1.0, 2.0, 3.0]))
+    means.update_state(np.array([3.0, 4.0, 7.0]))
+    found = {k: float(v) for k, v in means.result().items()}
+    assert list(found) == ["car_loss", "weather_loss", "distance_loss"]
+    assert found == pytest.approx({"car_loss": 2.0, "weather_loss": 3.0, "distance_loss": 5.0})
+
+
+def test_task_loss_means_weighted_by_batch_size():
+    means = TaskLossMeans(["a", "b"])
+    means.update_state(np.array([1.0, 10.0]), sample_weight=2)
+    means.update_state(np.array([4.0, 20.0]), sample_weight=6)
+    found = {k: float(v) for k, v in means.result().items()}
+    assert found == pytest.approx({"a_loss": (1 * 2 + 4 * 6) / 8, "b_loss": (10 * 2 + 20 * 6) / 8})
+
+
+def test_task_loss_means_reset_and_empty():
+    means = TaskLossMeans(["a"])
+    assert float(means.result()["a_loss"]) == 0.0  # no update yet: no NaN
+    means.update_state(np.array([5.0]), sample_weight=3)
+    means.reset_state()
+    means.update_state(np.array([1.0]), sample_weight=1)
+    assert float(means.result()["a_loss"]) == pytest.approx(1.0)
+
+
+def test_task_loss_means_config_round_trip():
+    means = TaskLossMeans(["a", "b"], name="per_task")
+    config = means.get_config()
+    restored = keras.saving.deserialize_keras_object(
+        json.loads(json.dumps(keras.saving.serialize_keras_object(means))))
+    assert isinstance(restored, TaskLossMeans)
+    assert restored.task_names == ["a", "b"]
+    assert restored.name == "per_task"
+    assert TaskLossMeans.from_config(config).get_config() == config
+
+
+def test_module_public_names():
+    assert set(metrics_lib.__all__) == {"MaskedMetric", "TaskLossMeans", "default_metrics", "get"}
