@@ -74,7 +74,7 @@ def _numeric_values(task: Task, array: np.ndarray, missing: np.ndarray) -> np.nd
     if array.dtype.kind == "S":
         array = array.astype(str)
     values = np.zeros(array.shape, dtype=np.float64)
-    for index in zip(*np.nonzero(~missing)):
+    for index in zip(*np.nonzero(~missing), strict=True):
         value = array[index]
         if isinstance(value, bytes):
             value = value.decode()
@@ -220,7 +220,8 @@ def _encode_one(raw: tf.Tensor, task: Task, check: bool) -> tf.Tensor:
         checks.append(tf.debugging.Assert(
             tf.reduce_all(_in_domain(values, task)),
             [f"Task {task.name!r} ({task.kind}): a batch holds a label outside the task's "
-             f"domain; {_HOW_TO_MARK}. Offending labels:", tf.boolean_mask(values, ~_in_domain(values, task))],
+             f"domain; {_HOW_TO_MARK}. Offending labels:",
+             tf.boolean_mask(values, ~_in_domain(values, task))],
             summarize=8))
     with tf.control_dependencies(checks):
         encoded = tf.where(missing, tf.fill(tf.shape(values), sentinel), values)

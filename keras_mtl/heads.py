@@ -25,7 +25,14 @@ from keras_mtl.losses import (
 )
 from keras_mtl.tasks import Task
 
-__all__ = ["FusedTaskLoss", "HeadLayout", "TaskHeads", "TaskOutput"]
+__all__ = [
+    "FusedTaskLoss",
+    "HeadLayout",
+    "TaskHeads",
+    "TaskOutput",
+    "stack_labels",
+    "stack_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,7 @@ class TaskOutput(keras.layers.Layer):
         return config
 
 
-def _label_matrix(y, tasks, batch_size, dtype):
+def stack_labels(y, tasks, batch_size, dtype="float32"):
     """Stacks the labels of ``tasks`` into one (batch, units) matrix."""
     columns = []
     for task in tasks:
@@ -152,7 +159,7 @@ def _label_matrix(y, tasks, batch_size, dtype):
     return columns[0] if len(columns) == 1 else ops.concatenate(columns, axis=1)
 
 
-def _weight_matrix(sample_weight, tasks, batch_size, dtype):
+def stack_weights(sample_weight, tasks, batch_size, dtype="float32"):
     """Per-entry weights (batch, units) from per-example weights."""
     columns = []
     for task in tasks:
@@ -208,10 +215,10 @@ class FusedTaskLoss:
         for tasks, start, stop, entries in groups:
             if not tasks:
                 continue
-            y_group = _label_matrix(y, tasks, batch_size, "float32")
+            y_group = stack_labels(y, tasks, batch_size, "float32")
             losses, mask = entries(y_group, logits[:, start:stop])
             if sample_weight is not None:
-                weights = _weight_matrix(sample_weight, tasks, batch_size, "float32")
+                weights = stack_weights(sample_weight, tasks, batch_size, "float32")
                 losses, mask = losses * weights, mask * weights
             total, count = ops.sum(losses, axis=0), ops.sum(mask, axis=0)
             if tasks is layout.sigmoid and layout.num_sigmoid > len(tasks):
@@ -224,7 +231,7 @@ class FusedTaskLoss:
             losses, mask = categorical_crossentropy_entries(
                 y[task.name], logits[:, block.start:block.stop], from_logits=True)
             if sample_weight is not None:
-                weights = _weight_matrix(sample_weight, [task], batch_size, "float32")[:, 0]
+                weights = stack_weights(sample_weight, [task], batch_size, "float32")[:, 0]
                 losses, mask = losses * weights, mask * weights
             parts.append(self._normalize(ops.sum(losses, keepdims=True), ops.sum(mask, keepdims=True), batch_size))
         per_task = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)

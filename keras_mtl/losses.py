@@ -64,7 +64,8 @@ def _match_rank(y_true, y_pred):
 
 def _check_shapes(true_shape, pred_shape):
     if len(true_shape) != len(pred_shape) or any(
-        a is not None and b is not None and a != b for a, b in zip(true_shape, pred_shape)
+        a is not None and b is not None and a != b
+        for a, b in zip(true_shape, pred_shape, strict=True)
     ):
         raise ValueError(
             f"Label shape {tuple(true_shape)} does not match prediction shape "

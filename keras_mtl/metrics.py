@@ -9,11 +9,19 @@ metric that honours ``sample_weight`` work unchanged.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_mtl.missing import label_mask
 
-__all__ = ["MaskedMetric", "TaskLossMeans", "default_metrics", "get"]
+__all__ = [
+    "MaskedMetric",
+    "RegressionTaskMetrics",
+    "SigmoidTaskMetrics",
+    "TaskLossMeans",
+    "default_metrics",
+    "get",
+]
 
 # Short names that mean a different Keras class per kind of task.
 _BY_KIND = {
@@ -185,6 +193,126 @@ class TaskLossMeans(keras.metrics.Metric):
     def result(self):
         means = ops.divide_no_nan(self.total, self.count)
         return {f"{name}_loss": means[i] for i, name in enumerate(self.task_names)}
+
+    def get_config(self):
+        return {"task_names": self.task_names, "name": self.name, "dtype": self.dtype}
+
+
+def _column_segments(units_per_task):
+    return np.repeat(np.arange(len(units_per_task)), units_per_task).astype("int32")
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class SigmoidTaskMetrics(keras.metrics.Metric):
+    """AUC and accuracy of many binary/multilabel tasks in one metric.
+
+    The default metrics of sigmoid tasks, fused: one multi-label
+    ``keras.metrics.AUC`` over every output unit plus vectors of correct and
+    labelled counts, so the cost per step does not grow with a Python loop
+    over tasks. A multilabel task's AUC and accuracy pool all of its labels
+    (the same values as a :class:`MaskedMetric` over its flattened output).
+
+    Args:
+        task_names: the tasks, in column order.
+        units_per_task: output units of each task (1 for binary).
+        num_thresholds: thresholds of the AUC, as in ``keras.metrics.AUC``.
+        name: metric name.
+
+    ``result()`` returns ``{"<task>_auc": …, "<task>_accuracy": …}``.
+    """
+
+    def __init__(self, task_names, units_per_task, num_thresholds=200, name="sigmoid_metrics",
+                 dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.task_names = list(task_names)
+        self.units_per_task = [int(u) for u in units_per_task]
+        self.num_thresholds = num_thresholds
+        self._segments = _column_segments(self.units_per_task)
+        self.auc = keras.metrics.AUC(num_thresholds=num_thresholds, multi_label=True,
+                                     num_labels=sum(self.units_per_task), name="auc")
+        count = len(self.task_names)
+        self.correct = self.add_variable(shape=(count,), initializer="zeros", name="correct")
+        self.labelled = self.add_variable(shape=(count,), initializer="zeros", name="labelled")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """``y_true``, ``y_pred``: ``(batch, units)``; labels −1/NaN where missing."""
+        y_pred = ops.cast(y_pred, self.dtype)
+        y_true = ops.cast(y_true, self.dtype)
+        labelled = label_mask(y_true, "binary")
+        y_clean = ops.where(labelled, y_true, ops.zeros_like(y_true))
+        weight = ops.cast(labelled, self.dtype)
+        if sample_weight is not None:
+            weight = weight * ops.cast(sample_weight, self.dtype)
+        self.auc.update_state(y_clean, y_pred, sample_weight=weight)
+        hits = ops.cast(ops.equal(ops.cast(y_pred > 0.5, self.dtype), y_clean), self.dtype) * weight
+        self.correct.assign_add(self._per_task(ops.sum(hits, axis=0)))
+        self.labelled.assign_add(self._per_task(ops.sum(weight, axis=0)))
+
+    def _per_task(self, per_unit):
+        if len(self._segments) == len(self.task_names):
+            return per_unit
+        return ops.segment_sum(per_unit, self._segments, len(self.task_names))
+
+    def result(self):
+        # ROC AUC per task from the pooled confusion counts, as keras.metrics.AUC.
+        counts = [ops.transpose(self._per_task(ops.transpose(v))) for v in (
+            self.auc.true_positives, self.auc.false_negatives,
+            self.auc.false_positives, self.auc.true_negatives)]
+        tp, fn, fp, tn = counts
+        tpr = ops.divide_no_nan(tp, tp + fn)
+        fpr = ops.divide_no_nan(fp, fp + tn)
+        auc = ops.sum((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2.0, axis=0)
+        accuracy = ops.divide_no_nan(self.correct, self.labelled)
+        out = {}
+        for i, name in enumerate(self.task_names):
+            out[f"{name}_auc"] = auc[i]
+            out[f"{name}_accuracy"] = accuracy[i]
+        return out
+
+    def reset_state(self):
+        self.auc.reset_state()
+        self.correct.assign(ops.zeros_like(self.correct))
+        self.labelled.assign(ops.zeros_like(self.labelled))
+
+    def get_config(self):
+        return {"task_names": self.task_names, "units_per_task": self.units_per_task,
+                "num_thresholds": self.num_thresholds, "name": self.name, "dtype": self.dtype}
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class RegressionTaskMetrics(keras.metrics.Metric):
+    """Mean absolute error of many regression tasks in one metric.
+
+    ``result()`` returns ``{"<task>_mae": …}``; missing (``NaN``) targets are
+    not counted.
+
+    Args:
+        task_names: the regression tasks, in column order.
+        name: metric name.
+    """
+
+    def __init__(self, task_names, name="regression_metrics", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.task_names = list(task_names)
+        count = len(self.task_names)
+        self.total = self.add_variable(shape=(count,), initializer="zeros", name="total")
+        self.labelled = self.add_variable(shape=(count,), initializer="zeros", name="labelled")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """``y_true``, ``y_pred``: ``(batch, tasks)``; ``NaN`` where missing."""
+        y_pred = ops.cast(y_pred, self.dtype)
+        y_true = ops.cast(y_true, self.dtype)
+        labelled = label_mask(y_true, "regression")
+        weight = ops.cast(labelled, self.dtype)
+        if sample_weight is not None:
+            weight = weight * ops.cast(sample_weight, self.dtype)
+        error = ops.abs(y_pred - ops.where(labelled, y_true, y_pred)) * weight
+        self.total.assign_add(ops.sum(error, axis=0))
+        self.labelled.assign_add(ops.sum(weight, axis=0))
+
+    def result(self):
+        mae = ops.divide_no_nan(self.total, self.labelled)
+        return {f"{name}_mae": mae[i] for i, name in enumerate(self.task_names)}
 
     def get_config(self):
         return {"task_names": self.task_names, "name": self.name, "dtype": self.dtype}

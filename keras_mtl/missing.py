@@ -69,13 +69,21 @@ def _missing_singleton() -> _MissingLabel:
     return MISSING
 
 
+def _is_minus_one_text(text: str) -> bool:
+    """Whether a label string is the number -1 (the class sentinel, as read by the graph)."""
+    try:
+        return float(text) == -1.0
+    except ValueError:
+        return False
+
+
 def _is_missing_scalar(value: object, kind: str) -> bool:
     # pandas.NA and NaT are recognised by type name: no pandas import needed.
     if value is None or value is MISSING or type(value).__name__ in ("NAType", "NaTType"):
         return True
     if isinstance(value, (str, bytes)):
-        text = value.decode() if isinstance(value, bytes) else value
-        return text.strip() in MISSING_STRINGS
+        text = (value.decode() if isinstance(value, bytes) else value).strip()
+        return text in MISSING_STRINGS or (kind in CLASS_KINDS and _is_minus_one_text(text))
     if isinstance(value, (bool, np.bool_)):
         return False
     if isinstance(value, (int, float, np.number)):
@@ -111,7 +119,11 @@ def is_missing(labels: object, kind: str = "binary") -> np.ndarray:
         flat = [_is_missing_scalar(v, kind) for v in array.ravel()]
         return np.asarray(flat, dtype=bool).reshape(array.shape)
     if array.dtype.kind in "US":
-        return np.isin(np.char.strip(array.astype(str)), MISSING_STRINGS)
+        text = np.char.strip(array.astype(str))
+        missing = np.isin(text, MISSING_STRINGS)
+        if kind in CLASS_KINDS:
+            missing |= np.vectorize(_is_minus_one_text, otypes=[bool])(text)
+        return missing
     if array.dtype.kind == "f":
         missing = np.isnan(array)
         if kind in CLASS_KINDS:

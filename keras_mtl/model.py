@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from keras_mtl import metrics as metrics_lib
-from keras_mtl.heads import FusedTaskLoss, HeadLayout, TaskHeads, TaskOutput
+from keras_mtl.heads import FusedTaskLoss, HeadLayout, TaskHeads, TaskOutput, stack_labels, stack_weights
 from keras_mtl.losses import check_normalize
 from keras_mtl.tasks import Task, check_tasks
 
 __all__ = ["MultiTaskModel"]
 
 HEADS_LAYER = "heads"
+# Up to this many tasks, training logs every task's loss and metrics.
+LOG_EVERY_TASK_UP_TO = 16
 
 
 class _Views:
@@ -31,11 +34,66 @@ class _Views:
 class _Compiled:
     """What ``compile`` derived from the tasks: loss, weights, metrics."""
 
-    def __init__(self, loss, weights, task_losses, task_metrics):
+    def __init__(self, loss, weights, metrics, log_every_task):
         self.loss = loss
         self.weights = weights
-        self.task_losses = task_losses
-        self.task_metrics = task_metrics
+        self.metrics = metrics
+        self.log_every_task = log_every_task
+
+
+class _TaskMetrics:
+    """The metrics of every task, updated from the fused outputs.
+
+    Tasks left on their default metrics share fused metric objects (one for
+    all sigmoid tasks, one for all regression tasks); tasks given their own
+    metrics get one :class:`keras_mtl.metrics.MaskedMetric` each.
+    """
+
+    def __init__(self, layout: HeadLayout, chosen: dict):
+        self.layout = layout
+        self.task_losses = metrics_lib.TaskLossMeans([t.name for t in layout.tasks])
+        default = {t.name for t in layout.tasks if chosen[t.name] is None}
+        self.sigmoid = [t for t in layout.sigmoid if t.name in default]
+        self.regression = [t for t in layout.regression if t.name in default]
+        self.per_task = {t.name: t.build_metrics(chosen[t.name])
+                         for t in layout.tasks
+                         if t.name not in default or t.kind == "categorical"}
+        self.sigmoid_metric = self.sigmoid_columns = None
+        if self.sigmoid:
+            self.sigmoid_metric = metrics_lib.SigmoidTaskMetrics(
+                [t.name for t in self.sigmoid], [t.units for t in self.sigmoid])
+            self.sigmoid_columns = np.concatenate(
+                [np.arange(layout.block(t.name).start, layout.block(t.name).stop) for t in self.sigmoid])
+        self.regression_metric = self.regression_columns = None
+        if self.regression:
+            self.regression_metric = metrics_lib.RegressionTaskMetrics([t.name for t in self.regression])
+            self.regression_columns = np.array([layout.block(t.name).start for t in self.regression])
+
+    @property
+    def all(self) -> list:
+        found = [self.task_losses]
+        found += [m for m in (self.sigmoid_metric, self.regression_metric) if m is not None]
+        for task_metrics in self.per_task.values():
+            found.extend(task_metrics)
+        return found
+
+    def update(self, y, logits, task_losses, sample_weight, batch_size):
+        self.task_losses.update_state(task_losses, sample_weight=batch_size)
+        if self.sigmoid_metric is not None:
+            weights = None if sample_weight is None else stack_weights(sample_weight, self.sigmoid, batch_size)
+            probs = ops.sigmoid(ops.take(ops.cast(logits, "float32"), self.sigmoid_columns, axis=1))
+            self.sigmoid_metric.update_state(stack_labels(y, self.sigmoid, batch_size), probs, weights)
+        if self.regression_metric is not None:
+            weights = None if sample_weight is None else stack_weights(
+                sample_weight, self.regression, batch_size)
+            values = ops.take(ops.cast(logits, "float32"), self.regression_columns, axis=1)
+            self.regression_metric.update_state(stack_labels(y, self.regression, batch_size), values, weights)
+        if self.per_task:
+            predictions = FusedTaskLoss(self.layout).predictions(logits)
+            for name, task_metrics in self.per_task.items():
+                weight = sample_weight.get(name) if isinstance(sample_weight, dict) else sample_weight
+                for metric in task_metrics:
+                    metric.update_state(y[name], predictions[name], sample_weight=weight)
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -121,7 +179,7 @@ class MultiTaskModel(keras.Model):
     # -- compile --------------------------------------------------------------
 
     def compile(self, optimizer="adam", loss_weights=None, normalize="batch", metrics=None,
-                loss=None, **kwargs):
+                log_every_task=None, loss=None, **kwargs):
         """Configures training with the masked loss and metrics of every task.
 
         Args:
@@ -132,7 +190,15 @@ class MultiTaskModel(keras.Model):
                 batch size, the default) or ``"labeled"`` (mean over labelled
                 entries).
             metrics: optional ``{task: [metrics]}`` overriding the tasks'
-                metrics; a list applies to every task.
+                metrics; a list applies to every task. Tasks left on their
+                defaults (AUC and accuracy for binary/multilabel, accuracy
+                for categorical, MAE for regression) share fused metrics.
+            log_every_task: whether ``fit`` logs every task's loss and
+                metrics each step (``<task>_loss``, ``<task>_auc``, …).
+                ``None``: only for up to 16 tasks; with more, training logs
+                ``loss`` and the task means (``mean_task_loss``,
+                ``mean_auc``, …) while ``evaluate`` and validation still
+                report every task.
             loss: not accepted — the losses follow from the tasks' kinds.
             **kwargs: passed to ``keras.Model.compile`` (``jit_compile``,
                 ``steps_per_execution``, ``run_eagerly``, …).
@@ -150,19 +216,22 @@ class MultiTaskModel(keras.Model):
             )
         normalize = check_normalize(normalize)
         weights = self._resolve_loss_weights(loss_weights)
-        task_metrics = self._resolve_metrics(metrics)
+        chosen = self._resolve_metrics(metrics)
+        if log_every_task is None:
+            log_every_task = len(self._tasks) <= LOG_EVERY_TASK_UP_TO
         super().compile(optimizer=optimizer, **kwargs)
         self._compiled = _Compiled(
             loss=FusedTaskLoss(self._layout, normalize),
             weights=ops.convert_to_tensor(weights, "float32"),
-            task_losses=metrics_lib.TaskLossMeans(self.task_names),
-            task_metrics=task_metrics,
+            metrics=_TaskMetrics(self._layout, chosen),
+            log_every_task=bool(log_every_task),
         )
         self._mtl_compile_config = {
             "optimizer": optimizer,
             "loss_weights": loss_weights,
             "normalize": normalize,
             "metrics": metrics,
+            "log_every_task": log_every_task,
             **kwargs,
         }
 
@@ -184,23 +253,27 @@ class MultiTaskModel(keras.Model):
             weights[name] = Task._check_weight(weight, name)
         return [weights[n] for n in self.task_names]
 
-    def _resolve_metrics(self, metrics):
-        if metrics is None or isinstance(metrics, (list, tuple, str)):
-            return {t.name: t.build_metrics(metrics) for t in self._tasks}
+    def _resolve_metrics(self, metrics) -> dict:
+        """``{task: metrics or None}``; ``None`` means the task's defaults."""
+        if metrics is None:
+            return {t.name: t.metrics for t in self._tasks}
+        if isinstance(metrics, (list, tuple, str)):
+            return {t.name: metrics for t in self._tasks}
         if not isinstance(metrics, dict):
             raise ValueError("metrics must be a dict {task name: [metrics]} or a list for every task.")
         for name in metrics:
             self.get_task(name)
-        return {t.name: t.build_metrics(metrics.get(t.name)) for t in self._tasks}
+        chosen = {t.name: metrics.get(t.name, t.metrics) for t in self._tasks}
+        for task in self._tasks:
+            if chosen[task.name] is not None:
+                task.build_metrics(chosen[task.name])  # fail now on a bad metric
+        return chosen
 
     @property
     def metrics(self):
         if self._compiled is None or not self.compiled:
             return super().metrics
-        found = [self._loss_tracker, self._compiled.task_losses]
-        for task_metrics in self._compiled.task_metrics.values():
-            found.extend(task_metrics)
-        return found
+        return [self._loss_tracker] + self._compiled.metrics.all
 
     def get_compile_config(self):
         if not self.compiled or self._compiled is None:
@@ -262,16 +335,14 @@ class MultiTaskModel(keras.Model):
             total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
         return y, logits, task_losses, total
 
-    def _update_metrics(self, x, y, logits, task_losses, total, sample_weight):
+    def _update_metrics(self, y, logits, task_losses, total, sample_weight, training):
         batch_size = ops.shape(logits)[0]
         self._loss_tracker.update_state(total, sample_weight=batch_size)
-        self._compiled.task_losses.update_state(task_losses, sample_weight=batch_size)
-        predictions = self._compiled.loss.predictions(logits)
-        for name, task_metrics in self._compiled.task_metrics.items():
-            weight = sample_weight.get(name) if isinstance(sample_weight, dict) else sample_weight
-            for metric in task_metrics:
-                metric.update_state(y[name], predictions[name], sample_weight=weight)
-        return self.get_metrics_result()
+        self._compiled.metrics.update(y, logits, task_losses, sample_weight, batch_size)
+        results = self.get_metrics_result()
+        if training and not self._compiled.log_every_task:
+            return _task_means(results, self.task_names)
+        return results
 
     def train_step(self, data):
         self._require_compiled()
@@ -282,13 +353,13 @@ class MultiTaskModel(keras.Model):
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._update_metrics(x, y, logits, task_losses, total, sample_weight)
+        return self._update_metrics(y, logits, task_losses, total, sample_weight, training=True)
 
     def test_step(self, data):
         self._require_compiled()
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y, logits, task_losses, total = self._forward_losses(x, y, sample_weight, False)
-        return self._update_metrics(x, y, logits, task_losses, total, sample_weight)
+        return self._update_metrics(y, logits, task_losses, total, sample_weight, training=False)
 
     # -- serialisation --------------------------------------------------------
 
@@ -323,3 +394,17 @@ def _check_layer_names(inputs, features, tasks):
             f"keras_mtl: {HEADS_LAYER!r}, 'features'). Rename the task or the layer "
             "(layers take name=...)."
         )
+
+
+def _task_means(results: dict, task_names) -> dict:
+    """``loss`` plus the mean over tasks of each per-task entry."""
+    groups: dict[str, list] = {}
+    for key, value in results.items():
+        for name in task_names:
+            if key.startswith(f"{name}_"):
+                suffix = key[len(name) + 1:]
+                groups.setdefault("mean_task_loss" if suffix == "loss" else f"mean_{suffix}", []).append(value)
+                break
+    means = {"loss": results["loss"]}
+    means.update({key: ops.mean(ops.stack(values)) for key, values in groups.items()})
+    return means

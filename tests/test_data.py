@@ -126,6 +126,19 @@ def test_other_missing_strings():
     np.testing.assert_array_equal(y["car"], [1, -1, -1, -1, -1, 0])
 
 
+def test_minus_one_as_text():
+    """Up-front validation and the graph agree: "-1" is missing for classes, a target for regression."""
+    _, y, _ = collect(data.from_arrays(features(3), {"car": ["1", "-1", "?"]}, [CAR], 8))
+    np.testing.assert_array_equal(y["car"], [1, -1, -1])
+    _, y, _ = collect(data.from_arrays(features(3), {"weather": np.array(["2", "-1", "0"])}, [WEATHER], 8))
+    np.testing.assert_array_equal(y["weather"], [2, -1, 0])
+    _, y, _ = collect(data.from_arrays(features(2), {"distance": ["-1", "?"]}, [DISTANCE], 8))
+    np.testing.assert_array_equal(y["distance"], [-1.0, np.nan])
+    source = tf.data.Dataset.from_tensor_slices((features(4), {"car": ["-1", "0", "-1", "1"]}))
+    _, y, _ = collect(data.from_dataset(source, [CAR], batch_size=2))
+    np.testing.assert_array_equal(y["car"], [-1, 0, -1, 1])
+
+
 def test_bool_labels_for_a_binary_task():
     for labels in ([True, False, None], np.array([True, False, False])):
         _, y, _ = collect(data.from_arrays(features(3), {"car": labels}, [CAR], 8))
@@ -574,7 +587,8 @@ def test_encode_labels_on_batched_string_tensors():
     y = {k: np.concatenate([b[k].numpy() for b in encoded]) for k in raw}
     np.testing.assert_array_equal(y["car"], [1, -1, 0, -1, -1, -1])
     np.testing.assert_array_equal(y["weather"], [3, -1, 0, -1, 1, -1])
-    np.testing.assert_array_equal(y["distance"], np.array([-1, np.nan, 2.5, np.nan, np.nan, 1e-3], np.float32))
+    np.testing.assert_array_equal(
+        y["distance"], np.array([-1, np.nan, 2.5, np.nan, np.nan, 1e-3], np.float32))
     np.testing.assert_array_equal(y["objects"], [[1, -1], [-1, 0], [0, 1], [-1, -1], [1, 1], [0, -1]])
 
 

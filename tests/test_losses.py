@@ -264,9 +264,19 @@ def test_binary_missing_marker_is_ignored(marker, normalize):
 
 
 @pytest.mark.parametrize("normalize", NORMALIZATIONS)
+def test_nan_label_in_categorical_is_missing(normalize):
+    y = np.array([np.nan, 2.0, -1.0], np.float32)
+    z = np.array([[9.0, 0.0, 0.0], [1.0, 2.0, 3.0], [0.0, 0.0, 9.0]], np.float32)
+    result = value(MaskedCategoricalCrossentropy(normalize, from_logits=True)(y, z))
+    labelled = np.array([False, True, False])
+    expected = reference_loss("categorical", np.array([0, 2, 0]), z, labelled, normalize)
+    np.testing.assert_allclose(result, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("normalize", NORMALIZATIONS)
 def test_nan_label_in_multilabel_is_missing(normalize):
     y = np.array([[np.nan, 1.0], [0.0, np.nan]], np.float32)
-    z = np.array([[5.0, -1.0], [2.0, np.float32(3.0)]], np.float32)
+    z = np.array([[5.0, -1.0], [2.0, 3.0]], np.float32)
     result = value(MaskedBinaryCrossentropy(normalize, from_logits=True)(y, z))
     expected = reference_loss("multilabel", np.nan_to_num(y), z, ~np.isnan(y), normalize)
     assert np.isfinite(result)
@@ -414,11 +424,15 @@ def test_one_hot_categorical_error_says_how_to_fix():
 @pytest.mark.parametrize("normalize", NORMALIZATIONS)
 def test_works_inside_tf_function_with_unknown_batch(normalize):
     encoded, clean, labelled, pred = make_case("multilabel", 3)
+    weight = np.linspace(0.5, 2.0, len(pred)).astype(np.float32)
     loss = MaskedBinaryCrossentropy(normalize, from_logits=True)
-    spec = [tf.TensorSpec((None, 3), tf.float32)] * 2
-    compute = tf.function(lambda y, p: loss(y, p), input_signature=spec)
-    expected = reference_loss("multilabel", clean, pred, labelled, normalize)
-    np.testing.assert_allclose(value(compute(encoded, pred)), expected, rtol=1e-5)
+    spec = [tf.TensorSpec((None, 3), tf.float32)] * 2 + [tf.TensorSpec((None,), tf.float32)]
+    compute = tf.function(lambda y, p, w: loss(y, p, sample_weight=w), input_signature=spec)
+    expected = reference_loss("multilabel", clean, pred, labelled, normalize, True, weight)
+    np.testing.assert_allclose(value(compute(encoded, pred, weight)), expected, rtol=1e-5)
+    # The weights of one call do not leak into the next.
+    unweighted = reference_loss("multilabel", clean, pred, labelled, normalize)
+    np.testing.assert_allclose(value(loss(encoded, pred)), unweighted, rtol=1e-5)
 
 
 # -- the fused loss of all heads ---------------------------------------------------------

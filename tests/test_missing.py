@@ -91,6 +91,19 @@ def test_minus_one_is_missing_for_class_kinds(kind):
     assert is_missing(np.array([-1.0, 3.0], dtype=np.float32), kind).tolist() == [True, False]
 
 
+@pytest.mark.parametrize("kind", ["binary", "multilabel", "categorical"])
+def test_minus_one_as_text_is_missing_for_class_kinds(kind):
+    """"-1" read from a text file means what -1 means (the graph parses it so too)."""
+    assert is_missing(["-1", " -1.0 ", b"-1", "1", "x"], kind).tolist() == [True, True, True, False, False]
+    assert is_missing(np.array(["-1", "0", "-10"]), kind).tolist() == [True, False, False]
+    assert is_missing(np.array([], dtype=str), kind).tolist() == []
+
+
+def test_minus_one_as_text_is_data_for_regression():
+    assert is_missing(["-1", "?"], "regression").tolist() == [False, True]
+    assert is_missing(np.array(["-1", "-1.0"]), "regression").tolist() == [False, False]
+
+
 def test_minus_one_is_data_for_regression():
     assert is_missing([-1.0, MISSING], kind="regression").tolist() == [False, True]
     assert is_missing([-1, MISSING, None], kind="regression").tolist() == [False, True, True]
