@@ -1,4 +1,4 @@
-"""The ``keras-mtl`` command: ``demo``, ``export``, ``inspect``."""
+"""The ``keras-mtl`` command: ``demo``, ``export``, ``inspect``, ``bench``."""
 
 from __future__ import annotations
 
@@ -73,6 +73,12 @@ def _inspect(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from keras_mtl.bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-mtl", description="Multi-task learning for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("directory", help="a version directory or a model base directory")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(run=_inspect)
+    bench = commands.add_parser("bench", help="benchmark keras_mtl against plain Keras",
+                                add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER,
+                       help="options of the benchmark (see keras-mtl bench --help)")
+    bench.set_defaults(run=_bench)
     return parser
 
 
