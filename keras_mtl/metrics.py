@@ -146,6 +146,9 @@ def get(identifier, kind: str, task_name: str | None = None) -> MaskedMetric:
             inner = identifier()
         else:
             inner = identifier
+            if isinstance(inner, keras.metrics.Metric):
+                # A copy: the same Task (and its metric) may serve several models.
+                inner = inner.__class__.from_config(inner.get_config())
         if not isinstance(inner, keras.metrics.Metric):
             raise ValueError(
                 f"Task {task_name!r}: {identifier!r} is a function, not a Keras "

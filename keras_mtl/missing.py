@@ -58,7 +58,7 @@ MISSING = _MissingLabel()
 MISSING_REGRESSION = math.nan
 """Sentinel for a missing regression target (``NaN``)."""
 
-MISSING_STRINGS = ("?", "", "nan", "NaN", "None")
+MISSING_STRINGS = ("?", "", "nan", "NaN", "None", "NA", "N/A", "null")
 """Strings that mark a missing label (besides a non-string ``NaN``/``None``)."""
 
 CLASS_KINDS = ("binary", "multilabel", "categorical")

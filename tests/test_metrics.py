@@ -294,4 +294,7 @@ def test_task_loss_means_config_round_trip():
 
 
 def test_module_public_names():
-    assert set(metrics_lib.__all__) == {"MaskedMetric", "TaskLossMeans", "default_metrics", "get"}
+    assert set(metrics_lib.__all__) == {
+        "MaskedMetric", "RegressionTaskMetrics", "SigmoidTaskMetrics", "TaskLossMeans",
+        "default_metrics", "get",
+    }
