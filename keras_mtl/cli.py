@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _demo(args) -> int:
@@ -16,60 +17,93 @@ def _demo(args) -> int:
     return 0
 
 
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def _export(args) -> int:
+    if not os.path.isfile(args.model):
+        return _error(f"{args.model} is not a file; give the path of a .keras model.")
+    if args.version is not None and args.version < 0:
+        return _error(f"--version {args.version}: versions are integers >= 0.")
+    base = Path(args.directory)
+    if (base / "saved_model.pb").exists():
+        return _error(f"{base} is itself a SavedModel version directory; give its parent "
+                      f"(the model base directory), e.g. {base.parent}.")
+
     import keras
 
     import keras_mtl  # noqa: F401  # registers the classes the file names
     from keras_mtl.export import export_saved_model, next_version_dir
+    from keras_mtl.model import MultiTaskModel
 
     model = keras.saving.load_model(args.model)
-    if not hasattr(model, "tasks"):
-        print(f"error: {args.model} holds a {type(model).__name__}, not a keras_mtl "
-              "MultiTaskModel.", file=sys.stderr)
-        return 2
-    target = next_version_dir(args.directory)
-    export_saved_model(model, target)
+    if not isinstance(model, MultiTaskModel):
+        return _error(f"{args.model} holds a {type(model).__name__}, not a keras_mtl "
+                      "MultiTaskModel.")
+    target = next_version_dir(base) if args.version is None else base / str(args.version)
+    try:
+        export_saved_model(model, target, overwrite=args.overwrite)
+    except (FileExistsError, ValueError) as error:
+        return _error(str(error))
     print(f"Exported {args.model} to {target}")
     return 0
 
 
+def _shape(shape) -> list | None:
+    if shape.rank is None:
+        return None
+    return [-1 if d is None else d for d in shape.as_list()]
+
+
 def _inspect(args) -> int:
+    from keras_mtl.export import latest_version_dir, read_tasks
+
+    path = Path(args.directory)
+    if not path.is_dir():
+        return _error(f"{path} is not a directory.")
+    if not (path / "saved_model.pb").exists():
+        latest = latest_version_dir(path)
+        if latest is None:
+            return _error(f"no SavedModel in {path} (and no numbered version directory "
+                          "below it holding one).")
+        path = latest
+
     import tensorflow as tf
 
-    from keras_mtl.export import read_tasks
-
-    path = args.directory
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
-        versions = sorted((int(p) for p in os.listdir(path) if p.isdigit()), reverse=True)
-        if not versions:
-            print(f"error: no SavedModel in {path} (and no numbered versions below it).",
-                  file=sys.stderr)
-            return 2
-        path = os.path.join(path, str(versions[0]))
-    metadata = read_tasks(path)
-    loaded = tf.saved_model.load(path)
-    report = {"path": path, "tasks": metadata["tasks"], "signatures": {}}
-    for name, fn in loaded.signatures.items():
+    try:
+        tasks = read_tasks(path)["tasks"]
+    except FileNotFoundError:
+        tasks = None  # a SavedModel not written by keras_mtl: show its signatures
+    loaded = tf.saved_model.load(str(path))
+    report = {"path": str(path), "tasks": tasks, "signatures": {}}
+    for name in sorted(loaded.signatures):
+        fn = loaded.signatures[name]
         _, inputs = fn.structured_input_signature
         report["signatures"][name] = {
-            "inputs": {k: {"shape": [-1 if d is None else d for d in v.shape.as_list()],
-                           "dtype": v.dtype.name} for k, v in inputs.items()},
-            "outputs": {k: {"shape": [-1 if d is None else d for d in v.shape.as_list()],
-                            "dtype": v.dtype.name} for k, v in fn.structured_outputs.items()},
+            "inputs": {k: {"shape": _shape(v.shape), "dtype": v.dtype.name}
+                       for k, v in sorted(inputs.items())},
+            "outputs": {k: {"shape": _shape(v.shape), "dtype": v.dtype.name}
+                        for k, v in sorted(fn.structured_outputs.items())},
         }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"SavedModel {path}")
-    print("Tasks:")
-    for task in report["tasks"]:
-        print(f"  {task['name']:<16}{task['kind']:<13}units={task['units']}  "
-              f"{', '.join(task['unit_names'])}")
+    if tasks is None:
+        print("Tasks: none recorded (not exported by keras_mtl)")
+    else:
+        print("Tasks:")
+        for task in tasks:
+            print(f"  {task['name']:<16}{task['kind']:<13}units={task['units']}  "
+                  f"{', '.join(task['unit_names'])}")
     for name, sig in report["signatures"].items():
         print(f"Signature {name}:")
         for direction in ("inputs", "outputs"):
             for key, spec in sig[direction].items():
-                print(f"  {direction[:-1]:<7}{key:<20}{spec['dtype']:<9}{tuple(spec['shape'])}")
+                shape = "unknown" if spec["shape"] is None else tuple(spec["shape"])
+                print(f"  {direction[:-1]:<7}{key:<20}{spec['dtype']:<9}{shape}")
     return 0
 
 
@@ -96,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a .keras model as a TF-Serving SavedModel")
     export.add_argument("model", help="a .keras file holding a MultiTaskModel")
     export.add_argument("directory", help="model base directory; the next free version is used")
+    export.add_argument("--version", type=int, default=None,
+                        help="version number to write (default: one above the highest present)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version")
     export.set_defaults(run=_export)
 
     inspect = commands.add_parser("inspect", help="show the tasks and signatures of a SavedModel")

@@ -175,8 +175,10 @@ def _tasks_metadata(model, specs) -> dict:
         "model": model.name,
         "tasks": tasks,
         "inputs": inputs,
-        "signatures": {"serving_default": "named inputs",
-                       "serving_tf_example": f"serialized tf.train.Example in {EXAMPLE_INPUT!r}"},
+        "signatures": {
+            "serving_default": {"inputs": [s.name for s in specs], "outputs": _output_names(model)},
+            "serving_tf_example": {"inputs": [EXAMPLE_INPUT], "outputs": _output_names(model)},
+        },
     }
 
 

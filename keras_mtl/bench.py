@@ -1,0 +1,881 @@
+"""Benchmarks: keras_mtl against plain Keras on the same synthetic data.
+
+``keras-mtl bench`` (or ``python benchmarks/run.py``) trains, in one
+process and on one synthetic data set, an MLP trunk (784→512→256, relu,
+batch 256) with
+
+* (a) keras_mtl, 4 binary tasks with 30 % of the labels missing;
+* (b) plain Keras, 4 named ``Dense(1, sigmoid)`` outputs and unmasked
+  ``BinaryCrossentropy`` on fully labelled data, with the same metrics
+  (AUC and binary accuracy per output); (b') without metrics;
+* (c) plain Keras with per-output ``sample_weight`` masks (0 where a label
+  is missing) and the same metrics as weighted metrics;
+* (d) keras_mtl with 100 named tasks; plain Keras with 100 named
+  ``Dense(1)`` heads and 100 losses; plain Keras with one ``Dense(100)``
+  head and one loss;
+* (e) every training row above with ``jit_compile=False`` and ``True``;
+* (f) the input pipeline alone (``kmtl.data.from_arrays``);
+* (g) the achieved training GFLOP/s of (a) against a large ``tf.matmul``;
+* (h) (a) under the ``mixed_bfloat16`` policy.
+
+Each training row reports the steady-state throughput (examples/second,
+median over the epochs after the first) and the wall time of the first
+epoch (tracing and compilation included). Results go to ``bench.json`` and
+``bench.png`` in the output directory.
+
+Example:
+    ``keras-mtl bench --only a,b,c --output bench_results``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_mtl as kmtl  # noqa: E402
+from keras_mtl import data as data_lib  # noqa: E402
+from keras_mtl import metrics as metrics_lib  # noqa: E402
+from keras_mtl import model as model_lib  # noqa: E402
+
+__all__ = ["QUICK", "Row", "Settings", "Target", "main", "run"]
+
+GROUPS = "abcdefgh"
+XLA = "/xla"  # suffix of the jit_compile=True variant of a row id
+
+
+# -- settings and synthetic data ----------------------------------------------
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one benchmark run.
+
+    Attributes:
+        batch_size: examples per training step.
+        steps: steps per epoch (the data set holds ``steps * batch_size``
+            examples).
+        timed_epochs: epochs timed after the first, for the steady state.
+        input_dim: input features per example.
+        hidden: units of the trunk's relu layers.
+        few_tasks: number of tasks of rows (a)–(c).
+        many_tasks: number of tasks of rows (d).
+        missing: share of labels missing.
+        matmul_size: side of the square ``tf.matmul`` of row (g).
+        matmul_repeats: timed repetitions of that matmul (the best counts).
+        pipeline_epochs: timed passes over the data in rows (f).
+        max_wait: seconds to wait, before each measurement, for other
+            processes to leave the CPU.
+        quiet_cores: other processes' CPU use (in cores) counted as quiet.
+        seed: seed of the data and of every model.
+    """
+
+    batch_size: int = 256
+    steps: int = 40
+    timed_epochs: int = 3
+    input_dim: int = 784
+    hidden: tuple[int, ...] = (512, 256)
+    few_tasks: int = 4
+    many_tasks: int = 100
+    missing: float = 0.3
+    matmul_size: int = 2048
+    matmul_repeats: int = 10
+    pipeline_epochs: int = 3
+    max_wait: float = 180.0
+    quiet_cores: float = 0.5
+    seed: int = 0
+
+    @property
+    def examples(self) -> int:
+        """Examples per epoch."""
+        return self.steps * self.batch_size
+
+
+QUICK = Settings(batch_size=32, steps=2, timed_epochs=1, input_dim=16, hidden=(16, 8), many_tasks=6,
+                 matmul_size=128, matmul_repeats=2, pipeline_epochs=1, max_wait=0.0)
+"""Tiny settings that exercise every row in seconds (numbers meaningless)."""
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """Inputs and labels shared by every row.
+
+    Attributes:
+        x: inputs, ``(n, input_dim)`` float32.
+        y: complete labels in {0, 1}, ``(n, many_tasks)`` float32.
+        missing: ``True`` where a label counts as missing, ``(n, many_tasks)``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    missing: np.ndarray
+
+    def labels(self, tasks: int) -> np.ndarray:
+        """The first ``tasks`` columns of ``y``, ``NaN`` where missing."""
+        return np.where(self.missing[:, :tasks], np.float32(np.nan), self.y[:, :tasks])
+
+
+def make_data(settings: Settings) -> SyntheticData:
+    """Gaussian inputs; every task is a noisy threshold of shared features.
+
+    All tasks depend on the same 16 nonlinear projections of the input, so
+    the shared trunk has something to learn for every task.
+    """
+    rng = np.random.default_rng(settings.seed)
+    n, d, k = settings.examples, settings.input_dim, settings.many_tasks
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    shared = np.tanh(x @ (rng.standard_normal((d, 16), dtype=np.float32) / math.sqrt(d)) * 2.0)
+    scores = shared @ rng.standard_normal((16, k), dtype=np.float32)
+    scores += 0.5 * rng.standard_normal((n, k), dtype=np.float32)
+    y = (scores > 0).astype(np.float32)
+    missing = rng.random((n, k)) < settings.missing
+    return SyntheticData(x=x, y=y, missing=missing)
+
+
+def task_names(count: int) -> list[str]:
+    """``task_000``, ``task_001``, …"""
+    return [f"task_{j:03d}" for j in range(count)]
+
+
+# -- pipelines -----------------------------------------------------------------
+
+def kmtl_pipeline(settings: Settings, data: SyntheticData, tasks: int) -> tf.data.Dataset:
+    """The keras_mtl pipeline: ``from_arrays`` with NaN for missing labels."""
+    names = task_names(tasks)
+    labels = data.labels(tasks)
+    return kmtl.data.from_arrays(
+        data.x, {name: labels[:, j] for j, name in enumerate(names)},
+        [kmtl.Task(name) for name in names], batch_size=settings.batch_size,
+        shuffle=True, seed=settings.seed)
+
+
+def keras_pipeline(settings: Settings, x: np.ndarray, y, sample_weight=None) -> tf.data.Dataset:
+    """A plain pipeline built like ``from_arrays`` minus the label mapping.
+
+    Shuffled indices, batched, gathered from in-memory tensors, prefetched.
+    """
+    tensors = tuple(t for t in (x, y, sample_weight) if t is not None)
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, tensors)
+    indices = tf.data.Dataset.range(len(x)).shuffle(len(x), seed=settings.seed,
+                                                     reshuffle_each_iteration=True)
+    indices = indices.batch(settings.batch_size)
+    gather = lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors)  # noqa: E731
+    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _columns(matrix: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    return {name: matrix[:, j:j + 1] for j, name in enumerate(names)}
+
+
+# -- models ----------------------------------------------------------------------
+
+def trunk(settings: Settings) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The shared MLP trunk: input → relu Dense layers."""
+    inputs = keras.Input((settings.input_dim,), name="x")
+    features = inputs
+    for i, units in enumerate(settings.hidden):
+        features = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(features)
+    return inputs, features
+
+
+def _binary_metrics(names: Sequence[str]) -> dict[str, list]:
+    return {n: [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]
+            for n in names}
+
+
+def build_kmtl(settings: Settings, tasks: int, jit: bool, metrics: list | None = None) -> keras.Model:
+    """keras_mtl: ``MultiTaskModel`` with binary tasks, ``compile("adam")``.
+
+    ``metrics=None`` keeps the default masked AUC and accuracy per task.
+    """
+    inputs, features = trunk(settings)
+    model = kmtl.MultiTaskModel(inputs, features, [kmtl.Task(n) for n in task_names(tasks)])
+    model.compile(optimizer="adam", metrics=metrics, jit_compile=jit)
+    return model
+
+
+def build_keras_heads(settings: Settings, tasks: int, jit: bool, metrics: bool,
+                      weighted: bool = False) -> keras.Model:
+    """Plain Keras: one named ``Dense(1, sigmoid)`` output and loss per task."""
+    inputs, features = trunk(settings)
+    names = task_names(tasks)
+    outputs = {n: keras.layers.Dense(1, activation="sigmoid", name=n)(features) for n in names}
+    model = keras.Model(inputs, outputs)
+    chosen = _binary_metrics(names) if metrics else None
+    model.compile(optimizer="adam", loss={n: keras.losses.BinaryCrossentropy() for n in names},
+                  metrics=None if weighted else chosen, weighted_metrics=chosen if weighted else None,
+                  jit_compile=jit)
+    return model
+
+
+def build_keras_dense(settings: Settings, tasks: int, jit: bool, metrics: bool) -> keras.Model:
+    """Plain Keras: one ``Dense(tasks, sigmoid)`` head and one loss."""
+    inputs, features = trunk(settings)
+    outputs = keras.layers.Dense(tasks, activation="sigmoid", name="tasks")(features)
+    model = keras.Model(inputs, outputs)
+    chosen = None
+    if metrics:
+        chosen = [keras.metrics.AUC(name="auc", multi_label=True, num_labels=tasks),
+                  keras.metrics.BinaryAccuracy(name="accuracy")]
+    model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(), metrics=chosen,
+                  jit_compile=jit)
+    return model
+
+
+# -- row specifications --------------------------------------------------------------
+
+Builder = Callable[[Settings, SyntheticData, bool], tuple[keras.Model, tf.data.Dataset]]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """A training row: how to build its model and data.
+
+    Attributes:
+        id: row id (``"a"``, ``"b'"``, …; ``XLA`` is appended for jit).
+        group: the ``--only`` letter selecting the row.
+        label: what the row trains.
+        metrics: which metrics the row computes.
+        build: ``(settings, data, jit) → (compiled model, dataset)``.
+        flops_tasks: output units, for the FLOP count of the row.
+    """
+
+    id: str
+    group: str
+    label: str
+    metrics: str
+    build: Builder
+    flops_tasks: int
+
+
+def train_specs(settings: Settings) -> list[TrainSpec]:
+    """The training rows (a)–(d), in running order."""
+    few, many = settings.few_tasks, settings.many_tasks
+    few_names, many_names = task_names(few), task_names(many)
+
+    def kmtl_row(tasks, metrics=None):
+        return lambda s, d, jit: (build_kmtl(s, tasks, jit, metrics), kmtl_pipeline(s, d, tasks))
+
+    def heads_row(tasks, names, metrics, masked=False):
+        def build(s, d, jit):
+            model = build_keras_heads(s, tasks, jit, metrics, weighted=masked)
+            if not masked:
+                return model, keras_pipeline(s, d.x, _columns(d.y, names))
+            clean = np.where(d.missing[:, :tasks], 0.0, d.y[:, :tasks]).astype(np.float32)
+            weight = (~d.missing[:, :tasks]).astype(np.float32)
+            return model, keras_pipeline(s, d.x, _columns(clean, names), _columns(weight, names))
+        return build
+
+    def dense_row(tasks, metrics):
+        return lambda s, d, jit: (build_keras_dense(s, tasks, jit, metrics),
+                                  keras_pipeline(s, d.x, d.y[:, :tasks]))
+
+    auc_acc = "AUC + binary accuracy per output"
+    return [
+        TrainSpec("a", "a", f"keras_mtl, {few} tasks, {settings.missing:.0%} missing",
+                  "default: masked AUC + accuracy per task (fused)", kmtl_row(few), few),
+        TrainSpec("a0", "a", f"keras_mtl, {few} tasks, {settings.missing:.0%} missing, metrics=[]",
+                  "none (task losses only)", kmtl_row(few, []), few),
+        TrainSpec("b", "b", f"Keras, {few} Dense(1) outputs, no missing", auc_acc,
+                  heads_row(few, few_names, True), few),
+        TrainSpec("b'", "b", f"Keras, {few} Dense(1) outputs, no missing, no metrics", "none",
+                  heads_row(few, few_names, False), few),
+        TrainSpec("c", "c", f"Keras, {few} Dense(1) outputs, sample_weight masks",
+                  f"weighted {auc_acc}", heads_row(few, few_names, True, masked=True), few),
+        TrainSpec("d", "d", f"keras_mtl, {many} tasks, {settings.missing:.0%} missing",
+                  "default: masked AUC + accuracy per task (fused)", kmtl_row(many), many),
+        TrainSpec("d0", "d", f"keras_mtl, {many} tasks, metrics=[]", "none (task losses only)",
+                  kmtl_row(many, []), many),
+        TrainSpec("d-heads", "d", f"Keras, {many} Dense(1) outputs + {many} losses",
+                  "none (with metrics, tracing grows further)", heads_row(many, many_names, False), many),
+        TrainSpec("d-dense", "d", f"Keras, one Dense({many}) head, one loss",
+                  f"AUC(multi_label, {many} labels) + binary accuracy", dense_row(many, True), many),
+        TrainSpec("d-dense'", "d", f"Keras, one Dense({many}) head, one loss, no metrics", "none",
+                  dense_row(many, False), many),
+    ]
+
+
+# -- results -------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One measured row.
+
+    Attributes:
+        id: row id.
+        label: what was measured.
+        value: throughput (``unit``).
+        unit: ``"examples/s"`` or ``"GFLOP/s"``.
+        first_epoch_s: wall time of the first epoch, tracing included.
+        epoch_s: wall time of every timed epoch after the first.
+        jit_compile: ``model.jit_compile`` as resolved by Keras.
+        metrics: the metrics the row computed.
+        loss: the training loss after each epoch.
+        other_cores: CPU (in cores) used by other processes meanwhile.
+        loadavg: ``/proc/loadavg`` before the measurement.
+        notes: anything else worth knowing.
+    """
+
+    id: str
+    label: str
+    value: float
+    unit: str = "examples/s"
+    first_epoch_s: float | None = None
+    epoch_s: list[float] = field(default_factory=list)
+    jit_compile: bool | None = None
+    metrics: str = ""
+    loss: list[float] = field(default_factory=list)
+    other_cores: float | None = None
+    loadavg: str = ""
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A ratio of a row to its baseline, with an optional bound.
+
+    Attributes:
+        row: id of the measured row.
+        baseline: id of the row it is compared with.
+        quantity: ``"value"`` (throughput) or ``"first_epoch_s"``.
+        minimum: the ratio must be at least this (``None``: no lower bound).
+        maximum: the ratio must be at most this (``None``: no upper bound).
+    """
+
+    row: str
+    baseline: str
+    quantity: str = "value"
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def ratio(self, rows: dict[str, Row]) -> float:
+        """``row / baseline`` of the quantity."""
+        return getattr(rows[self.row], self.quantity) / getattr(rows[self.baseline], self.quantity)
+
+    def bound(self) -> str:
+        """The target as text, e.g. ``"≥ 0.95"``; empty without one."""
+        if self.minimum is not None:
+            return f">= {self.minimum:g}"
+        return f"<= {self.maximum:g}" if self.maximum is not None else ""
+
+    def met(self, rows: dict[str, Row]) -> bool | None:
+        """Whether the bound holds; ``None`` without a bound."""
+        ratio = self.ratio(rows)
+        if self.minimum is not None:
+            return ratio >= self.minimum
+        return ratio <= self.maximum if self.maximum is not None else None
+
+
+def targets() -> list[Target]:
+    """Every comparison, with the targets of the benchmark."""
+    found = []
+    for jit in ("", XLA):
+        found += [
+            Target(f"a{jit}", f"b{jit}", minimum=0.95),
+            Target(f"a{jit}", f"c{jit}", minimum=1.0),
+            Target(f"a0{jit}", f"b'{jit}"),
+            Target(f"b'{jit}", f"b{jit}"),
+            Target(f"c{jit}", f"b{jit}"),
+            Target(f"d{jit}", f"d-dense{jit}", minimum=0.8),
+            Target(f"d{jit}", f"d-dense{jit}", "first_epoch_s", maximum=3.0),
+            Target(f"d0{jit}", f"d-dense'{jit}"),
+            Target(f"d-heads{jit}", f"d-dense'{jit}"),
+            Target(f"d-heads{jit}", f"d-dense'{jit}", "first_epoch_s"),
+            Target(f"g/a{jit}", "g/matmul", minimum=0.6),
+        ]
+    found += [Target(f"a{XLA}", "a"), Target(f"d{XLA}", "d"),
+              Target("f/few", "a", minimum=10.0), Target("f/many", "d", minimum=10.0),
+              Target("h", "a")]
+    return found
+
+
+# -- load: other processes on the machine ----------------------------------------
+
+def _cpu_jiffies() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine, from ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [float(v) for v in stat.readline().split()[1:9]]
+    except OSError:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
+    return busy / hz, sum(fields) / hz
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class CpuMeter:
+    """CPU cores used by *other* processes between ``start`` and ``stop``."""
+
+    def __init__(self):
+        self._machine = _cpu_jiffies()
+        self._own = _own_cpu()
+        self._wall = time.perf_counter()
+
+    def stop(self) -> float | None:
+        """Average cores busy outside this process since construction."""
+        machine = _cpu_jiffies()
+        if machine is None or self._machine is None:
+            return None
+        wall = time.perf_counter() - self._wall
+        others = (machine[0] - self._machine[0]) - (_own_cpu() - self._own)
+        return max(others, 0.0) / max(wall, 1e-9)
+
+
+def loadavg() -> str:
+    """The first three fields of ``/proc/loadavg`` (empty if unavailable)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return ""
+
+
+def wait_until_quiet(settings: Settings, log: Callable[[str], None]) -> float | None:
+    """Waits (up to ``settings.max_wait`` s) until other processes idle.
+
+    Returns:
+        The last measured CPU use of other processes, in cores.
+    """
+    deadline = time.perf_counter() + settings.max_wait
+    announced = False
+    while True:
+        meter = CpuMeter()
+        time.sleep(0.5 if settings.max_wait > 0 else 0.05)
+        busy = meter.stop()
+        if busy is None or busy <= settings.quiet_cores or time.perf_counter() >= deadline:
+            if announced or (busy is not None and busy > settings.quiet_cores):
+                log(f"    (other processes use {busy:.1f} cores; loadavg {loadavg()})")
+            return busy
+        if not announced:
+            log(f"    waiting: other processes use {busy:.1f} cores (loadavg {loadavg()})")
+            announced = True
+        time.sleep(5.0)
+
+
+# -- measurements ------------------------------------------------------------------------
+
+class EpochClock(keras.callbacks.Callback):
+    """Records the wall-clock time at the end of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends: list[float] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def _fresh(settings: Settings):
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(settings.seed)
+
+
+def fit_row(settings: Settings, data: SyntheticData, spec: TrainSpec, jit: bool,
+            log: Callable[[str], None], row_id: str | None = None, label: str | None = None) -> Row:
+    """Trains one row: the first epoch, then ``timed_epochs`` more.
+
+    Returns:
+        The :class:`Row`; ``value`` is examples per second over the median
+        timed epoch.
+    """
+    _fresh(settings)
+    wait_until_quiet(settings, log)
+    load = loadavg()
+    model, dataset = spec.build(settings, data, jit)
+    clock = EpochClock()
+    meter = CpuMeter()
+    start = time.perf_counter()
+    history = model.fit(dataset, epochs=1 + settings.timed_epochs, verbose=0, callbacks=[clock])
+    other = meter.stop()
+    ends = [start] + clock.ends
+    epochs = [b - a for a, b in zip(ends[1:-1], ends[2:], strict=True)]
+    loss = [float(v) for v in history.history["loss"]]
+    notes = "" if all(math.isfinite(v) for v in loss) else "NON-FINITE LOSS"
+    return Row(id=row_id or spec.id + (XLA if jit else ""), label=label or spec.label,
+               value=settings.examples / statistics.median(epochs), first_epoch_s=ends[1] - ends[0],
+               epoch_s=epochs, jit_compile=bool(model.jit_compile), metrics=spec.metrics, loss=loss,
+               other_cores=other, loadavg=load, notes=notes)
+
+
+def drain_rate(dataset: tf.data.Dataset, epochs: int) -> tuple[float, list[float]]:
+    """Examples per second a dataset delivers, consumed inside a graph.
+
+    The loop runs in a ``tf.function``, as ``fit`` consumes its iterator,
+    so no per-batch Python work is counted. The first pass (tracing) is not
+    timed.
+
+    Returns:
+        ``(examples/s over the median pass, pass times)``.
+    """
+    @tf.function
+    def drain():
+        count = tf.constant(0, tf.int64)
+        for element in dataset:
+            count += tf.shape(element[0], out_type=tf.int64)[0]
+        return count
+
+    examples = int(drain())
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        drain().numpy()
+        times.append(time.perf_counter() - start)
+    return examples / statistics.median(times), times
+
+
+def pipeline_row(settings: Settings, data: SyntheticData, tasks: int, row_id: str,
+                 log: Callable[[str], None]) -> Row:
+    """Rows (f): ``from_arrays`` alone, sentinel mapping included."""
+    _fresh(settings)
+    other_before = wait_until_quiet(settings, log)
+    load = loadavg()
+    meter = CpuMeter()
+    rate, times = drain_rate(kmtl_pipeline(settings, data, tasks), max(settings.pipeline_epochs, 1))
+    other = meter.stop()
+    return Row(id=row_id, label=f"kmtl.data.from_arrays, {tasks} tasks (pipeline alone)", value=rate,
+               epoch_s=times, other_cores=other if other is not None else other_before, loadavg=load)
+
+
+def matmul_gflops(size: int, repeats: int) -> tuple[float, list[float]]:
+    """GFLOP/s of a float32 ``size``³ ``tf.matmul`` (best of ``repeats``)."""
+    a = tf.random.normal((size, size), seed=1)
+    b = tf.random.normal((size, size), seed=2)
+
+    @tf.function
+    def product():
+        return tf.reduce_sum(tf.matmul(a, b))
+
+    product().numpy()
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        product().numpy()
+        times.append(time.perf_counter() - start)
+    return 2.0 * size ** 3 / min(times) / 1e9, times
+
+
+def training_flops_per_example(settings: Settings, tasks: int) -> float:
+    """FLOPs of one training example: 2·in·out per Dense, ×3 (fwd + bwd)."""
+    sizes = [settings.input_dim, *settings.hidden, tasks]
+    return 3.0 * sum(2.0 * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def matmul_row(settings: Settings, log: Callable[[str], None]) -> Row:
+    """Row (g): the matmul ceiling of this machine."""
+    _fresh(settings)
+    wait_until_quiet(settings, log)
+    load = loadavg()
+    meter = CpuMeter()
+    gflops, times = matmul_gflops(settings.matmul_size, settings.matmul_repeats)
+    s = settings.matmul_size
+    return Row(id="g/matmul", label=f"tf.matmul {s}x{s}x{s} float32 (ceiling)", value=gflops,
+               unit="GFLOP/s", epoch_s=times, other_cores=meter.stop(), loadavg=load)
+
+
+def achieved_row(settings: Settings, source: Row, tasks: int) -> Row:
+    """Row (g): the training GFLOP/s of a measured row."""
+    flops = training_flops_per_example(settings, tasks)
+    return Row(id=f"g/{source.id}", label=f"row {source.id} training ({flops / 1e6:.2f} MFLOP/example)",
+               value=source.value * flops / 1e9, unit="GFLOP/s", jit_compile=source.jit_compile,
+               other_cores=source.other_cores, loadavg=source.loadavg)
+
+
+def bfloat16_row(settings: Settings, data: SyntheticData, spec: TrainSpec,
+                 log: Callable[[str], None]) -> Row:
+    """Row (h): row (a) under ``mixed_bfloat16``; checks that it trains."""
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        row = fit_row(settings, data, spec, False, log, row_id="h",
+                      label=f"{spec.label}, mixed_bfloat16")
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    finite = all(math.isfinite(v) for v in row.loss)
+    falling = finite and row.loss[-1] < row.loss[0]
+    row.notes = (f"loss {row.loss[0]:.4f} -> {row.loss[-1]:.4f}: "
+                 + ("finite and falling" if falling else "finite, not falling" if finite else "NON-FINITE"))
+    return row
+
+
+# -- the run -----------------------------------------------------------------------------
+
+def defaults() -> dict:
+    """The defaults keras_mtl and Keras use, read from the code."""
+    from_arrays = inspect.signature(data_lib.from_arrays).parameters
+    compile_ = inspect.signature(kmtl.MultiTaskModel.compile).parameters
+    keras_compile = inspect.signature(keras.Model.compile).parameters
+    sigmoid = inspect.signature(metrics_lib.SigmoidTaskMetrics).parameters
+    return {
+        "from_arrays.batch_size": from_arrays["batch_size"].default,
+        "from_arrays.shuffle": from_arrays["shuffle"].default,
+        "compile.optimizer": compile_["optimizer"].default,
+        "compile.normalize": compile_["normalize"].default,
+        "compile.log_every_task (tasks up to)": model_lib.LOG_EVERY_TASK_UP_TO,
+        "default metrics (binary)": "masked AUC + accuracy, fused (SigmoidTaskMetrics)",
+        "AUC num_thresholds": sigmoid["num_thresholds"].default,
+        "keras jit_compile": keras_compile["jit_compile"].default,
+        "keras steps_per_execution": keras_compile["steps_per_execution"].default,
+    }
+
+
+def machine_info() -> dict:
+    """Versions, CPU and load of this machine."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_mtl": kmtl.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "loadavg_start": loadavg(),
+    }
+
+
+def _selected_specs(settings: Settings, groups: str) -> list[tuple[TrainSpec, bool]]:
+    jits = (False, True) if "e" in groups else (False,)
+    chosen = [s for s in train_specs(settings) if s.group in groups]
+    return [(spec, jit) for spec in chosen for jit in jits]
+
+
+def run(settings: Settings, groups: str = GROUPS,
+        log: Callable[[str], None] = print) -> tuple[list[Row], list[Target]]:
+    """Runs the selected rows and returns them with the comparisons that apply.
+
+    Args:
+        settings: sizes of the run.
+        groups: letters of the rows to run (``"abcdefgh"`` for all; ``e``
+            adds the ``jit_compile=True`` variant of every training row).
+        log: where progress lines go.
+
+    Returns:
+        ``(rows, targets)``: every measured row, and the comparisons whose
+        two rows were both measured.
+    """
+    data = make_data(settings)
+    rows: dict[str, Row] = {}
+
+    def done(row: Row):
+        rows[row.id] = row
+        log(_progress_line(row))
+
+    for spec, jit in _selected_specs(settings, groups):
+        done(fit_row(settings, data, spec, jit, log))
+    if "f" in groups:
+        done(pipeline_row(settings, data, settings.few_tasks, "f/few", log))
+        done(pipeline_row(settings, data, settings.many_tasks, "f/many", log))
+    if "g" in groups:
+        done(matmul_row(settings, log))
+        for source in ("a", f"a{XLA}"):
+            if source in rows:
+                done(achieved_row(settings, rows[source], settings.few_tasks))
+    if "h" in groups:
+        spec = next(s for s in train_specs(settings) if s.id == "a")
+        done(bfloat16_row(settings, data, spec, log))
+    applicable = [t for t in targets() if t.row in rows and t.baseline in rows]
+    return list(rows.values()), applicable
+
+
+# -- reporting ---------------------------------------------------------------------------
+
+def _value_text(row: Row) -> str:
+    if row.unit == "GFLOP/s":
+        return f"{row.value:,.1f} GFLOP/s"
+    return f"{row.value:,.0f}"
+
+
+def _progress_line(row: Row) -> str:
+    first = f", first epoch {row.first_epoch_s:.1f} s" if row.first_epoch_s is not None else ""
+    other = f", other procs {row.other_cores:.1f} cores" if row.other_cores is not None else ""
+    unit = "" if row.unit == "GFLOP/s" else " examples/s"
+    notes = f"  [{row.notes}]" if row.notes else ""
+    return f"  {row.id:<12} {_value_text(row)}{unit}{first}{other}  {row.label}{notes}"
+
+
+def format_table(rows: Sequence[Row], comparisons: Sequence[Target], markdown: bool = False) -> str:
+    """The results table: one line per row plus one per extra comparison.
+
+    Args:
+        rows: measured rows.
+        comparisons: the targets that apply.
+        markdown: a Markdown table instead of aligned text.
+
+    Returns:
+        The table as text.
+    """
+    by_id = {r.id: r for r in rows}
+    header = ["row", "what", "examples/s", "first epoch (s)", "other load", "baseline", "ratio",
+              "target", "met"]
+    lines = []
+    for row in rows:
+        base = [row.id, row.label, _value_text(row),
+                "" if row.first_epoch_s is None else f"{row.first_epoch_s:.1f}",
+                "" if row.other_cores is None else f"{row.other_cores:.1f}"]
+        mine = [t for t in comparisons if t.row == row.id] or [None]
+        for i, target in enumerate(mine):
+            cells = base if i == 0 else ["", "", "", "", ""]
+            lines.append(cells + _comparison_cells(target, by_id))
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in lines]
+        return "\n".join(out)
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
+    text = ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+            for cells in [header] + lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def _comparison_cells(target: Target | None, rows: dict[str, Row]) -> list[str]:
+    if target is None:
+        return ["", "", "", ""]
+    what = target.baseline + (" (first epoch)" if target.quantity == "first_epoch_s" else "")
+    met = target.met(rows)
+    return [what, f"{target.ratio(rows):.2f}", target.bound(),
+            "" if met is None else ("yes" if met else "NO")]
+
+
+CHARTS = (
+    ("4 tasks, jit off", ("a", "a0", "b", "b'", "c")),
+    ("4 tasks, XLA", tuple(i + XLA for i in ("a", "a0", "b", "b'", "c"))),
+    ("many tasks, jit off", ("d", "d0", "d-heads", "d-dense", "d-dense'")),
+    ("many tasks, XLA", tuple(i + XLA for i in ("d", "d0", "d-heads", "d-dense", "d-dense'"))),
+    ("pipeline alone vs model", ("f/few", "a", "f/many", "d")),
+    ("mixed_bfloat16 vs float32", ("h", "a")),
+    ("GFLOP/s", ("g/matmul", "g/a", f"g/a{XLA}")),
+)
+
+
+def plot(rows: Sequence[Row], path: str) -> None:
+    """Writes a bar chart of every row's throughput, one panel per comparison."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_id = {r.id: r for r in rows}
+    panels = [(title, [by_id[i] for i in ids if i in by_id]) for title, ids in CHARTS]
+    panels = [(title, found) for title, found in panels if found]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.2 + 0.45 * sum(len(f) for _, f in panels)),
+                             squeeze=False, gridspec_kw={"height_ratios": [len(f) for _, f in panels]})
+    for ax, (title, found) in zip(axes[:, 0], panels, strict=True):
+        labels = [f"{r.id}: {r.label}" for r in found]
+        bars = ax.barh(labels[::-1], [r.value for r in found][::-1], color="tab:blue")
+        ax.bar_label(bars, labels=[_value_text(r) for r in found][::-1], padding=3, fontsize=7)
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_xlabel(found[0].unit, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlim(0, max(r.value for r in found) * 1.25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_results(rows: Sequence[Row], comparisons: Sequence[Target], settings: Settings,
+                  machine: dict, directory: str) -> tuple[str, str]:
+    """Writes ``bench.json`` and ``bench.png`` into ``directory``.
+
+    Returns:
+        The two paths.
+    """
+    os.makedirs(directory, exist_ok=True)
+    by_id = {r.id: r for r in rows}
+    machine = dict(machine, loadavg_end=loadavg())
+    report = {
+        "machine": machine,
+        "settings": dataclasses.asdict(settings),
+        "defaults": defaults(),
+        "rows": [dataclasses.asdict(r) for r in rows],
+        "targets": [dict(dataclasses.asdict(t), ratio=t.ratio(by_id), met=t.met(by_id))
+                    for t in comparisons],
+    }
+    json_path = os.path.join(directory, "bench.json")
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    png_path = os.path.join(directory, "bench.png")
+    plot(rows, png_path)
+    return json_path, png_path
+
+
+# -- command line ------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """Options of ``keras-mtl bench``."""
+    parser = argparse.ArgumentParser(
+        prog="keras-mtl bench",
+        description="Benchmark keras_mtl against plain Keras (throughput and first-epoch time).")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes that run every row in seconds (numbers meaningless)")
+    parser.add_argument("--only", default=",".join(GROUPS),
+                        help="comma-separated row groups among a,b,c,d,e,f,g,h (e: also run every "
+                             "training row with jit_compile=True); default: all")
+    parser.add_argument("--output", default="bench_results",
+                        help="directory for bench.json and bench.png (default: bench_results)")
+    parser.add_argument("--steps", type=int, help="steps per epoch (default 40)")
+    parser.add_argument("--epochs", type=int, help="timed epochs after the first (default 3)")
+    parser.add_argument("--max-wait", type=float,
+                        help="seconds to wait for other processes to go quiet before each row "
+                             "(default 180; 0 with --quick)")
+    return parser
+
+
+def _groups(text: str) -> str:
+    letters = {g.strip().lower() for g in text.split(",") if g.strip()}
+    unknown = sorted(letters - set(GROUPS))
+    if unknown or not letters:
+        raise SystemExit(f"keras-mtl bench: --only takes letters among {','.join(GROUPS)}; "
+                         f"got {text!r}.")
+    return "".join(g for g in GROUPS if g in letters)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark, prints the table and writes the results.
+
+    Args:
+        argv: command-line options (see ``keras-mtl bench --help``).
+
+    Returns:
+        The exit status, 0.
+    """
+    args = build_parser().parse_args(argv)
+    settings = QUICK if args.quick else Settings()
+    overrides = {"steps": args.steps, "timed_epochs": args.epochs, "max_wait": args.max_wait}
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    groups = _groups(args.only)
+    machine = machine_info()
+    print(f"keras_mtl bench: TF {machine['tensorflow']}, Keras {machine['keras']}, "
+          f"{machine['cpu_count']} CPUs ({machine['cpu']}), loadavg {machine['loadavg_start']}")
+    print(f"  batch {settings.batch_size}, {settings.steps} steps/epoch, first epoch + "
+          f"{settings.timed_epochs} timed epochs; rows {','.join(groups)}")
+    rows, comparisons = run(settings, groups)
+    print()
+    print(format_table(rows, comparisons))
+    json_path, png_path = write_results(rows, comparisons, settings, machine, args.output)
+    print(f"\nWrote {json_path} and {png_path}")
+    return 0
