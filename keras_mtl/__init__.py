@@ -1,6 +1,6 @@
 """keras_mtl: multi-task learning for Keras 3 with missing labels."""
 
-from keras_mtl import data, losses, metrics
+from keras_mtl import balancing, data, losses, metrics
 from keras_mtl.export import export_saved_model
 from keras_mtl.missing import MISSING, MISSING_REGRESSION
 from keras_mtl.model import MultiTaskModel
@@ -14,6 +14,7 @@ __all__ = [
     "MultiTaskModel",
     "Task",
     "__version__",
+    "balancing",
     "data",
     "export_saved_model",
     "losses",

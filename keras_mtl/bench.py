@@ -455,11 +455,13 @@ def wait_until_quiet(settings: Settings, log: Callable[[str], None]) -> float | 
     Returns:
         The last measured CPU use of other processes, in cores.
     """
+    if settings.max_wait <= 0:
+        return None
     deadline = time.perf_counter() + settings.max_wait
     announced = False
     while True:
         meter = CpuMeter()
-        time.sleep(0.5 if settings.max_wait > 0 else 0.05)
+        time.sleep(0.5)
         busy = meter.stop()
         if busy is None or busy <= settings.quiet_cores or time.perf_counter() >= deadline:
             if announced or (busy is not None and busy > settings.quiet_cores):
@@ -863,6 +865,9 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status, 0.
     """
+    argv = list(argv) if argv is not None else None
+    if argv and argv[0] == "--":  # ``keras-mtl bench -- --quick``
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     settings = QUICK if args.quick else Settings()
     overrides = {"steps": args.steps, "timed_epochs": args.epochs, "max_wait": args.max_wait}

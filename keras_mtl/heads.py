@@ -194,7 +194,7 @@ class FusedTaskLoss:
             return total / ops.cast(batch_size, total.dtype)
         return ops.divide_no_nan(total, count)
 
-    def __call__(self, y, logits, sample_weight=None):
+    def __call__(self, y, logits, sample_weight=None, return_counts=False):
         """Per-task losses, shape ``(num_tasks,)``, float32.
 
         Args:
@@ -202,11 +202,13 @@ class FusedTaskLoss:
             logits: fused logits ``(batch, layout.units)``.
             sample_weight: optional per-example weights ``(batch,)`` or a
                 dict of them per task.
+            return_counts: also return each task's (weighted) number of
+                labelled entries in the batch, ``(num_tasks,)``.
         """
         layout = self.layout
         logits = ops.cast(logits, "float32")
         batch_size = ops.shape(logits)[0]
-        parts = []
+        parts, counts = [], []
         groups = (
             (layout.sigmoid, 0, layout.num_sigmoid, _logistic_entries),
             (layout.regression, layout.num_sigmoid,
@@ -226,6 +228,7 @@ class FusedTaskLoss:
                 total = ops.segment_sum(total, layout.sigmoid_segments, len(tasks))
                 count = ops.segment_sum(count, layout.sigmoid_segments, len(tasks))
             parts.append(self._normalize(total, count, batch_size))
+            counts.append(count)
         for task in layout.categorical:
             block = layout.block(task.name)
             losses, mask = categorical_crossentropy_entries(
@@ -233,9 +236,13 @@ class FusedTaskLoss:
             if sample_weight is not None:
                 weights = stack_weights(sample_weight, [task], batch_size, "float32")[:, 0]
                 losses, mask = losses * weights, mask * weights
-            parts.append(self._normalize(ops.sum(losses, keepdims=True), ops.sum(mask, keepdims=True), batch_size))
-        per_task = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
-        return ops.take(per_task, layout.to_user_order, axis=0)
+            count = ops.sum(mask, keepdims=True)
+            parts.append(self._normalize(ops.sum(losses, keepdims=True), count, batch_size))
+            counts.append(count)
+        per_task = ops.take(ops.concatenate(parts, axis=0), layout.to_user_order, axis=0)
+        if return_counts:
+            return per_task, ops.take(ops.concatenate(counts, axis=0), layout.to_user_order, axis=0)
+        return per_task
 
     def predictions(self, logits):
         """User-unit predictions ``{task: tensor}`` from the fused logits."""

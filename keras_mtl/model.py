@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_mtl import balancing as balancing_lib
 from keras_mtl import metrics as metrics_lib
 from keras_mtl.heads import FusedTaskLoss, HeadLayout, TaskHeads, TaskOutput, stack_labels, stack_weights
 from keras_mtl.losses import check_normalize
@@ -34,11 +35,31 @@ class _Views:
 class _Compiled:
     """What ``compile`` derived from the tasks: loss, weights, metrics."""
 
-    def __init__(self, loss, weights, metrics, log_every_task):
+    def __init__(self, loss, weights, metrics, log_every_task, balancer):
         self.loss = loss
         self.weights = weights
         self.metrics = metrics
         self.log_every_task = log_every_task
+        self.balancer = balancer
+
+
+class _Step:
+    """One forward pass: labels, logits, per-task losses and the total."""
+
+    def __init__(self, y, logits, task_losses, present, weights, total):
+        self.y, self.logits, self.task_losses = y, logits, task_losses
+        self.present, self.weights, self.total = present, weights, total
+
+
+class _BalancerEpochs(keras.callbacks.Callback):
+    """Calls the balancing strategy's epoch hook (first, so checkpoints see it)."""
+
+    def __init__(self, balancer):
+        super().__init__()
+        self.balancer = balancer
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.balancer.end_epoch()
 
 
 class _TaskMetrics:
@@ -179,7 +200,7 @@ class MultiTaskModel(keras.Model):
     # -- compile --------------------------------------------------------------
 
     def compile(self, optimizer="adam", loss_weights=None, normalize="batch", metrics=None,
-                log_every_task=None, loss=None, **kwargs):
+                balancing=None, log_every_task=None, loss=None, **kwargs):
         """Configures training with the masked loss and metrics of every task.
 
         Args:
@@ -193,6 +214,10 @@ class MultiTaskModel(keras.Model):
                 metrics; a list applies to every task. Tasks left on their
                 defaults (AUC and accuracy for binary/multilabel, accuracy
                 for categorical, MAE for regression) share fused metrics.
+            balancing: a task-balancing strategy from
+                :mod:`keras_mtl.balancing` (e.g. ``UncertaintyWeighting()``);
+                ``None`` keeps the fixed loss weights. Adaptive strategies log
+                each task's current weight as ``weight_<task>``.
             log_every_task: whether ``fit`` logs every task's loss and
                 metrics each step (``<task>_loss``, ``<task>_auc``, …).
                 ``None``: only for up to 16 tasks; with more, training logs
@@ -219,12 +244,15 @@ class MultiTaskModel(keras.Model):
         chosen = self._resolve_metrics(metrics)
         if log_every_task is None:
             log_every_task = len(self._tasks) <= LOG_EVERY_TASK_UP_TO
+        balancer = balancing_lib.get(balancing)
+        balancer.setup(self.task_names, weights)
         super().compile(optimizer=optimizer, **kwargs)
         self._compiled = _Compiled(
             loss=FusedTaskLoss(self._layout, normalize),
             weights=ops.convert_to_tensor(weights, "float32"),
             metrics=_TaskMetrics(self._layout, chosen),
             log_every_task=bool(log_every_task),
+            balancer=balancer,
         )
         self._mtl_compile_config = {
             "optimizer": optimizer,
@@ -282,6 +310,7 @@ class MultiTaskModel(keras.Model):
         config["optimizer"] = keras.optimizers.serialize(self.optimizer)
         if config.get("metrics") is not None:
             config["metrics"] = keras.saving.serialize_keras_object(config["metrics"])
+        config["balancing"] = keras.saving.serialize_keras_object(self._compiled.balancer)
         return config
 
     def compile_from_config(self, config):
@@ -289,9 +318,25 @@ class MultiTaskModel(keras.Model):
         config["optimizer"] = keras.optimizers.deserialize(config["optimizer"])
         if config.get("metrics") is not None:
             config["metrics"] = keras.saving.deserialize_keras_object(config["metrics"])
+        if config.get("balancing") is not None:
+            config["balancing"] = keras.saving.deserialize_keras_object(config["balancing"])
         self.compile(**config)
         if self.built:
-            self.optimizer.build(self.trainable_variables)
+            self.optimizer.build(self._optimized_variables())
+
+    @property
+    def balancing(self):
+        """The compiled task-balancing strategy (``None`` before compile).
+
+        Keras saves the strategy's variables through this attribute, in
+        ``.keras`` files and ``BackupAndRestore`` checkpoints alike.
+        """
+        return None if self._compiled is None else self._compiled.balancer
+
+    def _optimized_variables(self):
+        """Model variables plus the strategy's trainable ones, in a fixed order."""
+        extra = list(self._compiled.balancer.trainable_variables) if self._compiled else []
+        return list(self.trainable_variables) + extra
 
     # -- training -------------------------------------------------------------
 
@@ -326,40 +371,85 @@ class MultiTaskModel(keras.Model):
         if self._compiled is None:
             raise RuntimeError("Call model.compile(optimizer=...) before fit/evaluate.")
 
-    def _forward_losses(self, x, y, sample_weight, training):
+    def _forward(self, x, y, sample_weight, training) -> _Step:
         y = self._labels_by_task(y)
         logits = self._views.logits(x, training=training)
-        task_losses = self._compiled.loss(y, logits, sample_weight)
-        total = ops.sum(task_losses * self._compiled.weights)
+        task_losses, counts = self._compiled.loss(y, logits, sample_weight, return_counts=True)
+        present = counts > 0
+        weights, extra = self._compiled.balancer.combine(task_losses, present)
+        total = ops.sum(task_losses * weights) + extra
         if self.losses:
             total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
-        return y, logits, task_losses, total
+        return _Step(y, logits, task_losses, present, weights, total)
 
-    def _update_metrics(self, y, logits, task_losses, total, sample_weight, training):
-        batch_size = ops.shape(logits)[0]
-        self._loss_tracker.update_state(total, sample_weight=batch_size)
-        self._compiled.metrics.update(y, logits, task_losses, sample_weight, batch_size)
+    def _update_metrics(self, step: _Step, sample_weight, training):
+        batch_size = ops.shape(step.logits)[0]
+        self._loss_tracker.update_state(step.total, sample_weight=batch_size)
+        self._compiled.metrics.update(step.y, step.logits, step.task_losses, sample_weight, batch_size)
         results = self.get_metrics_result()
         if training and not self._compiled.log_every_task:
             return _task_means(results, self.task_names)
+        if training and self._compiled.balancer.adaptive:
+            for i, name in enumerate(self.task_names):
+                results[f"weight_{name}"] = step.weights[i]
         return results
+
+    def _shared_variables(self, scope):
+        """Variables whose per-task gradients a gradient-based strategy needs."""
+        heads = {id(v) for v in self.get_layer(HEADS_LAYER).trainable_variables}
+        shared = [v for v in self.trainable_variables if id(v) not in heads]
+        if scope == "last_shared":
+            kernels = [v for v in shared if len(v.shape) >= 2]
+            shared = kernels[-1:]
+        if not shared:
+            raise ValueError(
+                f"{type(self._compiled.balancer).__name__} needs shared trainable parameters "
+                "in the trunk, and this model has none."
+            )
+        return shared
 
     def train_step(self, data):
         self._require_compiled()
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            y, logits, task_losses, total = self._forward_losses(x, y, sample_weight, True)
-            scaled = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
+        balancer = self._compiled.balancer
+        scope = balancer.gradient_scope
+        with tf.GradientTape(persistent=scope is not None) as tape:
+            step = self._forward(x, y, sample_weight, True)
+            scaled = self.optimizer.scale_loss(step.total)
+            weighted = step.task_losses * step.weights
+        variables = self._optimized_variables()
         gradients = tape.gradient(scaled, variables)
+        if scope is not None:
+            shared = self._shared_variables(scope)
+            # One batched backward pass for all tasks (vectorised Jacobian).
+            task_gradients = tape.jacobian(weighted, shared)
+            task_gradients = [tf.zeros((len(self._tasks),) + tuple(v.shape)) if g is None else g
+                              for g, v in zip(task_gradients, shared)]
+            balancer.observe_gradients(task_gradients, step.task_losses, step.weights, step.present)
+            if scope == "shared":
+                combined = balancer.aggregate(task_gradients, step.weights, step.present)
+                unweighted = dict(zip((id(v) for v in shared), combined))
+                # Add what the strategy does not see: regulariser terms.
+                rest = tape.gradient(scaled - ops.sum(weighted), shared)
+                for v, r in zip(shared, rest):
+                    if r is not None:
+                        unweighted[id(v)] = unweighted[id(v)] + r
+                gradients = [unweighted.get(id(v), g) for v, g in zip(variables, gradients)]
+            del tape
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._update_metrics(y, logits, task_losses, total, sample_weight, training=True)
+        balancer.observe_losses(step.task_losses, step.present)
+        return self._update_metrics(step, sample_weight, training=True)
 
     def test_step(self, data):
         self._require_compiled()
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y, logits, task_losses, total = self._forward_losses(x, y, sample_weight, False)
-        return self._update_metrics(y, logits, task_losses, total, sample_weight, training=False)
+        step = self._forward(x, y, sample_weight, False)
+        return self._update_metrics(step, sample_weight, training=False)
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        if self._compiled is not None:
+            callbacks = [_BalancerEpochs(self._compiled.balancer), *(callbacks or [])]
+        return super().fit(*args, callbacks=callbacks, **kwargs)
 
     # -- serialisation --------------------------------------------------------
 

@@ -14,6 +14,7 @@ MODULES = [
     "keras_mtl.model",
     "keras_mtl.data",
     "keras_mtl.export",
+    "keras_mtl.balancing",
 ]
 
 

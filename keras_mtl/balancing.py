@@ -1,0 +1,410 @@
+"""Task balancing: how the per-task losses (or gradients) become one update.
+
+A strategy is an object handed to ``model.compile(balancing=...)``. Each
+strategy owns its logic; the model only asks it, at every training step, for
+
+* :meth:`Balancer.combine` — the weights of the per-task losses, from which
+  the model forms the total loss ``Σ w_i L_i`` (plus the strategy's own
+  regulariser, if any);
+* :meth:`Balancer.aggregate` — for strategies that look at per-task
+  gradients (``gradient_scope != None``), the update of the shared
+  parameters from the per-task gradients;
+* :meth:`Balancer.end_epoch` — an epoch-level hook (e.g. DWA).
+
+Every strategy receives ``present``, a boolean per task that is ``False``
+when the batch holds no labelled entry of that task: such a task contributes
+no gradient, and the strategy makes no weight update for it from that batch.
+
+Strategies keep their state in Keras variables, which the model saves with
+its weights, so they survive ``.keras`` files and ``BackupAndRestore``.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+__all__ = [
+    "DWA",
+    "Balancer",
+    "FixedWeights",
+    "GradNorm",
+    "PCGrad",
+    "RandomLossWeighting",
+    "UncertaintyWeighting",
+    "get",
+]
+
+
+class Balancer(keras.layers.Layer):
+    """Base class of task-balancing strategies.
+
+    Subclasses override :meth:`combine` (loss weighting) and/or
+    :meth:`aggregate` (gradient manipulation, with ``gradient_scope`` set to
+    ``"shared"`` for every shared parameter or ``"last_shared"`` for the last
+    shared kernel only).
+    """
+
+    gradient_scope: str | None = None
+    adaptive = True  # log weight_<task> in History
+
+    def setup(self, task_names, base_weights):
+        """Called by ``compile``: the tasks and their fixed loss weights."""
+        self.task_names = list(task_names)
+        self.num_tasks = len(self.task_names)
+        self.base_weights = ops.convert_to_tensor(base_weights, "float32")
+        if getattr(self, "_tasks_set_up", None) is None:
+            self.build(None)
+            self.built = True
+            self._tasks_set_up = self.num_tasks
+        elif self._tasks_set_up != self.num_tasks:
+            raise ValueError(
+                f"This {type(self).__name__} was set up for {self._tasks_set_up} tasks; "
+                f"create a new one for a model with {self.num_tasks}."
+            )
+
+    def combine(self, task_losses, present):
+        """Returns ``(weights, extra)``: the loss weights (T,) and a scalar added to the loss."""
+        return self.base_weights, 0.0
+
+    def aggregate(self, task_gradients, weights, present):
+        """Combines per-task gradients of the shared parameters.
+
+        Args:
+            task_gradients: list over shared variables of tensors ``(T, *var.shape)``,
+                the gradient of each task's *weighted* loss.
+            weights: the loss weights of this step, ``(T,)``.
+            present: ``(T,)`` bool.
+
+        Returns:
+            List of gradients, one per shared variable.
+        """
+        return [ops.sum(g, axis=0) for g in task_gradients]
+
+    def observe_gradients(self, task_gradients, task_losses, weights, present):
+        """Hook after the per-task gradients are known (e.g. GradNorm's update)."""
+
+    def end_epoch(self):
+        """Hook at the end of every training epoch."""
+
+    def observe_losses(self, task_losses, present):
+        """Hook with every step's per-task losses (e.g. for epoch averages)."""
+
+    def get_build_config(self):
+        # Variables are created by setup() at compile time, once the tasks are known.
+        return None
+
+    def build_from_config(self, config):
+        pass
+
+    def call(self, inputs):  # pragma: no cover - not used as a layer in a graph
+        return inputs
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class FixedWeights(Balancer):
+    """Static weights: ``L = Σ_i w_i L_i`` with each task's ``loss_weight``.
+
+    The default, and the formula of plain multi-task learning.
+
+    Example:
+        >>> b = FixedWeights()
+        >>> b.setup(["a", "b"], [1.0, 2.0])
+        >>> [float(w) for w in b.combine(ops.ones(2), ops.ones(2, "bool"))[0]]
+        [1.0, 2.0]
+    """
+
+    adaptive = False
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class UncertaintyWeighting(Balancer):
+    """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, 2018).
+
+    Learns one log-variance ``s_i = log σ_i²`` per task::
+
+        L = Σ_i  exp(−s_i) · w_i L_i / 2  +  s_i / 2
+
+    so the effective weight is ``exp(−s_i) / 2``: a task whose loss stays
+    high (a noisier task) gets a larger ``σ_i`` and a smaller weight. A task
+    absent from the batch adds neither term, so its ``s_i`` is not updated.
+
+    Args:
+        initial_log_variance: starting ``s_i`` (0 gives weight 0.5).
+
+    References:
+        Kendall, A., Gal, Y., Cipolla, R. (2018). Multi-Task Learning Using
+        Uncertainty to Weigh Losses for Scene Geometry and Semantics. CVPR.
+    """
+
+    def __init__(self, initial_log_variance: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_log_variance = float(initial_log_variance)
+
+    def build(self, input_shape):
+        self.log_variance = self.add_weight(
+            shape=(self.num_tasks,), name="log_variance", trainable=True,
+            initializer=keras.initializers.Constant(self.initial_log_variance))
+
+    def combine(self, task_losses, present):
+        mask = ops.cast(present, "float32")
+        weights = 0.5 * ops.exp(-self.log_variance) * self.base_weights
+        return weights, ops.sum(0.5 * self.log_variance * mask)
+
+    def get_config(self):
+        return {**super().get_config(), "initial_log_variance": self.initial_log_variance}
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class DWA(Balancer):
+    """Dynamic Weight Average (Liu, Johns & Davison, 2019).
+
+    Weights follow the rate at which each task's epoch-average loss falls::
+
+        r_i(t−1) = L_i(t−1) / L_i(t−2)
+        w_i(t)   = K · exp(r_i(t−1) / T) / Σ_j exp(r_j(t−1) / T)
+
+    with ``K`` the number of tasks; ``w_i = 1`` for the first two epochs.
+    Epoch averages count only batches in which the task is labelled.
+
+    Args:
+        temperature: ``T``; larger values give more uniform weights.
+
+    References:
+        Liu, S., Johns, E., Davison, A. J. (2019). End-to-End Multi-Task
+        Learning with Attention. CVPR.
+    """
+
+    def __init__(self, temperature: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(f"DWA temperature must be > 0; got {temperature}.")
+        self.temperature = float(temperature)
+
+    def build(self, input_shape):
+        shape = (self.num_tasks,)
+        new = lambda name, value: self.add_weight(  # noqa: E731
+            shape=shape, name=name, trainable=False, initializer=keras.initializers.Constant(value))
+        self.dynamic_weights = new("dynamic_weights", 1.0)
+        self.loss_sum = new("loss_sum", 0.0)
+        self.loss_count = new("loss_count", 0.0)
+        self.previous = new("previous_epoch_loss", 0.0)      # L(t−1)
+        self.before_previous = new("before_previous_epoch_loss", 0.0)  # L(t−2)
+        self.epochs_seen = self.add_weight(shape=(), name="epochs_seen", trainable=False,
+                                           initializer="zeros")
+
+    def combine(self, task_losses, present):
+        return self.dynamic_weights * self.base_weights, 0.0
+
+    def observe_losses(self, task_losses, present):
+        mask = ops.cast(present, "float32")
+        self.loss_sum.assign_add(ops.stop_gradient(task_losses) * mask)
+        self.loss_count.assign_add(mask)
+
+    @staticmethod
+    def weights_from_history(previous, before_previous, temperature):
+        """The DWA formula: ``K · softmax(L(t−1) / L(t−2) / T)``."""
+        ratio = ops.divide_no_nan(previous, before_previous)
+        return previous.shape[0] * ops.softmax(ratio / temperature)
+
+    def end_epoch(self):
+        average = ops.divide_no_nan(self.loss_sum, self.loss_count)
+        # A task never labelled this epoch keeps its last average.
+        average = ops.where(self.loss_count > 0, average, self.previous)
+        self.before_previous.assign(self.previous)
+        self.previous.assign(average)
+        self.epochs_seen.assign_add(1.0)
+        if float(self.epochs_seen) >= 2:
+            self.dynamic_weights.assign(
+                self.weights_from_history(self.previous, self.before_previous, self.temperature))
+        self.loss_sum.assign(ops.zeros_like(self.loss_sum))
+        self.loss_count.assign(ops.zeros_like(self.loss_count))
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class GradNorm(Balancer):
+    """GradNorm (Chen et al., 2018): equalise weighted gradient norms.
+
+    With ``G_i = ‖∇_W w_i L_i‖`` on the last shared kernel ``W``, the mean
+    ``Ḡ``, and the relative inverse training rate
+    ``r_i = (L_i / L_i(0)) / mean_j (L_j / L_j(0))``, the weights take a
+    gradient step on ``Σ_i |G_i − Ḡ · r_i^α|`` (targets held constant) and
+    are then renormalised to sum to the number of tasks. Tasks absent from
+    the batch keep their weight for that step; ``L_i(0)`` is the task's loss
+    the first time it is labelled.
+
+    Args:
+        alpha: asymmetry ``α``; higher pulls harder towards slow tasks.
+        learning_rate: step size of the weight update.
+
+    References:
+        Chen, Z., Badrinarayanan, V., Lee, C.-Y., Rabinovich, A. (2018).
+        GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep
+        Multitask Networks. ICML.
+    """
+
+    gradient_scope = "last_shared"
+
+    def __init__(self, alpha: float = 1.5, learning_rate: float = 0.025, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = float(alpha)
+        self.learning_rate = float(learning_rate)
+
+    def build(self, input_shape):
+        shape = (self.num_tasks,)
+        self.task_weights = self.add_weight(shape=shape, name="task_weights", trainable=False,
+                                            initializer="ones")
+        self.initial_losses = self.add_weight(shape=shape, name="initial_losses", trainable=False,
+                                              initializer="zeros")
+
+    def combine(self, task_losses, present):
+        return self.task_weights * self.base_weights, 0.0
+
+    def observe_gradients(self, task_gradients, task_losses, weights, present):
+        mask = ops.cast(present, "float32")
+        losses = ops.stop_gradient(task_losses)
+        first = ops.logical_and(present, self.initial_losses <= 0)
+        self.initial_losses.assign(ops.where(first, losses, self.initial_losses))
+        # ‖∇_W w_i L_i‖ from the gradients of the weighted losses.
+        norms = ops.sqrt(sum(ops.sum(ops.reshape(g, (self.num_tasks, -1)) ** 2, axis=1)
+                             for g in task_gradients))
+        count = ops.maximum(ops.sum(mask), 1.0)
+        mean_norm = ops.sum(norms * mask) / count
+        ratio = ops.divide_no_nan(losses, self.initial_losses)
+        mean_ratio = ops.sum(ratio * mask) / count
+        target = mean_norm * ops.power(ops.divide_no_nan(ratio, mean_ratio), self.alpha)
+        # d|G_i − target_i| / dw_i = sign(G_i − target_i) · ‖∇_W L_i‖, and G_i = w_i ‖∇_W L_i‖.
+        unweighted_norm = ops.divide_no_nan(norms, self.task_weights)
+        step = ops.sign(norms - target) * unweighted_norm * mask
+        updated = ops.maximum(self.task_weights - self.learning_rate * step, 1e-3)
+        updated = updated * self.num_tasks / ops.sum(updated)
+        # Only proceed when at least two tasks are present: one task has nothing to balance.
+        self.task_weights.assign(ops.where(ops.sum(mask) >= 2, updated, self.task_weights))
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "learning_rate": self.learning_rate}
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class PCGrad(Balancer):
+    """Projecting Conflicting Gradients (Yu et al., 2020).
+
+    For each task gradient ``g_i`` (tasks visited in a random order), and
+    each other task ``j`` with ``g_i · g_j < 0``, remove the conflicting
+    component: ``g_i ← g_i − (g_i · g_j / ‖g_j‖²) g_j``. The shared
+    parameters receive ``Σ_i g_i``; task-specific parameters their usual
+    gradients. Absent tasks have zero gradients and never conflict.
+
+    Args:
+        seed: seed of the random task order.
+
+    References:
+        Yu, T., Kumar, S., Gupta, A., Levine, S., Hausman, K., Finn, C.
+        (2020). Gradient Surgery for Multi-Task Learning. NeurIPS.
+    """
+
+    gradient_scope = "shared"
+    adaptive = False  # reshapes gradients, keeps the loss weights
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self._generator = keras.random.SeedGenerator(seed)
+
+    @staticmethod
+    def project(flat, order):
+        """PCGrad on a ``(T, P)`` matrix of flattened gradients, visiting ``order``."""
+        num_tasks = flat.shape[0]
+        projected = []
+        for i in range(num_tasks):
+            g = flat[i]
+            for k in range(num_tasks):
+                j = order[k]
+                other = ops.take(flat, j, axis=0)
+                dot = ops.sum(g * other)
+                coefficient = ops.where(
+                    ops.logical_and(dot < 0, ops.not_equal(j, i)),
+                    ops.divide_no_nan(dot, ops.sum(other * other)), 0.0)
+                g = g - coefficient * other
+            projected.append(g)
+        return ops.stack(projected)
+
+    def aggregate(self, task_gradients, weights, present):
+        shapes = [g.shape[1:] for g in task_gradients]
+        flat = ops.concatenate([ops.reshape(g, (self.num_tasks, -1)) for g in task_gradients], axis=1)
+        order = keras.random.shuffle(ops.arange(self.num_tasks), seed=self._generator)
+        total = ops.sum(self.project(flat, order), axis=0)
+        grads, start = [], 0
+        for shape in shapes:
+            size = 1
+            for d in shape:
+                size *= d
+            grads.append(ops.reshape(total[start:start + size], shape))
+            start += size
+        return grads
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class RandomLossWeighting(Balancer):
+    """Random Loss Weighting, RLW (Lin et al., 2022).
+
+    At every step the weights are drawn afresh::
+
+        λ = softmax(z),  z ~ N(0, I_K),   L = Σ_i K λ_i w_i L_i
+
+    (scaled by ``K`` so that the weights average 1 like fixed weights). The
+    paper shows this simple baseline matches many elaborate strategies; a
+    strategy that does not beat it is not balancing anything.
+
+    Args:
+        seed: seed of the weight draws.
+
+    References:
+        Lin, B., Ye, F., Zhang, Y., Tsang, I. W. (2022). Reasonable
+        Effectiveness of Random Weighting: A Litmus Test for Multi-Task
+        Learning. Transactions on Machine Learning Research.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self._generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        self.last_weights = self.add_weight(shape=(self.num_tasks,), name="last_weights",
+                                            trainable=False, initializer="ones")
+
+    def combine(self, task_losses, present):
+        z = keras.random.normal((self.num_tasks,), seed=self._generator)
+        weights = self.num_tasks * ops.softmax(z)
+        self.last_weights.assign(weights)
+        return weights * self.base_weights, 0.0
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+_STRATEGIES = {cls.__name__: cls for cls in
+               (FixedWeights, UncertaintyWeighting, DWA, GradNorm, PCGrad, RandomLossWeighting)}
+
+
+def get(strategy) -> Balancer:
+    """A strategy instance from an instance, a class, or ``None`` (fixed weights)."""
+    if strategy is None:
+        return FixedWeights()
+    if isinstance(strategy, type) and issubclass(strategy, Balancer):
+        return strategy()
+    if isinstance(strategy, dict):
+        strategy = keras.saving.deserialize_keras_object(strategy)
+    if not isinstance(strategy, Balancer):
+        raise ValueError(
+            f"balancing={strategy!r} is not a strategy object; pass e.g. "
+            f"kmtl.balancing.UncertaintyWeighting(). Available: {sorted(_STRATEGIES)}."
+        )
+    return strategy

@@ -1,0 +1,155 @@
+"""The ``keras-mtl export`` and ``keras-mtl inspect`` commands."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_mtl as kmtl
+from keras_mtl import cli
+
+TASKS = [
+    kmtl.Task("car"),
+    kmtl.Task("objects", kind="multilabel", labels=["sign", "light"]),
+    kmtl.Task("weather", kind="categorical", class_names=["sun", "rain", "fog"]),
+    kmtl.Task("distance", kind="regression"),
+]
+
+
+def build(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((5,), name="sensors")
+    features = keras.layers.Dense(8, activation="relu", name="trunk")(inputs)
+    return kmtl.MultiTaskModel(inputs, features, TASKS)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A compiled model saved as .keras, and its predictions."""
+    root = tmp_path_factory.mktemp("cli")
+    model = build()
+    model.compile(optimizer="adam")
+    path = root / "street.keras"
+    model.save(path)
+    x = np.random.default_rng(0).normal(size=(9, 5)).astype("float32")
+    return {"root": root, "model": model, "path": path, "x": x, "pred": model.predict(x, verbose=0)}
+
+
+def serve(version_dir, x):
+    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    return {k: v.numpy() for k, v in fn(sensors=tf.constant(x)).items()}
+
+
+def test_export_in_fresh_process_then_next_version_and_inspect(saved, tmp_path, capsys):
+    base = tmp_path / "serving" / "street"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-m", "keras_mtl.cli", "export", str(saved["path"]), str(base)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"to {base / '1'}" in proc.stdout
+    # The fresh process loaded the .keras file: its export predicts what the model did.
+    served = serve(base / "1", saved["x"])
+    for name, value in saved["pred"].items():
+        np.testing.assert_allclose(served[name], value, atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(served["weather_class"], saved["pred"]["weather"].argmax(axis=1))
+
+    assert cli.main(["export", str(saved["path"]), str(base)]) == 0
+    assert f"to {base / '2'}" in capsys.readouterr().out
+    assert sorted(os.listdir(base)) == ["1", "2"]
+
+    assert cli.main(["inspect", str(base), "--json"]) == 0  # the base directory: newest version
+    report = json.loads(capsys.readouterr().out)
+    assert report["path"] == str(base / "2")
+    assert [(t["name"], t["kind"]) for t in report["tasks"]] == [
+        ("car", "binary"), ("objects", "multilabel"), ("weather", "categorical"),
+        ("distance", "regression")]
+    assert report["tasks"][2]["class_names"] == ["sun", "rain", "fog"]
+    default = report["signatures"]["serving_default"]
+    assert default["inputs"] == {"sensors": {"shape": [-1, 5], "dtype": "float32"}}
+    assert default["outputs"] == {
+        "car": {"shape": [-1, 1], "dtype": "float32"},
+        "distance": {"shape": [-1, 1], "dtype": "float32"},
+        "objects": {"shape": [-1, 2], "dtype": "float32"},
+        "weather": {"shape": [-1, 3], "dtype": "float32"},
+        "weather_class": {"shape": [-1], "dtype": "int64"},
+    }
+    example = report["signatures"]["serving_tf_example"]
+    assert example["inputs"] == {"examples": {"shape": [-1], "dtype": "string"}}
+    assert example["outputs"] == default["outputs"]
+
+
+def test_inspect_prints_tasks_and_signatures(saved, tmp_path, capsys):
+    version = kmtl.export_saved_model(saved["model"], tmp_path / "m" / "3")
+    assert cli.main(["inspect", str(version)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"SavedModel {version}"
+    assert lines[1] == "Tasks:"
+    assert lines[2].split() == ["car", "binary", "units=1", "car"]
+    assert lines[3].split() == ["objects", "multilabel", "units=2", "sign,", "light"]
+    assert lines[4].split() == ["weather", "categorical", "units=3", "sun,", "rain,", "fog"]
+    assert lines[5].split() == ["distance", "regression", "units=1", "distance"]
+    start, stop = lines.index("Signature serving_default:"), lines.index("Signature serving_tf_example:")
+    default = lines[start + 1:stop]
+    assert [line.split()[:3] for line in default] == [
+        ["input", "sensors", "float32"], ["output", "car", "float32"], ["output", "distance", "float32"],
+        ["output", "objects", "float32"], ["output", "weather", "float32"],
+        ["output", "weather_class", "int64"]]
+    assert default[0].endswith("(-1, 5)") and default[-1].endswith("(-1,)")
+
+
+def test_inspect_shows_signatures_of_a_plain_saved_model(tmp_path, capsys):
+    inputs = keras.Input((3,), name="features")
+    plain = keras.Model(inputs, keras.layers.Dense(2, name="score")(inputs))
+    plain.export(str(tmp_path / "1"), verbose=False)
+    assert cli.main(["inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Tasks: none recorded (not exported by keras_mtl)" in out
+    assert "Signature serving_default:" in out
+
+
+def test_export_version_and_overwrite_options(saved, tmp_path, capsys):
+    base = tmp_path / "m"
+    assert cli.main(["export", str(saved["path"]), str(base), "--version", "5"]) == 0
+    assert cli.main(["export", str(saved["path"]), str(base)]) == 0
+    assert sorted(os.listdir(base), key=int) == ["5", "6"]
+    capsys.readouterr()
+    assert cli.main(["export", str(saved["path"]), str(base), "--version", "5"]) == 2
+    assert "already exists; pass overwrite=True" in capsys.readouterr().err
+    other = build(seed=1)
+    other.save(tmp_path / "other.keras")
+    argv = ["export", str(tmp_path / "other.keras"), str(base), "--version", "5", "--overwrite"]
+    assert cli.main(argv) == 0
+    np.testing.assert_allclose(serve(base / "5", saved["x"])["car"],
+                               other.predict(saved["x"], verbose=0)["car"], atol=1e-5)
+    assert sorted(os.listdir(base), key=int) == ["5", "6"]
+
+
+def test_export_errors(saved, tmp_path, capsys):
+    def fails(*argv):
+        assert cli.main(list(map(str, argv))) == 2
+        return capsys.readouterr().err
+
+    assert "is not a file" in fails("export", tmp_path / "missing.keras", tmp_path / "m")
+    inputs = keras.Input((3,), name="x")
+    plain = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    plain.save(tmp_path / "plain.keras")
+    assert "holds a Functional, not a keras_mtl MultiTaskModel" in fails(
+        "export", tmp_path / "plain.keras", tmp_path / "m")
+    version = kmtl.export_saved_model(saved["model"], tmp_path / "m" / "1")
+    assert "is itself a SavedModel version directory" in fails("export", saved["path"], version)
+    assert "versions are integers >= 0" in fails("export", saved["path"], tmp_path / "m", "--version", "-1")
+    assert sorted(os.listdir(tmp_path / "m")) == ["1"]
+
+
+def test_inspect_errors(tmp_path, capsys):
+    assert cli.main(["inspect", str(tmp_path / "nowhere")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    (tmp_path / "m" / ".1.partial-0a1b2c3d").mkdir(parents=True)
+    (tmp_path / "m" / "2").mkdir()  # an empty version directory holds no SavedModel
+    assert cli.main(["inspect", str(tmp_path / "m")]) == 2
+    assert "no SavedModel in" in capsys.readouterr().err
