@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-__all__ = ["plot_history", "plot_label_matrix", "plot_predictions"]
+__all__ = ["plot_history", "plot_label_matrix", "plot_predictions", "plot_task_weights"]
 
 
 def _pyplot():
@@ -129,5 +129,36 @@ def plot_predictions(images, labels: dict, predictions: dict, task_names, num_im
             mark = "" if shown == "?" else (" ✓" if (prob > 0.5) == (truth == 1) else " ✗")
             lines.append(f"{name}: {prob:.2f} (true {shown}){mark}")
         ax.set_title("\n".join(lines), fontsize=7, loc="left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_task_weights(history, task_names=None, path=None):
+    """Each task's loss weight per epoch (``weight_<task>`` in History).
+
+    Args:
+        history: a ``keras.callbacks.History`` or its ``.history`` dict, from
+            a model compiled with an adaptive balancing strategy.
+        task_names: tasks to plot (default: every ``weight_<task>`` entry).
+        path: optional PNG path.
+    """
+    plt = _pyplot()
+    logs = getattr(history, "history", history)
+    names = list(task_names) if task_names is not None else [
+        k[len("weight_"):] for k in logs if k.startswith("weight_")]
+    if not names or not all(f"weight_{n}" in logs for n in names):
+        raise ValueError(
+            "History has no weight_<task> entries: compile with an adaptive strategy, e.g. "
+            "model.compile(balancing=kmtl.balancing.UncertaintyWeighting())."
+        )
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name in names:
+        values = logs[f"weight_{name}"]
+        ax.plot(np.arange(1, len(values) + 1), values, marker="o", ms=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss weight")
+    ax.set_title("Task weights during training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
