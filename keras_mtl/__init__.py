@@ -1,6 +1,6 @@
 """keras_mtl: multi-task learning for Keras 3 with missing labels."""
 
-from keras_mtl import balancing, data, losses, metrics
+from keras_mtl import balancing, data, losses, metrics, sharing
 from keras_mtl.export import export_saved_model
 from keras_mtl.missing import MISSING, MISSING_REGRESSION
 from keras_mtl.model import MultiTaskModel
@@ -19,4 +19,5 @@ __all__ = [
     "export_saved_model",
     "losses",
     "metrics",
+    "sharing",
 ]

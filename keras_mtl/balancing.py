@@ -94,6 +94,25 @@ class Balancer(keras.layers.Layer):
         # Variables are created by setup() at compile time, once the tasks are known.
         return None
 
+    # Keras saves a layer's own variables but not the state of its seed
+    # generators; without it a reloaded or resumed random strategy would
+    # restart (or, unseeded, reseed) its random stream.
+    _SEED_KEY = "seed_generator_state_"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, generator in enumerate(self._seed_generators):
+            store[f"{self._SEED_KEY}{i}"] = generator.state
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        own = {k: store[k] for k in keys if not k.startswith(self._SEED_KEY)}
+        super().load_own_variables(own)
+        for i, generator in enumerate(self._seed_generators):
+            key = f"{self._SEED_KEY}{i}"
+            if key in keys:
+                generator.state.assign(ops.cast(store[key], generator.state.dtype))
+
     def build_from_config(self, config):
         pass
 
@@ -165,7 +184,9 @@ class DWA(Balancer):
         w_i(t)   = K · exp(r_i(t−1) / T) / Σ_j exp(r_j(t−1) / T)
 
     with ``K`` the number of tasks; ``w_i = 1`` for the first two epochs.
-    Epoch averages count only batches in which the task is labelled.
+    Epoch averages count only batches in which the task is labelled; a task
+    never labelled in an epoch keeps its previous average, and a task with
+    no average yet for ``t−2`` gets the neutral ratio ``r_i = 1``.
 
     Args:
         temperature: ``T``; larger values give more uniform weights.
@@ -203,8 +224,25 @@ class DWA(Balancer):
 
     @staticmethod
     def weights_from_history(previous, before_previous, temperature):
-        """The DWA formula: ``K · softmax(L(t−1) / L(t−2) / T)``."""
-        ratio = ops.divide_no_nan(previous, before_previous)
+        """The DWA formula: ``K · softmax(L(t−1) / L(t−2) / T)``.
+
+        Args:
+            previous: epoch-average losses ``L(t−1)``, shape ``(K,)``.
+            before_previous: epoch-average losses ``L(t−2)``, shape ``(K,)``;
+                a zero entry (no average yet) gives that task the ratio 1.
+            temperature: ``T``.
+
+        Returns:
+            The weights ``(K,)``; they sum to ``K``.
+
+        Example:
+            >>> w = DWA.weights_from_history(ops.array([1.0, 1.0]), ops.array([2.0, 1.0]), 2.0)
+            >>> [round(float(v), 4) for v in w]
+            [0.8756, 1.1244]
+        """
+        previous = ops.convert_to_tensor(previous, "float32")
+        before_previous = ops.convert_to_tensor(before_previous, "float32")
+        ratio = ops.where(before_previous > 0, ops.divide_no_nan(previous, before_previous), 1.0)
         return previous.shape[0] * ops.softmax(ratio / temperature)
 
     def end_epoch(self):
@@ -232,9 +270,10 @@ class GradNorm(Balancer):
     ``Ḡ``, and the relative inverse training rate
     ``r_i = (L_i / L_i(0)) / mean_j (L_j / L_j(0))``, the weights take a
     gradient step on ``Σ_i |G_i − Ḡ · r_i^α|`` (targets held constant) and
-    are then renormalised to sum to the number of tasks. Tasks absent from
-    the batch keep their weight for that step; ``L_i(0)`` is the task's loss
-    the first time it is labelled.
+    are then renormalised so that they sum to the number of tasks. Tasks
+    absent from the batch keep their weight for that step exactly (the
+    present tasks are renormalised among themselves); ``L_i(0)`` is the
+    task's loss the first time it is labelled.
 
     Args:
         alpha: asymmetry ``α``; higher pulls harder towards slow tasks.
@@ -280,7 +319,11 @@ class GradNorm(Balancer):
         unweighted_norm = ops.divide_no_nan(norms, self.task_weights)
         step = ops.sign(norms - target) * unweighted_norm * mask
         updated = ops.maximum(self.task_weights - self.learning_rate * step, 1e-3)
-        updated = updated * self.num_tasks / ops.sum(updated)
+        # Renormalise among the present tasks, which keep their total: the
+        # weights keep summing to the number of tasks, and an absent task's
+        # weight is left exactly as it was.
+        present_total = ops.sum(self.task_weights * mask)
+        updated = ops.where(present, updated * present_total / ops.sum(updated * mask), self.task_weights)
         # Only proceed when at least two tasks are present: one task has nothing to balance.
         self.task_weights.assign(ops.where(ops.sum(mask) >= 2, updated, self.task_weights))
 

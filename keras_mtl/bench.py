@@ -81,6 +81,8 @@ class Settings:
         max_wait: seconds to wait, before each measurement, for other
             processes to leave the CPU.
         quiet_cores: other processes' CPU use (in cores) counted as quiet.
+        retries: extra attempts at a row while other processes used more
+            than ``quiet_cores`` during it (the fastest attempt counts).
         seed: seed of the data and of every model.
     """
 
@@ -97,6 +99,7 @@ class Settings:
     pipeline_epochs: int = 3
     max_wait: float = 180.0
     quiet_cores: float = 0.5
+    retries: int = 2
     seed: int = 0
 
     @property
@@ -106,7 +109,7 @@ class Settings:
 
 
 QUICK = Settings(batch_size=32, steps=2, timed_epochs=1, input_dim=16, hidden=(16, 8), many_tasks=6,
-                 matmul_size=128, matmul_repeats=2, pipeline_epochs=1, max_wait=0.0)
+                 matmul_size=128, matmul_repeats=2, pipeline_epochs=1, max_wait=0.0, retries=0)
 """Tiny settings that exercise every row in seconds (numbers meaningless)."""
 
 
@@ -327,6 +330,8 @@ class Row:
         loss: the training loss after each epoch.
         other_cores: CPU (in cores) used by other processes meanwhile.
         loadavg: ``/proc/loadavg`` before the measurement.
+        attempts: throughput, first epoch and other processes' load of
+            every attempt (see :func:`best_of`).
         notes: anything else worth knowing.
     """
 
@@ -341,6 +346,7 @@ class Row:
     loss: list[float] = field(default_factory=list)
     other_cores: float | None = None
     loadavg: str = ""
+    attempts: list[dict] = field(default_factory=list)
     notes: str = ""
 
 
@@ -471,6 +477,34 @@ def wait_until_quiet(settings: Settings, log: Callable[[str], None]) -> float | 
             log(f"    waiting: other processes use {busy:.1f} cores (loadavg {loadavg()})")
             announced = True
         time.sleep(5.0)
+
+
+def best_of(settings: Settings, measure: Callable[[], Row], log: Callable[[str], None]) -> Row:
+    """Measures a row again while other processes disturbed the measurement.
+
+    Up to ``settings.retries`` extra attempts are made while other processes
+    used more than ``settings.quiet_cores`` during an attempt.
+
+    Returns:
+        The attempt with the highest throughput, with ``first_epoch_s`` the
+        shortest first epoch of all attempts and every attempt listed in
+        ``attempts``.
+    """
+    found = []
+    while True:
+        row = measure()
+        found.append(row)
+        disturbed = row.other_cores is not None and row.other_cores > settings.quiet_cores
+        if not disturbed or len(found) > settings.retries:
+            break
+        log(f"    {row.id}: {row.value:,.0f} {row.unit} while other processes used "
+            f"{row.other_cores:.1f} cores; measuring again")
+    best = max(found, key=lambda r: r.value)
+    firsts = [r.first_epoch_s for r in found if r.first_epoch_s is not None]
+    best.first_epoch_s = min(firsts) if firsts else None
+    best.attempts = [{"value": r.value, "first_epoch_s": r.first_epoch_s, "other_cores": r.other_cores}
+                     for r in found]
+    return best
 
 
 # -- measurements ------------------------------------------------------------------------
@@ -688,18 +722,18 @@ def run(settings: Settings, groups: str = GROUPS,
         log(_progress_line(row))
 
     for spec, jit in _selected_specs(settings, groups):
-        done(fit_row(settings, data, spec, jit, log))
+        done(best_of(settings, lambda s=spec, j=jit: fit_row(settings, data, s, j, log), log))
     if "f" in groups:
-        done(pipeline_row(settings, data, settings.few_tasks, "f/few", log))
-        done(pipeline_row(settings, data, settings.many_tasks, "f/many", log))
+        for tasks, row_id in ((settings.few_tasks, "f/few"), (settings.many_tasks, "f/many")):
+            done(best_of(settings, lambda t=tasks, i=row_id: pipeline_row(settings, data, t, i, log), log))
     if "g" in groups:
-        done(matmul_row(settings, log))
+        done(best_of(settings, lambda: matmul_row(settings, log), log))
         for source in ("a", f"a{XLA}"):
             if source in rows:
                 done(achieved_row(settings, rows[source], settings.few_tasks))
     if "h" in groups:
         spec = next(s for s in train_specs(settings) if s.id == "a")
-        done(bfloat16_row(settings, data, spec, log))
+        done(best_of(settings, lambda: bfloat16_row(settings, data, spec, log), log))
     applicable = [t for t in targets() if t.row in rows and t.baseline in rows]
     return list(rows.values()), applicable
 

@@ -61,6 +61,9 @@ class HeadLayout:
             self.blocks[task.name] = _Block(task, column, column + task.units)
             column += task.units
         self.units = column
+        # Task index (in the user's order) of every column.
+        self.column_tasks = [tasks.index(task) for task in sigmoid + regression + categorical
+                             for _ in range(task.units)]
         self.sigmoid = sigmoid
         self.regression = regression
         self.categorical = categorical
@@ -80,41 +83,72 @@ class HeadLayout:
 class TaskHeads(keras.layers.Layer):
     """The fused kernel of all task heads: features → logits of every task.
 
+    With shared features ``(batch, d)`` this is one ``Dense(units)``. With
+    per-task features ``(batch, T, d)`` (soft sharing, experts) each task's
+    head reads its own slice: one stacked kernel ``(T, d, max units)``, one
+    ``einsum``, and a gather into the layout's column order.
+
     Args:
         units: total number of output units over all tasks.
+        task_units: units of each task in task order (per-task mode only).
+        column_tasks: task index of every output column, in column order
+            (per-task mode only).
         kernel_initializer, bias_initializer, kernel_regularizer: as for
             ``keras.layers.Dense``.
     """
 
-    def __init__(self, units, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, **kwargs):
+    def __init__(self, units, task_units=None, column_tasks=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
-        self.dense = keras.layers.Dense(
-            self.units,
-            kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            name="fused_kernel",
-        )
+        self.task_units = None if task_units is None else [int(u) for u in task_units]
+        self.column_tasks = None if column_tasks is None else [int(t) for t in column_tasks]
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        if self.task_units is None:
+            self.dense = keras.layers.Dense(
+                self.units, kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
+                kernel_regularizer=kernel_regularizer, name="fused_kernel")
 
     def build(self, input_shape):
-        self.dense.build(input_shape)
+        if self.task_units is None:
+            self.dense.build(input_shape)
+            return
+        num_tasks, width = len(self.task_units), max(self.task_units)
+        self.kernel = self.add_weight(shape=(num_tasks, input_shape[-1], width), name="kernel",
+                                      initializer=self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer)
+        self.bias = self.add_weight(shape=(num_tasks, width), name="bias",
+                                    initializer=self.bias_initializer)
+        # Column c of the output is unit j of task t: flat index t·width + j.
+        seen = [0] * num_tasks
+        index = []
+        for t in self.column_tasks:
+            index.append(t * width + seen[t])
+            seen[t] += 1
+        self._gather = np.array(index, dtype="int32")
 
     def call(self, features):
-        return self.dense(features)
+        if self.task_units is None:
+            return self.dense(features)
+        per_task = ops.einsum("btd,tdu->btu", features, self.kernel) + self.bias
+        flat = ops.reshape(per_task, (ops.shape(per_task)[0], -1))
+        return ops.take(flat, self._gather, axis=1)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.units,)
+        batch = input_shape[0]
+        return (batch, self.units)
 
     def get_config(self):
         config = super().get_config()
-        dense = self.dense.get_config()
         config.update(
             units=self.units,
-            kernel_initializer=dense["kernel_initializer"],
-            bias_initializer=dense["bias_initializer"],
-            kernel_regularizer=dense["kernel_regularizer"],
+            task_units=self.task_units,
+            column_tasks=self.column_tasks,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
         )
         return config
 

@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_mtl import balancing as balancing_lib
 from keras_mtl import metrics as metrics_lib
+from keras_mtl import sharing as sharing_lib
 from keras_mtl.heads import FusedTaskLoss, HeadLayout, TaskHeads, TaskOutput, stack_labels, stack_weights
 from keras_mtl.losses import check_normalize
 from keras_mtl.tasks import Task, check_tasks
@@ -16,6 +17,7 @@ from keras_mtl.tasks import Task, check_tasks
 __all__ = ["MultiTaskModel"]
 
 HEADS_LAYER = "heads"
+SHARING_LAYER = "sharing"
 # Up to this many tasks, training logs every task's loss and metrics.
 LOG_EVERY_TASK_UP_TO = 16
 
@@ -132,6 +134,9 @@ class MultiTaskModel(keras.Model):
         features: the trunk's output tensor, shape ``(batch, d)``. Features
             of higher rank are flattened.
         tasks: a list of :class:`keras_mtl.Task`.
+        sharing: optional sharing architecture from :mod:`keras_mtl.sharing`
+            (``SoftSharing``, ``CrossStitch``, ``MMoE``, ``PLE``) turning the
+            features into per-task features; ``None`` is hard sharing.
         name: model name.
 
     Example:
@@ -143,7 +148,7 @@ class MultiTaskModel(keras.Model):
         ['bike', 'car']
     """
 
-    def __init__(self, inputs, features, tasks, name=None, **kwargs):
+    def __init__(self, inputs, features, tasks, sharing=None, name=None, **kwargs):
         tasks = check_tasks(tasks)
         if not isinstance(features, keras.KerasTensor):
             raise TypeError(
@@ -155,7 +160,21 @@ class MultiTaskModel(keras.Model):
         if len(features.shape) > 2:
             features = keras.layers.Flatten(name="features")(features)
         layout = HeadLayout(tasks)
-        logits = TaskHeads(layout.units, name=HEADS_LAYER)(features)
+        if sharing is None:
+            logits = TaskHeads(layout.units, name=HEADS_LAYER)(features)
+        else:
+            if not isinstance(sharing, sharing_lib.SharingLayer):
+                raise TypeError(
+                    f"sharing={sharing!r} is not a sharing layer; pass e.g. kmtl.sharing.MMoE()."
+                )
+            if sharing.num_tasks not in (None, len(tasks)):
+                raise ValueError(f"This sharing layer was built for {sharing.num_tasks} tasks, "
+                                 f"not {len(tasks)}; create a new one.")
+            sharing.num_tasks = len(tasks)
+            sharing.name = SHARING_LAYER
+            per_task = sharing(features)
+            logits = TaskHeads(layout.units, task_units=[t.units for t in tasks],
+                               column_tasks=layout.column_tasks, name=HEADS_LAYER)(per_task)
         outputs = {}
         for task in tasks:
             block = layout.block(task.name)
@@ -196,6 +215,43 @@ class MultiTaskModel(keras.Model):
         if self._compiled is None:
             return {t.name: t.loss_weight for t in self._tasks}
         return dict(zip(self.task_names, (float(w) for w in self._compiled.weights)))
+
+    @property
+    def sharing(self):
+        """The sharing layer (``None`` for hard sharing)."""
+        try:
+            return self.get_layer(SHARING_LAYER)
+        except ValueError:
+            return None
+
+    def sharing_weights(self, x=None, batch_size: int = 256) -> dict:
+        """What the sharing architecture learned, as NumPy arrays.
+
+        Args:
+            x: inputs; needed for gate weights (MMoE, PLE), which depend on
+                the example.
+            batch_size: batch size for computing gates.
+
+        Returns:
+            ``{"gates": (T, E) mean gate weight of each task on each expert}``
+            for MMoE/PLE (given ``x``), ``{"cross_stitch": [α per layer,
+            (T, T)]}`` for CrossStitch, ``{"penalty": Ω}`` for SoftSharing;
+            ``{}`` for hard sharing.
+        """
+        layer = self.sharing
+        if layer is None:
+            return {}
+        found = {}
+        if hasattr(layer, "stitches"):
+            found["cross_stitch"] = [ops.convert_to_numpy(a) for a in layer.stitches]
+        if hasattr(layer, "penalty"):
+            found["penalty"] = float(ops.convert_to_numpy(layer.penalty()))
+        if hasattr(layer, "gates") and x is not None:
+            features = keras.Model(self._inputs_struct, layer._inbound_nodes[0].input_tensors[0])
+            computed = features.predict(x, batch_size=batch_size, verbose=0)
+            gates = ops.convert_to_numpy(layer.gates(ops.convert_to_tensor(computed)))
+            found["gates"] = gates.mean(axis=0)
+        return found
 
     # -- compile --------------------------------------------------------------
 
@@ -262,6 +318,11 @@ class MultiTaskModel(keras.Model):
             "log_every_task": log_every_task,
             **kwargs,
         }
+        if balancer.trainable_variables and not self.optimizer.built:
+            # Keras code that builds an unbuilt optimizer itself (BackupAndRestore
+            # before restoring, fit under a distribution strategy) passes
+            # model.trainable_variables, which lack the strategy's variables.
+            self.optimizer.build(self._optimized_variables())
 
     def _resolve_loss_weights(self, loss_weights):
         weights = {t.name: t.loss_weight for t in self._tasks}
@@ -447,6 +508,11 @@ class MultiTaskModel(keras.Model):
         return self._update_metrics(step, sample_weight, training=False)
 
     def fit(self, *args, callbacks=None, **kwargs):
+        data = args[0] if args else kwargs.get("x")
+        if isinstance(data, tf.data.Dataset):
+            # Pipelines shuffle themselves (kmtl.data ... shuffle=True); Keras's
+            # default shuffle=True would only warn that it ignores it.
+            kwargs.setdefault("shuffle", False)
         if self._compiled is not None:
             callbacks = [_BalancerEpochs(self._compiled.balancer), *(callbacks or [])]
         return super().fit(*args, callbacks=callbacks, **kwargs)
@@ -476,12 +542,12 @@ class MultiTaskModel(keras.Model):
 def _check_layer_names(inputs, features, tasks):
     """Task names become layer names: they must not clash with the trunk's."""
     trunk = keras.Model(inputs, features)
-    taken = {layer.name for layer in trunk.layers} | {HEADS_LAYER, "features"}
+    taken = {layer.name for layer in trunk.layers} | {HEADS_LAYER, SHARING_LAYER, "features"}
     clashes = sorted(taken & {t.name for t in tasks})
     if clashes:
         raise ValueError(
             f"Task name(s) {clashes} are already used by layers of the trunk (or by "
-            f"keras_mtl: {HEADS_LAYER!r}, 'features'). Rename the task or the layer "
+            f"keras_mtl: {HEADS_LAYER!r}, {SHARING_LAYER!r}, 'features'). Rename the task or the layer "
             "(layers take name=...)."
         )
 

@@ -10,7 +10,13 @@ import math
 
 import numpy as np
 
-__all__ = ["plot_history", "plot_label_matrix", "plot_predictions", "plot_task_weights"]
+__all__ = [
+    "plot_history",
+    "plot_label_matrix",
+    "plot_predictions",
+    "plot_sharing",
+    "plot_task_weights",
+]
 
 
 def _pyplot():
@@ -160,5 +166,42 @@ def plot_task_weights(history, task_names=None, path=None):
     ax.set_title("Task weights during training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_sharing(weights: dict, task_names, path=None):
+    """Heat maps of what a sharing architecture learned.
+
+    Args:
+        weights: the dict from :meth:`keras_mtl.MultiTaskModel.sharing_weights`:
+            ``"gates"`` (tasks × experts, MMoE/PLE) and/or ``"cross_stitch"``
+            (one tasks × tasks matrix per layer).
+        task_names: row labels.
+        path: optional PNG path.
+    """
+    plt = _pyplot()
+    panels = []
+    if "gates" in weights:
+        panels.append(("Expert usage (mean gate weight)", np.asarray(weights["gates"]), "expert"))
+    for i, alpha in enumerate(weights.get("cross_stitch", [])):
+        panels.append((f"Cross-stitch α, layer {i + 1}", np.asarray(alpha), "from task"))
+    if not panels:
+        raise ValueError("Nothing to plot: pass sharing_weights(x) of an MMoE, PLE or CrossStitch model.")
+    names = list(task_names)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.55 * len(names) + 2),
+                             squeeze=False)
+    for ax, (title, matrix, xlabel) in zip(axes[0], panels):
+        image = ax.imshow(matrix, cmap="viridis", aspect="auto")
+        for (row, col), value in np.ndenumerate(matrix):
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if value < matrix.max() * 0.6 else "black")
+        ax.set_yticks(range(len(names)), names)
+        cols = matrix.shape[1]
+        ax.set_xticks(range(cols), names if xlabel == "from task" else [str(c + 1) for c in range(cols)],
+                      rotation=45 if xlabel == "from task" else 0)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     return _save(fig, path)

@@ -64,20 +64,21 @@ _ROAD = 9
 _LANE = 10
 _BUILDINGS = (11, 12, 13)
 _TREE_TRUNK, _TREE_CANOPY = 14, 15
-_POLE, _POLE_HEAD = 16, 17
-_NOENTRY_POLE, _NOENTRY_DISC, _NOENTRY_BAR = 18, 19, 20
-_YIELD_POLE, _YIELD_OUTER, _YIELD_INNER = 21, 22, 23
-_BLOBS = (24, 25)
-_PED_LEGS, _PED_TORSO, _PED_HEAD = 26, 27, 28
-_CAR_BASE = 29  # car c uses ids 29+4c .. 32+4c: body, windows, wheels, lights
-_STOP_POLE, _STOP_RIM, _STOP_FACE, _STOP_TEXT = 41, 42, 43, 44
-_TL_POLE, _TL_HOUSING, _TL_LAMPS, _TL_LIT = 45, 46, 47, 48
-_NUM_IDS = 49
+_POLE, _POLE_HEAD, _POLE_BOX_LAMPS = 16, 17, 18
+_NOENTRY_POLE, _NOENTRY_RIM, _NOENTRY_DISC, _NOENTRY_BAR = 19, 20, 21, 22
+_YIELD_POLE, _YIELD_OUTER, _YIELD_INNER = 23, 24, 25
+_BLOBS = (26, 27)
+_TRAILER_BODY, _TRAILER_WHEELS = 28, 29
+_PED_LEGS, _PED_TORSO, _PED_HEAD = 30, 31, 32
+_CAR_BASE = 33  # car c uses ids 33+4c .. 36+4c: body, windows, wheels, lights
+_STOP_POLE, _STOP_RIM, _STOP_FACE, _STOP_TEXT = 45, 46, 47, 48
+_TL_POLE, _TL_HOUSING, _TL_LAMPS, _TL_LIT = 49, 50, 51, 52
+_NUM_IDS = 53
 
 # Depth layers: each standing object gets a rank by how low its base is in the
 # picture (lower means nearer the camera). Background layers have depth 0.
 _LAYERS = (
-    "tree", "pole", "noentry", "yield", "blob0", "blob1",
+    "tree", "pole", "noentry", "yield", "blob0", "blob1", "trailer",
     "pedestrian", "car0", "car1", "car2", "stop_sign", "traffic_light",
 )  # fmt: skip
 
@@ -93,9 +94,7 @@ _SKY = np.array(
     ],
     dtype=np.float32,
 )
-_LIGHT_TINT = np.array(
-    [[1.0, 1.0, 1.0], [1.1, 0.85, 0.7], [0.75, 0.85, 1.15]], dtype=np.float32
-)
+_LIGHT_TINT = np.array([[1.0, 1.0, 1.0], [1.1, 0.85, 0.7], [0.75, 0.85, 1.15]], dtype=np.float32)
 _LIGHT_LEVEL = np.array([[0.85, 1.15], [0.55, 0.75], [0.22, 0.38]], dtype=np.float32)
 _NOISE_LEVEL = np.array([[3.0, 8.0], [5.0, 10.0], [6.0, 14.0]], dtype=np.float32)
 _GROUND_COLOURS = np.array(
@@ -125,11 +124,11 @@ _LAMP_COLOURS = np.array(  # red (top), amber (middle), green (bottom)
 
 # Nominal object sizes in pixels of a 64x64 image at scale 1.
 _HEIGHT = {
-    "tree": 21.0, "pole": 22.0, "noentry": 23.0, "yield": 24.0,
+    "tree": 21.0, "pole": 22.0, "noentry": 23.0, "yield": 24.0, "trailer": 9.0,
     "pedestrian": 23.0, "car": 14.5, "stop_sign": 23.0, "traffic_light": 28.0,
 }  # fmt: skip
 _HALF_WIDTH = {
-    "tree": 5.0, "pole": 2.5, "noentry": 4.3, "yield": 5.0,
+    "tree": 5.0, "pole": 2.7, "noentry": 4.3, "yield": 5.0, "trailer": 7.5,
     "pedestrian": 3.5, "car": 10.5, "stop_sign": 4.7, "traffic_light": 2.7,
 }  # fmt: skip
 
@@ -178,9 +177,7 @@ class _Canvas:
         """Triangle with a flat top edge and its apex pointing down."""
         ax = np.abs(self.xx - _col(cx))
         below_top = self.yy >= _col(top)
-        return (ax * _col(height / half_width) <= _col(top + height) - self.yy) & (
-            below_top
-        )
+        return (ax * _col(height / half_width) <= _col(top + height) - self.yy) & (below_top)
 
     def paint(self, mask, pid: int, depth, present=None) -> None:
         """Draws `mask` with palette id `pid` where nothing nearer is drawn."""
@@ -200,18 +197,20 @@ def _jitter(rng: np.random.Generator, base, n: int, amount: float) -> np.ndarray
     return np.clip(out, 0.0, 255.0)
 
 
-def _place(rng, n, size, u, scale, y_horizon, height, half_width):
-    """Random base position (x, y_base) that keeps an object inside the image."""
+def _place(rng, n, size, u, scale, y_horizon, height, half_width, overhang=0.0):
+    """Random base position (x, y_base) that keeps an object inside the image.
+
+    Up to `overhang` of the object's half width may stick out at the sides.
+    """
     hw = half_width * scale * u
-    x = rng.uniform(0.0, 1.0, n) * (size - 2.0 * hw) + hw
+    inset = hw * (1.0 - overhang)
+    x = rng.uniform(0.0, 1.0, n) * (size - 2.0 * inset) + inset
     lo = np.maximum(y_horizon + 0.06 * size, height * scale * u + 1.0)
     y_base = lo + rng.uniform(0.0, 1.0, n) * np.maximum(size - 1.0 - lo, 0.0)
     return x.astype(np.float32), y_base.astype(np.float32)
 
 
-def _draw_chunk(
-    rng: np.random.Generator, n: int, size: int
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Draws `n` complete scenes; returns uint8 images and full labels."""
     cv = _Canvas(n, size)
     u = size / 64.0  # sizes below are in pixels of a 64x64 image
@@ -232,9 +231,7 @@ def _draw_chunk(
     zero = np.zeros(n, dtype=np.int64)
     below = cv.yy >= _col(y_h)  # (B, S, 1)
     cv.paint(np.broadcast_to(below, cv.keys.shape), _GROUND, zero)
-    cv.set_colour(
-        _GROUND, _jitter(rng, _GROUND_COLOURS[rng.integers(0, 4, n)], n, 15)
-    )
+    cv.set_colour(_GROUND, _jitter(rng, _GROUND_COLOURS[rng.integers(0, 4, n)], n, 15))
     rise = np.maximum(cv.yy - _col(y_h), 0.0)  # (B, S, 1)
     off_centre = np.abs(cv.xx - _col(x_v))  # (B, 1, S)
     road = below & (off_centre <= rise * _col(uni(0.8, 1.6, n)) + 0.5)
@@ -243,15 +240,11 @@ def _draw_chunk(
     dashes = (np.sqrt(rise) * _col(uni(1.2, 2.0, n))) % 2.0 < 1.0
     lane = road & dashes & (off_centre <= rise * 0.03 + 0.5 * u)
     cv.paint(lane, _LANE, zero, present=uni(size=n) < 0.8)
-    lane_colour = np.where(
-        (uni(size=n) < 0.5)[:, None], [[240, 240, 235]], [[235, 200, 40]]
-    )
+    lane_colour = np.where((uni(size=n) < 0.5)[:, None], [[240, 240, 235]], [[235, 200, 40]])
     cv.set_colour(_LANE, _jitter(rng, lane_colour, n, 10))
     for pid in _BUILDINGS:
         height = size * uni(0.05, 0.3, n)
-        mask = cv.rect(
-            uni(0, size, n), y_h - height / 2, size * uni(0.06, 0.16, n), height / 2
-        )
+        mask = cv.rect(uni(0, size, n), y_h - height / 2, size * uni(0.06, 0.16, n), height / 2)
         cv.paint(mask, pid, zero, present=uni(size=n) < 0.7)
         grey = uni(70, 170, (n, 1)) * uni(0.85, 1.1, (n, 3))
         cv.set_colour(pid, np.clip(grey, 0, 255))
@@ -264,6 +257,7 @@ def _draw_chunk(
         "yield": uni(size=n) < 0.25,
         "blob0": uni(size=n) < 0.5,
         "blob1": uni(size=n) < 0.35,
+        "trailer": uni(size=n) < 0.25,
         "pedestrian": uni(size=n) < 0.5,
         "stop_sign": uni(size=n) < 0.5,
         "traffic_light": uni(size=n) < 0.5,
@@ -286,7 +280,16 @@ def _draw_chunk(
             continue
         scale[layer] = s
         x[layer], y_b[layer] = _place(
-            rng, n, size, u, s, y_h, _HEIGHT[kind], _HALF_WIDTH[kind]
+            rng,
+            n,
+            size,
+            u,
+            s,
+            y_h,
+            _HEIGHT[kind],
+            _HALF_WIDTH[kind],
+            # Cars may be cut by the image border, as in street photos.
+            overhang=0.6 if kind == "car" else 0.0,
         )
     bases = np.stack([y_b[layer] for layer in _LAYERS], axis=1)
     ranks = np.argsort(np.argsort(bases, axis=1), axis=1) + 1
@@ -295,28 +298,34 @@ def _draw_chunk(
     areas = {}  # unoccluded pixel count of the parts that identify an object
 
     # -- Distractors ---------------------------------------------------------
-    s, cx, yb, d, p = (
-        scale["tree"], x["tree"], y_b["tree"], depth["tree"], present["tree"]
-    )
+    s, cx, yb, d, p = (scale["tree"], x["tree"], y_b["tree"], depth["tree"], present["tree"])
     cv.paint(cv.rect(cx, yb - 5 * s * u, 1.2 * s * u, 5 * s * u), _TREE_TRUNK, d, p)
     cv.set_colour(_TREE_TRUNK, _jitter(rng, [[95, 65, 40]], n, 15))
     canopy = cv.ellipse(cx, yb - 14.5 * s * u, 5 * s * u, 6.5 * s * u)
     cv.paint(canopy, _TREE_CANOPY, d, p)
     cv.set_colour(_TREE_CANOPY, _jitter(rng, [[60, 125, 45]], n, 30))
 
-    # Bare pole, sometimes with a blue sign or a lamp head.
-    s, cx, yb, d, p = (
-        scale["pole"], x["pole"], y_b["pole"], depth["pole"], present["pole"]
-    )
+    # Pole, bare or with a blue sign, a lamp head, or a dark box with dark
+    # lamps that looks like a traffic light switched off.
+    s, cx, yb, d, p = (scale["pole"], x["pole"], y_b["pole"], depth["pole"], present["pole"])
     cv.paint(cv.rect(cx, yb - 11 * s * u, 0.6 * s * u, 11 * s * u), _POLE, d, p)
     cv.set_colour(_POLE, _jitter(rng, [[115, 115, 120]], n, 20))
-    blue = uni(size=n) < 0.5
-    head_hw = np.where(blue, 2.5, 2.2) * s * u
-    head_hh = np.where(blue, 3.0, 0.9) * s * u
-    head = cv.rect(cx, yb - 22 * s * u + head_hh, head_hw, head_hh)
-    cv.paint(head, _POLE_HEAD, d, p & (uni(size=n) < 0.7))
-    head_colour = np.where(blue[:, None], [[40, 80, 175]], [[50, 50, 55]])
-    cv.set_colour(_POLE_HEAD, _jitter(rng, head_colour, n, 15))
+    variant = rng.integers(0, 4, n)  # 0 bare, 1 blue sign, 2 lamp head, 3 box
+    head_hw = np.array([0.0, 2.5, 2.2, 2.6])[variant] * s * u
+    head_hh = np.array([0.0, 3.0, 0.9, 6.5])[variant] * s * u
+    head_y = yb - 22 * s * u + head_hh
+    head = cv.rect(cx, head_y, head_hw, head_hh)
+    cv.paint(head, _POLE_HEAD, d, p & (variant > 0))
+    head_colour = np.array([[0, 0, 0], [40, 80, 175], [50, 50, 55], [35, 35, 38]])
+    cv.set_colour(_POLE_HEAD, _jitter(rng, head_colour[variant], n, 12))
+    r = 1.7 * s * u
+    box_lamps = (
+        cv.ellipse(cx, head_y - 4.2 * s * u, r, r)
+        | cv.ellipse(cx, head_y, r, r)
+        | cv.ellipse(cx, head_y + 4.2 * s * u, r, r)
+    )
+    cv.paint(box_lamps, _POLE_BOX_LAMPS, d, p & (variant == 3))
+    cv.set_colour(_POLE_BOX_LAMPS, _jitter(rng, [[58, 58, 58]], n, 8))
 
     # Red "no entry" disc with a white bar: red and round, but not an octagon.
     s, cx, yb, d, p = (
@@ -325,16 +334,18 @@ def _draw_chunk(
     )  # fmt: skip
     centre = yb - 18.5 * s * u
     cv.paint(cv.rect(cx, yb - 9 * s * u, 0.6 * s * u, 9 * s * u), _NOENTRY_POLE, d, p)
-    cv.paint(cv.ellipse(cx, centre, 4.3 * s * u, 4.3 * s * u), _NOENTRY_DISC, d, p)
+    # Half of them have a white rim like the stop sign's.
+    rim = cv.ellipse(cx, centre, 4.6 * s * u, 4.6 * s * u)
+    cv.paint(rim, _NOENTRY_RIM, d, p & (uni(size=n) < 0.5))
+    cv.paint(cv.ellipse(cx, centre, 3.9 * s * u, 3.9 * s * u), _NOENTRY_DISC, d, p)
     cv.paint(cv.rect(cx, centre, 2.8 * s * u, 0.8 * s * u), _NOENTRY_BAR, d, p)
     cv.set_colour(_NOENTRY_POLE, _jitter(rng, [[115, 115, 120]], n, 20))
+    cv.set_colour(_NOENTRY_RIM, _jitter(rng, _WHITE, n, 10))
     cv.set_colour(_NOENTRY_DISC, _jitter(rng, _SIGN_RED, n, 20))
     cv.set_colour(_NOENTRY_BAR, _jitter(rng, _WHITE, n, 10))
 
     # Red "yield" triangle with a white centre.
-    s, cx, yb, d, p = (
-        scale["yield"], x["yield"], y_b["yield"], depth["yield"], present["yield"]
-    )
+    s, cx, yb, d, p = (scale["yield"], x["yield"], y_b["yield"], depth["yield"], present["yield"])
     top = yb - 24 * s * u
     cv.paint(cv.rect(cx, yb - 9 * s * u, 0.6 * s * u, 9 * s * u), _YIELD_POLE, d, p)
     outer = cv.down_triangle(cx, top, 5 * s * u, 8.5 * s * u)
@@ -345,7 +356,9 @@ def _draw_chunk(
     cv.set_colour(_YIELD_OUTER, _jitter(rng, _SIGN_RED, n, 20))
     cv.set_colour(_YIELD_INNER, _jitter(rng, _WHITE, n, 10))
 
-    # Coloured blobs (bins, bushes, balloons); half use traffic-lamp colours.
+    # Coloured blobs (bins, bushes, lanterns); half use traffic-lamp colours
+    # and some glow at night like a lamp.
+    night = tod == 2
     for i, pid in enumerate(_BLOBS):
         layer = f"blob{i}"
         r = scale[layer]
@@ -354,7 +367,21 @@ def _draw_chunk(
         cv.paint(mask, pid, depth[layer], present[layer])
         signal = _LAMP_COLOURS[rng.integers(0, 3, n)]
         colour = np.where((uni(size=n) < 0.5)[:, None], signal, uni(20, 235, (n, 3)))
-        cv.set_colour(pid, _jitter(rng, colour, n, 15))
+        glowing = night & (uni(size=n) < 0.4)
+        cv.set_colour(pid, _jitter(rng, colour, n, 15), emissive=glowing)
+
+    # Trailer: a car-coloured box on wheels, with no cabin or windows.
+    s, cx, yb, d, p = (
+        scale["trailer"], x["trailer"], y_b["trailer"],
+        depth["trailer"], present["trailer"],
+    )  # fmt: skip
+    cv.paint(cv.rect(cx, yb - 6 * s * u, 7.5 * s * u, 3.5 * s * u), _TRAILER_BODY, d, p)
+    wheels = cv.ellipse(cx - 4.5 * s * u, yb - 2.8 * s * u, 2.8 * s * u, 2.8 * s * u) | cv.ellipse(
+        cx + 4.5 * s * u, yb - 2.8 * s * u, 2.8 * s * u, 2.8 * s * u
+    )
+    cv.paint(wheels, _TRAILER_WHEELS, d, p)
+    cv.set_colour(_TRAILER_BODY, _jitter(rng, _CAR_COLOURS[rng.integers(0, 8, n)], n, 15))
+    cv.set_colour(_TRAILER_WHEELS, _jitter(rng, [[22, 22, 24]], n, 6))
 
     # -- Pedestrian: legs, torso, head ---------------------------------------
     s, cx, yb, d, p = (
@@ -376,33 +403,36 @@ def _draw_chunk(
     cv.set_colour(_PED_HEAD, _jitter(rng, _SKIN[rng.integers(0, 5, n)], n, 12))
 
     # -- Cars: body with cabin, two windows, two wheels, lights --------------
-    night = tod == 2
     for c in range(MAX_CARS):
         layer = f"car{c}"
-        s, cx, yb, d, p = scale[layer], x[layer], y_b[layer], depth[layer], present[
-            layer
-        ]
+        s, cx, yb, d, p = scale[layer], x[layer], y_b[layer], depth[layer], present[layer]
         body = cv.rect(cx, yb - 6 * s * u, 10 * s * u, 3.5 * s * u) | cv.rect(
             cx, yb - 11.75 * s * u, 6.5 * s * u, 2.25 * s * u
         )
-        windows = cv.rect(
-            cx - 3 * s * u, yb - 11.5 * s * u, 2.5 * s * u, 1.5 * s * u
-        ) | cv.rect(cx + 3 * s * u, yb - 11.5 * s * u, 2.5 * s * u, 1.5 * s * u)
-        wheels = cv.ellipse(
-            cx - 6.5 * s * u, yb - 2.8 * s * u, 2.8 * s * u, 2.8 * s * u
-        ) | cv.ellipse(cx + 6.5 * s * u, yb - 2.8 * s * u, 2.8 * s * u, 2.8 * s * u)
+        windows = cv.rect(cx - 3 * s * u, yb - 11.5 * s * u, 2.5 * s * u, 1.5 * s * u) | cv.rect(
+            cx + 3 * s * u, yb - 11.5 * s * u, 2.5 * s * u, 1.5 * s * u
+        )
+        wheels = cv.ellipse(cx - 6.5 * s * u, yb - 2.8 * s * u, 2.8 * s * u, 2.8 * s * u) | cv.ellipse(
+            cx + 6.5 * s * u, yb - 2.8 * s * u, 2.8 * s * u, 2.8 * s * u
+        )
         lights = cv.rect(cx, yb - 7 * s * u, 10 * s * u, 0.8 * s * u) & ~cv.rect(
             cx, yb - 7 * s * u, 8.6 * s * u, 0.8 * s * u
         )
         base = _CAR_BASE + 4 * c
         for offset, mask in enumerate((body, windows, wheels, lights)):
             cv.paint(mask, base + offset, d, p)
-        areas[layer] = _count(body | wheels)
+        # Share of the body inside the image: a car cut by the border counts
+        # by its whole size, not just the part in the picture.
+        half = 10 * s * u
+        inside = (np.minimum(cx + half, size) - np.maximum(cx - half, 0)) / (2 * half)
+        areas[layer] = _count(body | wheels) / np.clip(inside, 1e-3, 1.0)
         cv.set_colour(base, _jitter(rng, _CAR_COLOURS[rng.integers(0, 8, n)], n, 15))
         cv.set_colour(base + 1, _jitter(rng, [[135, 165, 195]], n, 20))
         cv.set_colour(base + 2, _jitter(rng, [[22, 22, 24]], n, 6))
-        light = np.where(night[:, None], [[255, 245, 200]], [[225, 215, 170]])
-        cv.set_colour(base + 3, _jitter(rng, light, n, 10), emissive=night)
+        # Parked cars have their lights off, also at night.
+        lights_on = night & (uni(size=n) < 0.5)
+        light = np.where(lights_on[:, None], [[255, 245, 200]], [[225, 215, 170]])
+        cv.set_colour(base + 3, _jitter(rng, light, n, 10), emissive=lights_on)
 
     # -- Stop sign: pole, white rim, red octagon, white text bar -------------
     s, cx, yb, d, p = (
@@ -452,9 +482,7 @@ def _draw_chunk(
     # -- Colour, lighting and sensor noise -----------------------------------
     level = uni(_LIGHT_LEVEL[tod, 0], _LIGHT_LEVEL[tod, 1]).astype(np.float32)
     light = _LIGHT_TINT[tod] * level[:, None]  # (B, 3)
-    palette = np.where(
-        cv.emissive[..., None], cv.palette, cv.palette * light[:, None, :]
-    ).astype(np.float32)
+    palette = np.where(cv.emissive[..., None], cv.palette, cv.palette * light[:, None, :]).astype(np.float32)
     ids = (cv.keys & np.uint16((1 << _ID_BITS) - 1)).astype(np.intp)
     ids += _col(np.arange(n, dtype=np.intp) * _NUM_IDS)
     images = palette.reshape(-1, 3).take(ids, axis=0)  # (B, S, S, 3)
@@ -475,8 +503,7 @@ def _draw_chunk(
         return present[layer] & (pixels >= _MIN_VISIBLE_FRACTION * area) & (area > 0)
 
     num_cars = sum(
-        seen(f"car{c}", _CAR_BASE + 4 * c, _CAR_BASE + 4 * c + 3).astype(np.int64)
-        for c in range(MAX_CARS)
+        seen(f"car{c}", _CAR_BASE + 4 * c, _CAR_BASE + 4 * c + 3).astype(np.int64) for c in range(MAX_CARS)
     )
     labels = {
         "pedestrian": seen("pedestrian", _PED_LEGS, _PED_HEAD),
@@ -498,9 +525,7 @@ def _count(mask: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Missing labels
 # ---------------------------------------------------------------------------
-def _missing_masks(
-    rng: np.random.Generator, n: int, missing: str, fraction: float
-) -> dict[str, np.ndarray]:
+def _missing_masks(rng: np.random.Generator, n: int, missing: str, fraction: float) -> dict[str, np.ndarray]:
     """Boolean (n,) masks, True where a label is hidden."""
     if missing == "none" or fraction == 0.0:
         return {k: np.zeros(n, dtype=bool) for k in OBJECT_TASKS + EXTRA_TASKS}
@@ -521,25 +546,16 @@ def _missing_masks(
     return masks
 
 
-def _validate(
-    num_examples: int, image_size: int, seed: int, missing: str, fraction: float
-) -> None:
+def _validate(num_examples: int, image_size: int, seed: int, missing: str, fraction: float) -> None:
     if not isinstance(num_examples, (int, np.integer)) or num_examples < 1:
         raise ValueError(f"num_examples must be an integer >= 1, got {num_examples!r}.")
     if not isinstance(image_size, (int, np.integer)) or image_size < _MIN_IMAGE_SIZE:
-        raise ValueError(
-            f"image_size must be an integer >= {_MIN_IMAGE_SIZE}, got {image_size!r}."
-        )
+        raise ValueError(f"image_size must be an integer >= {_MIN_IMAGE_SIZE}, got {image_size!r}.")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
     if missing not in MISSING_PATTERNS:
-        raise ValueError(
-            f"missing must be one of {', '.join(map(repr, MISSING_PATTERNS))}; "
-            f"got {missing!r}."
-        )
-    if not isinstance(fraction, (int, float, np.floating)) or not (
-        0.0 <= fraction < 1.0
-    ):
+        raise ValueError(f"missing must be one of {', '.join(map(repr, MISSING_PATTERNS))}; got {missing!r}.")
+    if not isinstance(fraction, (int, float, np.floating)) or not (0.0 <= fraction < 1.0):
         raise ValueError(f"missing_fraction must be in [0, 1), got {fraction!r}.")
 
 
@@ -552,12 +568,8 @@ def _iter_chunks(
         n = min(chunk, num_examples - start)
         # Independent streams per chunk and purpose: the pictures do not change
         # with the missing-label pattern, only which labels are hidden.
-        images, labels = _draw_chunk(
-            np.random.default_rng([seed, index, 0]), n, image_size
-        )
-        masks = _missing_masks(
-            np.random.default_rng([seed, index, 1]), n, missing, float(fraction)
-        )
+        images, labels = _draw_chunk(np.random.default_rng([seed, index, 0]), n, image_size)
+        masks = _missing_masks(np.random.default_rng([seed, index, 1]), n, missing, float(fraction))
         yield images, labels, masks
 
 
@@ -625,9 +637,7 @@ def generate_street_scenes(
             label_parts[k].append(np.where(masks[k], np.float32(np.nan), labels[k]))
         for k in EXTRA_TASKS:
             label_parts[k].append(np.where(masks[k], _MISSING, labels[k]))
-    return np.concatenate(image_parts), {
-        k: np.concatenate(v) for k, v in label_parts.items()
-    }
+    return np.concatenate(image_parts), {k: np.concatenate(v) for k, v in label_parts.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -717,9 +727,7 @@ class StreetScenes(tfds.core.GeneratorBasedBuilder):
         ),
         StreetScenesConfig(
             name="annotator",
-            description=(
-                "As `default`, but each image's annotator labels only 2 of the 4 objects."
-            ),
+            description=("As `default`, but each image's annotator labels only 2 of the 4 objects."),
             missing="annotator",
         ),
         StreetScenesConfig(
@@ -742,9 +750,7 @@ class StreetScenes(tfds.core.GeneratorBasedBuilder):
         size = self.builder_config.image_size
         missing_doc = f" ({_MISSING} = missing)"
         features = {
-            "image": tfds.features.Image(
-                shape=(size, size, 3), dtype=np.uint8, doc="RGB street scene."
-            )
+            "image": tfds.features.Image(shape=(size, size, 3), dtype=np.uint8, doc="RGB street scene.")
         }
         for task in OBJECT_TASKS:
             features[task] = tfds.features.Scalar(
@@ -753,9 +759,7 @@ class StreetScenes(tfds.core.GeneratorBasedBuilder):
         features["num_cars"] = tfds.features.Scalar(
             np.int64, doc=f"Number of visible cars, 0-{MAX_CARS}{missing_doc}."
         )
-        features["time_of_day"] = tfds.features.Scalar(
-            np.int64, doc=f"0 day, 1 dusk, 2 night{missing_doc}."
-        )
+        features["time_of_day"] = tfds.features.Scalar(np.int64, doc=f"0 day, 1 dusk, 2 night{missing_doc}.")
         return tfds.core.DatasetInfo(
             builder=self,
             description=_DESCRIPTION,
@@ -784,14 +788,10 @@ class StreetScenes(tfds.core.GeneratorBasedBuilder):
             for split, count in sizes.items()
         }
 
-    def _generate_examples(
-        self, seed: int, num_examples: int, missing: str, missing_fraction: float
-    ):
+    def _generate_examples(self, seed: int, num_examples: int, missing: str, missing_fraction: float):
         size = self.builder_config.image_size
         index = 0
-        for images, labels, masks in _iter_chunks(
-            num_examples, size, seed, missing, missing_fraction
-        ):
+        for images, labels, masks in _iter_chunks(num_examples, size, seed, missing, missing_fraction):
             columns = {
                 k: np.where(masks[k], _MISSING, labels[k].astype(np.int64))
                 for k in OBJECT_TASKS + EXTRA_TASKS
