@@ -260,7 +260,9 @@ def export_saved_model(model, path, *, overwrite: bool = False, verbose: bool = 
     place: ``path`` appears whole or not at all, a failure leaves neither
     ``path`` nor the staging directory behind (nor parent directories this
     call created), and with ``overwrite=True`` the previous version stays in
-    place until the new one is complete.
+    place until the new one is complete (then two renames swap them, and
+    the previous one is deleted; if the second rename fails, the previous
+    version is renamed back).
 
     Args:
         model: a :class:`keras_mtl.MultiTaskModel`.

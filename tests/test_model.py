@@ -36,7 +36,7 @@ def random_labels(n, rng, missing=0.4):
         "weather": rng.integers(0, 3, n).astype("float32"),
         "distance": rng.normal(size=n).astype("float32"),
     }
-    for name, y in labels.items():
+    for y in labels.values():
         y[rng.random(y.shape) < missing] = np.nan
     return labels
 

