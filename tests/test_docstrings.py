@@ -15,6 +15,9 @@ MODULES = [
     "keras_mtl.data",
     "keras_mtl.export",
     "keras_mtl.balancing",
+    "keras_mtl.sharing",
+    "keras_mtl.transfer",
+    "keras_mtl.comparison",
 ]
 
 

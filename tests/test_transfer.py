@@ -1,0 +1,80 @@
+"""Transfer learning: new heads on a pretrained trunk, freeze, unfreeze."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mtl as kmtl
+
+
+def pretrained(rng):
+    x = rng.normal(size=(600, 8)).astype("float32")
+    z = x @ rng.normal(size=(8, 2))
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,), name="x")
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    source = kmtl.MultiTaskModel(inputs, hidden, [kmtl.Task("a")])
+    source.compile(keras.optimizers.Adam(0.01))
+    source.fit(x, {"a": (z[:, 0] > 0).astype("float32")}, epochs=2, verbose=0)
+    return source, x, z
+
+
+def test_new_heads_share_the_trunk_and_freeze_it():
+    rng = np.random.default_rng(0)
+    source, x, z = pretrained(rng)
+    before = source.get_layer("hidden").get_weights()[0].copy()
+    target = kmtl.transfer.new_heads(source, [kmtl.Task("b"), kmtl.Task("c", kind="regression")])
+    assert target.task_names == ["b", "c"]
+    assert target.get_layer("hidden") is source.get_layer("hidden")
+    # Only the new heads train: kernel and bias of the fused heads.
+    assert {v.path for v in target.trainable_variables} == {
+        v.path for v in target.get_layer("heads").trainable_variables}
+    target.compile(keras.optimizers.Adam(0.05))
+    labels = {"b": (z[:, 1] > 0).astype("float32"), "c": z[:, 1].astype("float32")}
+    target.fit(x, labels, epochs=2, verbose=0)
+    np.testing.assert_array_equal(target.get_layer("hidden").get_weights()[0], before)
+    # The frozen trunk still computes the pretrained features.
+    np.testing.assert_allclose(
+        keras.Model(target.inputs, target.get_layer("hidden").output).predict(x[:4], verbose=0),
+        np.maximum(x[:4] @ before + source.get_layer("hidden").get_weights()[1], 0), rtol=1e-5, atol=1e-6)
+
+
+def test_unfreeze_trains_the_trunk_and_keeps_compile_settings():
+    rng = np.random.default_rng(1)
+    source, x, z = pretrained(rng)
+    target = kmtl.transfer.new_heads(source, [kmtl.Task("b", loss_weight=3.0)])
+    target.compile(keras.optimizers.Adam(0.01), normalize="labeled")
+    labels = {"b": (z[:, 1] > 0).astype("float32")}
+    target.fit(x, labels, epochs=1, verbose=0)
+    before = target.get_layer("hidden").get_weights()[0].copy()
+    kmtl.transfer.unfreeze(target, learning_rate=1e-3)
+    assert len(target.trainable_variables) == 4
+    assert target.loss_weights == {"b": 3.0}
+    assert target._compiled.loss.normalize == "labeled"
+    assert float(target.optimizer.learning_rate) == pytest.approx(1e-3)
+    target.fit(x, labels, epochs=1, verbose=0)
+    assert not np.allclose(target.get_layer("hidden").get_weights()[0], before)
+
+
+def test_transfer_from_a_plain_keras_model_saves_and_exports(tmp_path):
+    inputs = keras.Input((5,), name="x")
+    hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+    base = keras.Model(inputs, keras.layers.Dense(3, name="old_head")(hidden))
+    target = kmtl.transfer.new_heads(base, [kmtl.Task("b")], features="hidden")
+    assert "old_head" not in [layer.name for layer in target.layers]
+    x = np.random.default_rng(2).normal(size=(4, 5)).astype("float32")
+    expected = target.predict(x, verbose=0)["b"]
+    target.save(tmp_path / "t.keras")
+    reloaded = keras.saving.load_model(tmp_path / "t.keras")
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0)["b"], expected)
+    kmtl.export_saved_model(target, tmp_path / "serving" / "1")
+    assert kmtl.export.read_tasks(tmp_path / "serving" / "1")["tasks"][0]["name"] == "b"
+
+
+def test_bad_arguments():
+    inputs = keras.Input((5,), name="x")
+    two = keras.Model(inputs, [keras.layers.Dense(1)(inputs), keras.layers.Dense(1)(inputs)])
+    with pytest.raises(ValueError, match="features='layer_name'"):
+        kmtl.transfer.new_heads(two, [kmtl.Task("b")])
+    with pytest.raises(TypeError):
+        kmtl.transfer.new_heads("not a model", [kmtl.Task("b")])
