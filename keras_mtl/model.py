@@ -460,8 +460,14 @@ class MultiTaskModel(keras.Model):
         heads = {id(v) for v in self.get_layer(HEADS_LAYER).trainable_variables}
         shared = [v for v in self.trainable_variables if id(v) not in heads]
         if scope == "last_shared":
-            kernels = [v for v in shared if len(v.shape) >= 2]
-            shared = kernels[-1:]
+            sharing = self.sharing
+            reached = [v for v in sharing.shared_kernels() if v.trainable] if sharing is not None else []
+            if not reached:
+                # The trunk's last kernel; a sharing layer's stacked per-task
+                # weights are not reached by every task.
+                own = set() if sharing is None else {id(v) for v in sharing.trainable_variables}
+                reached = [v for v in shared if len(v.shape) >= 2 and id(v) not in own]
+            shared = reached[-1:]
         if not shared:
             raise ValueError(
                 f"{type(self._compiled.balancer).__name__} needs shared trainable parameters "

@@ -20,6 +20,8 @@ run as one ``einsum``, so ``k`` towers cost one operation, not ``k``.
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -36,8 +38,25 @@ class SharingLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_tasks = num_tasks
 
+    def shared_kernels(self) -> list:
+        """Kernels every task's loss reaches (for gradient-norm balancing).
+
+        Empty when the layer has none (e.g. independent towers); the model
+        then uses the trunk's last kernel.
+        """
+        return []
+
     def get_config(self):
         return {**super().get_config(), "num_tasks": self.num_tasks}
+
+
+def _check_units(owner: str, units) -> list[int]:
+    """Layer widths as a non-empty list of positive ints."""
+    widths = [units] if isinstance(units, numbers.Integral) else list(units)
+    if not widths or any(int(u) != u or u < 1 for u in widths):
+        raise ValueError(f"{owner} needs one or more positive layer widths, e.g. units=(64,); "
+                         f"got units={units!r}.")
+    return [int(u) for u in widths]
 
 
 def _stacked_kernel(layer, name, count, fan_in, fan_out):
@@ -54,9 +73,7 @@ class _Towers(SharingLayer):
 
     def __init__(self, units=(64,), activation="relu", num_tasks=None, **kwargs):
         super().__init__(num_tasks=num_tasks, **kwargs)
-        self.units = [int(u) for u in ([units] if isinstance(units, int) else units)]
-        if not self.units:
-            raise ValueError(f"{type(self).__name__} needs at least one layer: units=(64,).")
+        self.units = _check_units(type(self).__name__, units)
         self.activation = keras.activations.get(activation)
         self._activation_name = activation
 
@@ -140,7 +157,8 @@ class CrossStitch(_Towers):
     Args:
         units: widths of the tower layers.
         self_weight: initial diagonal of ``α``; the off-diagonal entries start
-            at ``(1 − self_weight) / (T − 1)`` so each row sums to 1.
+            at ``(1 − self_weight) / (T − 1)`` so each row sums to 1 (with a
+            single task, ``α = [[1]]``).
         activation: activation of every tower layer.
 
     References:
@@ -157,8 +175,10 @@ class CrossStitch(_Towers):
     def build(self, input_shape):
         super().build(input_shape)
         t = self.num_tasks
+        # A single task has nothing to mix with: α = [[1]] is the plain tower.
+        diagonal = self.self_weight if t > 1 else 1.0
         off = (1.0 - self.self_weight) / (t - 1) if t > 1 else 0.0
-        initial = ops.eye(t) * (self.self_weight - off) + off
+        initial = ops.eye(t) * (diagonal - off) + off
         self.stitches = [
             self.add_weight(shape=(t, t), name=f"cross_stitch_{i}",
                             initializer=keras.initializers.Constant(ops.convert_to_numpy(initial)))
@@ -171,6 +191,10 @@ class CrossStitch(_Towers):
             x = self._layer(i, x)
             x = ops.einsum("ts,bsu->btu", self.stitches[i], x)
         return x
+
+    def shared_kernels(self):
+        # α mixes every tower's last layer into every task.
+        return self.kernels[-1:]
 
     def get_config(self):
         return {**super().get_config(), "self_weight": self.self_weight}
@@ -211,7 +235,7 @@ class MMoE(SharingLayer):
         if num_experts < 1:
             raise ValueError(f"MMoE needs num_experts ≥ 1; got {num_experts}.")
         self.num_experts = int(num_experts)
-        self.units = [int(u) for u in ([units] if isinstance(units, int) else units)]
+        self.units = _check_units("MMoE", units)
         self.activation = keras.activations.get(activation)
         self._activation_name = activation
 
@@ -226,6 +250,9 @@ class MMoE(SharingLayer):
                                            name="gate_kernel", initializer="glorot_uniform")
         self.gate_bias = self.add_weight(shape=(self.num_tasks, self.num_experts), name="gate_bias",
                                          initializer="zeros")
+
+    def shared_kernels(self):
+        return self.kernels[-1:]
 
     def gates(self, features):
         """Gate weights ``(batch, T, E)``; each row sums to 1."""
@@ -279,7 +306,9 @@ class PLE(SharingLayer):
         self.num_levels = int(num_levels)
         self.num_shared_experts = int(num_shared_experts)
         self.num_task_experts = int(num_task_experts)
-        self.units = int(units)
+        if isinstance(units, (list, tuple)):
+            raise ValueError(f"PLE experts have one layer: units is one width, e.g. 64; got {units!r}.")
+        self.units = _check_units("PLE", units)[0]
         self.activation = keras.activations.get(activation)
         self._activation_name = activation
 
@@ -344,6 +373,9 @@ class PLE(SharingLayer):
         for w in self.levels:
             task_inputs, shared, gates = self._level(w, task_inputs, shared)
         return task_inputs, gates
+
+    def shared_kernels(self):
+        return [] if not self.num_shared_experts else [self.levels[-1]["shared_kernel"]]
 
     def gates(self, features):
         """The last level's task gate weights ``(batch, T, P + S)``."""
