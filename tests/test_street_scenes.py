@@ -56,9 +56,7 @@ def test_same_seed_same_arrays_different_seed_different():
 
 def test_images_do_not_depend_on_missing_pattern():
     full_images, full = ss.generate_street_scenes(40, seed=2, missing="none")
-    images, labels = ss.generate_street_scenes(
-        40, seed=2, missing="annotator", missing_fraction=0.5
-    )
+    images, labels = ss.generate_street_scenes(40, seed=2, missing="annotator", missing_fraction=0.5)
     np.testing.assert_array_equal(full_images, images)
     for task in ss.OBJECT_TASKS:
         given = ~np.isnan(labels[task])
@@ -89,20 +87,14 @@ def test_traffic_light_label_matches_dark_housing():
 
 
 def test_car_flag_equals_num_cars_positive_where_both_labelled():
-    _, labels = ss.generate_street_scenes(
-        1000, image_size=32, seed=9, missing_fraction=0.3
-    )
+    _, labels = ss.generate_street_scenes(1000, image_size=32, seed=9, missing_fraction=0.3)
     both = ~np.isnan(labels["car"]) & (labels["num_cars"] >= 0)
     assert both.sum() > 300
-    np.testing.assert_array_equal(
-        labels["car"][both] == 1, labels["num_cars"][both] > 0
-    )
+    np.testing.assert_array_equal(labels["car"][both] == 1, labels["num_cars"][both] > 0)
 
 
 def test_uniform_missing_fraction():
-    _, labels = ss.generate_street_scenes(
-        4000, image_size=32, seed=10, missing="uniform", missing_fraction=0.5
-    )
+    _, labels = ss.generate_street_scenes(4000, image_size=32, seed=10, missing="uniform", missing_fraction=0.5)
     for task in ss.OBJECT_TASKS:
         assert abs(np.isnan(labels[task]).mean() - 0.5) < 0.03, task
     for task in ss.EXTRA_TASKS:
@@ -114,9 +106,7 @@ def test_uniform_missing_fraction():
 
 @pytest.mark.parametrize("fraction", [0.3, 0.5, 0.8])
 def test_annotator_missing_hides_whole_subsets(fraction):
-    _, labels = ss.generate_street_scenes(
-        2000, image_size=32, seed=11, missing="annotator", missing_fraction=fraction
-    )
+    _, labels = ss.generate_street_scenes(2000, image_size=32, seed=11, missing="annotator", missing_fraction=fraction)
     hidden = np.stack([np.isnan(labels[t]) for t in ss.OBJECT_TASKS], axis=1)
     per_image = hidden.sum(axis=1)
     expected = 4 * fraction
@@ -128,13 +118,9 @@ def test_annotator_missing_hides_whole_subsets(fraction):
     assert len(patterns) > 3
 
 
-@pytest.mark.parametrize(
-    "missing, fraction", [("uniform", 0.0), ("annotator", 0.0), ("none", 0.0), ("none", 0.6)]
-)
+@pytest.mark.parametrize("missing, fraction", [("uniform", 0.0), ("annotator", 0.0), ("none", 0.0), ("none", 0.6)])
 def test_nothing_missing(missing, fraction):
-    _, labels = ss.generate_street_scenes(
-        200, image_size=32, missing=missing, missing_fraction=fraction
-    )
+    _, labels = ss.generate_street_scenes(200, image_size=32, missing=missing, missing_fraction=fraction)
     for task in ss.OBJECT_TASKS:
         assert not np.isnan(labels[task]).any()
     for task in ss.EXTRA_TASKS:

@@ -115,8 +115,15 @@ def _place(digits: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int) ->
     return canvas
 
 
-def make_multi_mnist(num_examples: int, *, seed: int = 0, image_size: int = 36, digits=None,
-                     max_shift: int = 2, return_sources: bool = False):
+def make_multi_mnist(
+    num_examples: int,
+    *,
+    seed: int = 0,
+    image_size: int = 36,
+    digits=None,
+    max_shift: int = 2,
+    return_sources: bool = False,
+):
     """Composes MultiMNIST images from real MNIST digits (deterministic, vectorised).
 
     Every example draws two different source digits uniformly at random.
@@ -186,7 +193,8 @@ def make_multi_mnist(num_examples: int, *, seed: int = 0, image_size: int = 36, 
         scale = 1.0
     canvases = np.maximum(
         _place(source_images[left], left_offset[:, 0], left_offset[:, 1], image_size),
-        _place(source_images[right], right_offset[:, 0], right_offset[:, 1], image_size))
+        _place(source_images[right], right_offset[:, 0], right_offset[:, 1], image_size),
+    )
     images = (canvases.astype(np.float32) / np.float32(scale))[..., None]
     labels = {
         "left": source_labels[left].astype(np.int64),
@@ -210,8 +218,7 @@ def multi_mnist_tasks():
     return [Task(name, kind="categorical", num_classes=10) for name in MULTI_MNIST_TASKS]
 
 
-def load_multi_mnist(train_examples: int = 10_000, test_examples: int = 2_000, *, seed: int = 0,
-                     image_size: int = 36):
+def load_multi_mnist(train_examples: int = 10_000, test_examples: int = 2_000, *, seed: int = 0, image_size: int = 36):
     """Training and test MultiMNIST sets, composed from disjoint source digits.
 
     Args:

@@ -6,8 +6,8 @@ kinds of object may appear, independently of each other: a pedestrian, cars
 image answers four questions at once; the tasks share low-level features
 (poles, red paint, round shapes, dark night pixels), which is what makes them a
 good example for multi-task learning. Look-alike distractors (round and
-triangular red signs, bare poles, trees, coloured blobs) keep every task from
-being trivial.
+triangular red signs, poles with boxes or a pedestrian signal, trailers, trees,
+coloured blobs, some glowing at night) keep every task from being trivial.
 
 Labellers rarely mark every object. `generate_street_scenes` can hide labels
 with two patterns, and the TFDS builder `StreetScenes` (registered as
@@ -64,16 +64,16 @@ _ROAD = 9
 _LANE = 10
 _BUILDINGS = (11, 12, 13)
 _TREE_TRUNK, _TREE_CANOPY = 14, 15
-_POLE, _POLE_HEAD, _POLE_BOX_LAMPS = 16, 17, 18
-_NOENTRY_POLE, _NOENTRY_RIM, _NOENTRY_DISC, _NOENTRY_BAR = 19, 20, 21, 22
-_YIELD_POLE, _YIELD_OUTER, _YIELD_INNER = 23, 24, 25
-_BLOBS = (26, 27)
-_TRAILER_BODY, _TRAILER_WHEELS = 28, 29
-_PED_LEGS, _PED_TORSO, _PED_HEAD = 30, 31, 32
-_CAR_BASE = 33  # car c uses ids 33+4c .. 36+4c: body, windows, wheels, lights
-_STOP_POLE, _STOP_RIM, _STOP_FACE, _STOP_TEXT = 45, 46, 47, 48
-_TL_POLE, _TL_HOUSING, _TL_LAMPS, _TL_LIT = 49, 50, 51, 52
-_NUM_IDS = 53
+_POLE, _POLE_HEAD, _POLE_BOX_LAMPS, _POLE_BOX_LIT = 16, 17, 18, 19
+_NOENTRY_POLE, _NOENTRY_RIM, _NOENTRY_DISC, _NOENTRY_BAR = 20, 21, 22, 23
+_YIELD_POLE, _YIELD_OUTER, _YIELD_INNER = 24, 25, 26
+_BLOBS = (27, 28)
+_TRAILER_BODY, _TRAILER_WHEELS = 29, 30
+_PED_LEGS, _PED_TORSO, _PED_HEAD = 31, 32, 33
+_CAR_BASE = 34  # car c uses ids 34+4c .. 37+4c: body, windows, wheels, lights
+_STOP_POLE, _STOP_RIM, _STOP_FACE, _STOP_TEXT = 46, 47, 48, 49
+_TL_POLE, _TL_HOUSING, _TL_LAMPS, _TL_LIT = 50, 51, 52, 53
+_NUM_IDS = 54
 
 # Depth layers: each standing object gets a rank by how low its base is in the
 # picture (lower means nearer the camera). Background layers have depth 0.
@@ -177,7 +177,7 @@ class _Canvas:
         """Triangle with a flat top edge and its apex pointing down."""
         ax = np.abs(self.xx - _col(cx))
         below_top = self.yy >= _col(top)
-        return (ax * _col(height / half_width) <= _col(top + height) - self.yy) & (below_top)
+        return (ax * _col(height / half_width) <= _col(top + height) - self.yy) & below_top
 
     def paint(self, mask, pid: int, depth, present=None) -> None:
         """Draws `mask` with palette id `pid` where nothing nearer is drawn."""
@@ -257,7 +257,7 @@ def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
         "yield": uni(size=n) < 0.25,
         "blob0": uni(size=n) < 0.5,
         "blob1": uni(size=n) < 0.35,
-        "trailer": uni(size=n) < 0.25,
+        "trailer": uni(size=n) < 0.4,
         "pedestrian": uni(size=n) < 0.5,
         "stop_sign": uni(size=n) < 0.5,
         "traffic_light": uni(size=n) < 0.5,
@@ -305,27 +305,30 @@ def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
     cv.paint(canopy, _TREE_CANOPY, d, p)
     cv.set_colour(_TREE_CANOPY, _jitter(rng, [[60, 125, 45]], n, 30))
 
-    # Pole, bare or with a blue sign, a lamp head, or a dark box with dark
-    # lamps that looks like a traffic light switched off.
-    s, cx, yb, d, p = (scale["pole"], x["pole"], y_b["pole"], depth["pole"], present["pole"])
+    # Pole, bare or with a blue sign, a lamp head, a traffic light switched
+    # off (three dark lamps) or a pedestrian signal (two lamps, one lit).
+    s, cx, yb, d, p = (
+        scale["pole"], x["pole"], y_b["pole"], depth["pole"], present["pole"]
+    )  # fmt: skip
     cv.paint(cv.rect(cx, yb - 11 * s * u, 0.6 * s * u, 11 * s * u), _POLE, d, p)
     cv.set_colour(_POLE, _jitter(rng, [[115, 115, 120]], n, 20))
-    variant = rng.integers(0, 4, n)  # 0 bare, 1 blue sign, 2 lamp head, 3 box
-    head_hw = np.array([0.0, 2.5, 2.2, 2.6])[variant] * s * u
-    head_hh = np.array([0.0, 3.0, 0.9, 6.5])[variant] * s * u
+    variant = rng.integers(0, 5, n)
+    head_hw = np.array([0.0, 2.5, 2.2, 2.7, 2.7])[variant] * s * u
+    head_hh = np.array([0.0, 3.0, 0.9, 6.7, 4.6])[variant] * s * u
     head_y = yb - 22 * s * u + head_hh
-    head = cv.rect(cx, head_y, head_hw, head_hh)
-    cv.paint(head, _POLE_HEAD, d, p & (variant > 0))
-    head_colour = np.array([[0, 0, 0], [40, 80, 175], [50, 50, 55], [35, 35, 38]])
+    cv.paint(cv.rect(cx, head_y, head_hw, head_hh), _POLE_HEAD, d, p & (variant > 0))
+    head_colour = np.array([[0, 0, 0], [40, 80, 175], [50, 50, 55], [35, 35, 38], [35, 35, 38]])
     cv.set_colour(_POLE_HEAD, _jitter(rng, head_colour[variant], n, 12))
-    r = 1.7 * s * u
-    box_lamps = (
-        cv.ellipse(cx, head_y - 4.2 * s * u, r, r)
-        | cv.ellipse(cx, head_y, r, r)
-        | cv.ellipse(cx, head_y + 4.2 * s * u, r, r)
-    )
-    cv.paint(box_lamps, _POLE_BOX_LAMPS, d, p & (variant == 3))
+    r, step = 1.7 * s * u, 4.2 * s * u
+    three = cv.ellipse(cx, head_y - step, r, r) | cv.ellipse(cx, head_y, r, r)
+    three |= cv.ellipse(cx, head_y + step, r, r)
+    cv.paint(three, _POLE_BOX_LAMPS, d, p & (variant == 3))
+    two_y = head_y + np.where(uni(size=n) < 0.5, -0.5, 0.5) * step
+    cv.paint(cv.ellipse(cx, two_y, r, r * 3.5) & ~cv.ellipse(cx, two_y, r, r), _POLE_BOX_LAMPS, d, p & (variant == 4))
+    cv.paint(cv.ellipse(cx, two_y, r, r), _POLE_BOX_LIT, d, p & (variant == 4))
     cv.set_colour(_POLE_BOX_LAMPS, _jitter(rng, [[58, 58, 58]], n, 8))
+    walk = _LAMP_COLOURS[np.where(uni(size=n) < 0.5, 0, 2)]  # red or green
+    cv.set_colour(_POLE_BOX_LIT, _jitter(rng, walk, n, 10), emissive=True)
 
     # Red "no entry" disc with a white bar: red and round, but not an octagon.
     s, cx, yb, d, p = (
@@ -383,7 +386,7 @@ def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
     cv.set_colour(_TRAILER_BODY, _jitter(rng, _CAR_COLOURS[rng.integers(0, 8, n)], n, 15))
     cv.set_colour(_TRAILER_WHEELS, _jitter(rng, [[22, 22, 24]], n, 6))
 
-    # -- Pedestrian: legs, torso, head ---------------------------------------
+    # -- Pedestrian: legs, torso with arms, head ---------------------------------------
     s, cx, yb, d, p = (
         scale["pedestrian"], x["pedestrian"], y_b["pedestrian"],
         depth["pedestrian"], present["pedestrian"],
@@ -393,6 +396,9 @@ def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
         cx + stride, yb - 4 * s * u, 1.1 * s * u, 4 * s * u
     )
     torso = cv.rect(cx, yb - 12.5 * s * u, 3 * s * u, 4.5 * s * u)
+    arm_x = (3.0 + 0.8) * s * u
+    torso |= cv.rect(cx - arm_x, yb - 12.3 * s * u, 0.8 * s * u, 4 * s * u)
+    torso |= cv.rect(cx + arm_x, yb - 12.3 * s * u, 0.8 * s * u, 4 * s * u)
     head = cv.ellipse(cx, yb - 19.5 * s * u, 2.6 * s * u, 2.9 * s * u)
     cv.paint(legs, _PED_LEGS, d, p)
     cv.paint(torso, _PED_TORSO, d, p)
@@ -462,11 +468,7 @@ def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
     cv.paint(housing, _TL_HOUSING, d, p)
     r = 1.7 * s * u
     step = 4.2 * s * u
-    lamps = (
-        cv.ellipse(cx, centre - step, r, r)
-        | cv.ellipse(cx, centre, r, r)
-        | cv.ellipse(cx, centre + step, r, r)
-    )
+    lamps = cv.ellipse(cx, centre - step, r, r) | cv.ellipse(cx, centre, r, r) | cv.ellipse(cx, centre + step, r, r)
     cv.paint(lamps, _TL_LAMPS, d, p)
     lit = rng.integers(0, 3, n)
     lit_mask = cv.ellipse(cx, centre + (lit - 1) * step, r, r)
@@ -502,9 +504,7 @@ def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
         area = areas[layer]
         return present[layer] & (pixels >= _MIN_VISIBLE_FRACTION * area) & (area > 0)
 
-    num_cars = sum(
-        seen(f"car{c}", _CAR_BASE + 4 * c, _CAR_BASE + 4 * c + 3).astype(np.int64) for c in range(MAX_CARS)
-    )
+    num_cars = sum(seen(f"car{c}", _CAR_BASE + 4 * c, _CAR_BASE + 4 * c + 3).astype(np.int64) for c in range(MAX_CARS))
     labels = {
         "pedestrian": seen("pedestrian", _PED_LEGS, _PED_HEAD),
         "car": num_cars > 0,
@@ -629,9 +629,7 @@ def generate_street_scenes(
     """
     _validate(num_examples, image_size, seed, missing, missing_fraction)
     image_parts, label_parts = [], {k: [] for k in OBJECT_TASKS + EXTRA_TASKS}
-    for images, labels, masks in _iter_chunks(
-        int(num_examples), int(image_size), int(seed), missing, missing_fraction
-    ):
+    for images, labels, masks in _iter_chunks(int(num_examples), int(image_size), int(seed), missing, missing_fraction):
         image_parts.append(images)
         for k in OBJECT_TASKS:
             label_parts[k].append(np.where(masks[k], np.float32(np.nan), labels[k]))
@@ -690,11 +688,12 @@ class StreetScenesConfig(tfds.core.BuilderConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for split, count in (
-            ("train", num_train), ("validation", num_validation), ("test", num_test)
+        _validate(1, image_size, 0, missing, missing_fraction)
+        for field, count in (
+            ("num_train", num_train), ("num_validation", num_validation), ("num_test", num_test)
         ):  # fmt: skip
-            _validate(count, image_size, 0, missing, missing_fraction)
-            del split
+            if not isinstance(count, int) or count < 1:
+                raise ValueError(f"{field} must be an integer >= 1, got {count!r}.")
         self.image_size = image_size
         self.missing = missing
         self.missing_fraction = missing_fraction
@@ -749,16 +748,12 @@ class StreetScenes(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
         missing_doc = f" ({_MISSING} = missing)"
-        features = {
-            "image": tfds.features.Image(shape=(size, size, 3), dtype=np.uint8, doc="RGB street scene.")
-        }
+        features = {"image": tfds.features.Image(shape=(size, size, 3), dtype=np.uint8, doc="RGB street scene.")}
         for task in OBJECT_TASKS:
             features[task] = tfds.features.Scalar(
                 np.int64, doc=f"1 if a {task.replace('_', ' ')} is visible{missing_doc}."
             )
-        features["num_cars"] = tfds.features.Scalar(
-            np.int64, doc=f"Number of visible cars, 0-{MAX_CARS}{missing_doc}."
-        )
+        features["num_cars"] = tfds.features.Scalar(np.int64, doc=f"Number of visible cars, 0-{MAX_CARS}{missing_doc}.")
         features["time_of_day"] = tfds.features.Scalar(np.int64, doc=f"0 day, 1 dusk, 2 night{missing_doc}.")
         return tfds.core.DatasetInfo(
             builder=self,
@@ -792,10 +787,7 @@ class StreetScenes(tfds.core.GeneratorBasedBuilder):
         size = self.builder_config.image_size
         index = 0
         for images, labels, masks in _iter_chunks(num_examples, size, seed, missing, missing_fraction):
-            columns = {
-                k: np.where(masks[k], _MISSING, labels[k].astype(np.int64))
-                for k in OBJECT_TASKS + EXTRA_TASKS
-            }
+            columns = {k: np.where(masks[k], _MISSING, labels[k].astype(np.int64)) for k in OBJECT_TASKS + EXTRA_TASKS}
             for i in range(len(images)):
                 example = {k: int(v[i]) for k, v in columns.items()}
                 example["image"] = images[i]
