@@ -63,8 +63,15 @@ class Balancer(keras.layers.Layer):
                 f"create a new one for a model with {self.num_tasks}."
             )
 
-    def combine(self, task_losses, present):
-        """Returns ``(weights, extra)``: the loss weights (T,) and a scalar added to the loss."""
+    def combine(self, task_losses, present, training=True):
+        """Returns ``(weights, extra)``: the loss weights (T,) and a scalar added to the loss.
+
+        Args:
+            task_losses: per-task losses ``(T,)``.
+            present: ``(T,)`` bool, whether the batch labels each task.
+            training: ``False`` when evaluating; a strategy whose weights are
+                random then returns their expectation.
+        """
         return self.base_weights, 0.0
 
     def aggregate(self, task_gradients, weights, present):
@@ -126,6 +133,10 @@ class FixedWeights(Balancer):
 
     The default, and the formula of plain multi-task learning.
 
+    References:
+        Caruana, R. (1997). Multitask Learning. Machine Learning, 28(1),
+        41–75.
+
     Example:
         >>> b = FixedWeights()
         >>> b.setup(["a", "b"], [1.0, 2.0])
@@ -165,7 +176,7 @@ class UncertaintyWeighting(Balancer):
             shape=(self.num_tasks,), name="log_variance", trainable=True,
             initializer=keras.initializers.Constant(self.initial_log_variance))
 
-    def combine(self, task_losses, present):
+    def combine(self, task_losses, present, training=True):
         mask = ops.cast(present, "float32")
         weights = 0.5 * ops.exp(-self.log_variance) * self.base_weights
         return weights, ops.sum(0.5 * self.log_variance * mask)
@@ -214,7 +225,7 @@ class DWA(Balancer):
         self.epochs_seen = self.add_weight(shape=(), name="epochs_seen", trainable=False,
                                            initializer="zeros")
 
-    def combine(self, task_losses, present):
+    def combine(self, task_losses, present, training=True):
         return self.dynamic_weights * self.base_weights, 0.0
 
     def observe_losses(self, task_losses, present):
@@ -268,16 +279,24 @@ class GradNorm(Balancer):
 
     With ``G_i = ‖∇_W w_i L_i‖`` on the last shared kernel ``W``, the mean
     ``Ḡ``, and the relative inverse training rate
-    ``r_i = (L_i / L_i(0)) / mean_j (L_j / L_j(0))``, the weights take a
-    gradient step on ``Σ_i |G_i − Ḡ · r_i^α|`` (targets held constant) and
-    are then renormalised so that they sum to the number of tasks. Tasks
-    absent from the batch keep their weight for that step exactly (the
-    present tasks are renormalised among themselves); ``L_i(0)`` is the
-    task's loss the first time it is labelled.
+    ``r_i = (L_i / L_i(0)) / mean_j (L_j / L_j(0))``, the weights descend
+    ``L_grad = Σ_i |G_i − Ḡ · r_i^α|`` (targets held constant)::
+
+        ∂L_grad/∂w_i = sign(G_i − Ḡ r_i^α) · ‖∇_W L_i‖
+        w_i ← w_i − η · sign(∂L_grad/∂w_i)
+
+    and are then renormalised so that they sum to the number of tasks. The
+    step is normalised (a fixed size ``η`` in the gradient's direction, the
+    step Adam takes on a steady gradient) so that it does not depend on the
+    scale of the network's gradients: a raw gradient step of
+    ``η · ‖∇_W L_i‖`` overshoots and oscillates once the norms exceed
+    ``1/η``. Tasks absent from the batch keep their weight for that step
+    exactly (the present tasks are renormalised among themselves);
+    ``L_i(0)`` is the task's loss the first time it is labelled.
 
     Args:
         alpha: asymmetry ``α``; higher pulls harder towards slow tasks.
-        learning_rate: step size of the weight update.
+        learning_rate: ``η``, the change of a weight per step.
 
     References:
         Chen, Z., Badrinarayanan, V., Lee, C.-Y., Rabinovich, A. (2018).
@@ -299,7 +318,7 @@ class GradNorm(Balancer):
         self.initial_losses = self.add_weight(shape=shape, name="initial_losses", trainable=False,
                                               initializer="zeros")
 
-    def combine(self, task_losses, present):
+    def combine(self, task_losses, present, training=True):
         return self.task_weights * self.base_weights, 0.0
 
     def observe_gradients(self, task_gradients, task_losses, weights, present):
@@ -315,9 +334,10 @@ class GradNorm(Balancer):
         ratio = ops.divide_no_nan(losses, self.initial_losses)
         mean_ratio = ops.sum(ratio * mask) / count
         target = mean_norm * ops.power(ops.divide_no_nan(ratio, mean_ratio), self.alpha)
-        # d|G_i − target_i| / dw_i = sign(G_i − target_i) · ‖∇_W L_i‖, and G_i = w_i ‖∇_W L_i‖.
+        # d|G_i − target_i| / dw_i = sign(G_i − target_i) · ‖∇_W L_i‖, with G_i = w_i ‖∇_W L_i‖;
+        # the step takes its sign (zero for a task whose gradient is zero).
         unweighted_norm = ops.divide_no_nan(norms, self.task_weights)
-        step = ops.sign(norms - target) * unweighted_norm * mask
+        step = ops.sign(ops.sign(norms - target) * unweighted_norm) * mask
         updated = ops.maximum(self.task_weights - self.learning_rate * step, 1e-3)
         # Renormalise among the present tasks, which keep their total: the
         # weights keep summing to the number of tasks, and an absent task's
@@ -401,7 +421,9 @@ class RandomLossWeighting(Balancer):
 
         λ = softmax(z),  z ~ N(0, I_K),   L = Σ_i K λ_i w_i L_i
 
-    (scaled by ``K`` so that the weights average 1 like fixed weights). The
+    (scaled by ``K`` so that the weights average 1 like fixed weights; when
+    evaluating, ``combine(..., training=False)`` returns that expectation,
+    the fixed weights, so validation losses are not random). The
     paper shows this simple baseline matches many elaborate strategies; a
     strategy that does not beat it is not balancing anything.
 
@@ -423,7 +445,10 @@ class RandomLossWeighting(Balancer):
         self.last_weights = self.add_weight(shape=(self.num_tasks,), name="last_weights",
                                             trainable=False, initializer="ones")
 
-    def combine(self, task_losses, present):
+    def combine(self, task_losses, present, training=True):
+        if not training:
+            # Evaluation reports the expected loss: E[K · softmax(z)_i] = 1.
+            return self.base_weights, 0.0
         z = keras.random.normal((self.num_tasks,), seed=self._generator)
         weights = self.num_tasks * ops.softmax(z)
         self.last_weights.assign(weights)

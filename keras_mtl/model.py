@@ -437,7 +437,7 @@ class MultiTaskModel(keras.Model):
         logits = self._views.logits(x, training=training)
         task_losses, counts = self._compiled.loss(y, logits, sample_weight, return_counts=True)
         present = counts > 0
-        weights, extra = self._compiled.balancer.combine(task_losses, present)
+        weights, extra = self._compiled.balancer.combine(task_losses, present, training=training)
         total = ops.sum(task_losses * weights) + extra
         if self.losses:
             total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
@@ -484,6 +484,8 @@ class MultiTaskModel(keras.Model):
             step = self._forward(x, y, sample_weight, True)
             scaled = self.optimizer.scale_loss(step.total)
             weighted = step.task_losses * step.weights
+            # What a gradient strategy does not see: regularisers and its own terms.
+            rest_loss = self.optimizer.scale_loss(step.total - ops.sum(weighted))
         variables = self._optimized_variables()
         gradients = tape.gradient(scaled, variables)
         if scope is not None:
@@ -495,9 +497,10 @@ class MultiTaskModel(keras.Model):
             balancer.observe_gradients(task_gradients, step.task_losses, step.weights, step.present)
             if scope == "shared":
                 combined = balancer.aggregate(task_gradients, step.weights, step.present)
+                # Same scale as the other gradients (mixed-precision loss scaling).
+                combined = [self.optimizer.scale_loss(g) for g in combined]
                 unweighted = dict(zip((id(v) for v in shared), combined))
-                # Add what the strategy does not see: regulariser terms.
-                rest = tape.gradient(scaled - ops.sum(weighted), shared)
+                rest = tape.gradient(rest_loss, shared)
                 for v, r in zip(shared, rest):
                     if r is not None:
                         unweighted[id(v)] = unweighted[id(v)] + r

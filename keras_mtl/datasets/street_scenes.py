@@ -95,7 +95,7 @@ _SKY = np.array(
     dtype=np.float32,
 )
 _LIGHT_TINT = np.array([[1.0, 1.0, 1.0], [1.1, 0.85, 0.7], [0.75, 0.85, 1.15]], dtype=np.float32)
-_LIGHT_LEVEL = np.array([[0.85, 1.15], [0.55, 0.75], [0.22, 0.38]], dtype=np.float32)
+_LIGHT_LEVEL = np.array([[0.85, 1.15], [0.65, 0.85], [0.42, 0.58]], dtype=np.float32)
 _NOISE_LEVEL = np.array([[3.0, 8.0], [5.0, 10.0], [6.0, 14.0]], dtype=np.float32)
 _GROUND_COLOURS = np.array(
     [[150, 145, 135], [95, 140, 60], [170, 160, 140], [120, 110, 95]],
@@ -107,6 +107,10 @@ _SKIN = np.array(
 )
 _TROUSERS = np.array(
     [[30, 30, 40], [40, 50, 95], [95, 70, 50], [165, 150, 120], [70, 70, 70]],
+    dtype=np.float32,
+)
+_CLOTHES = np.array(
+    [[220, 40, 40], [40, 90, 220], [250, 200, 30], [30, 170, 80], [240, 120, 20], [170, 50, 190]],
     dtype=np.float32,
 )
 _CAR_COLOURS = np.array(
@@ -392,8 +396,8 @@ def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
         depth["pedestrian"], present["pedestrian"],
     )  # fmt: skip
     stride = uni(1.2, 2.0, n) * s * u  # legs apart by a random stride
-    legs = cv.rect(cx - stride, yb - 4 * s * u, 1.1 * s * u, 4 * s * u) | cv.rect(
-        cx + stride, yb - 4 * s * u, 1.1 * s * u, 4 * s * u
+    legs = cv.rect(cx - stride, yb - 4 * s * u, 1.4 * s * u, 4 * s * u) | cv.rect(
+        cx + stride, yb - 4 * s * u, 1.4 * s * u, 4 * s * u
     )
     torso = cv.rect(cx, yb - 12.5 * s * u, 3 * s * u, 4.5 * s * u)
     arm_x = (3.0 + 0.8) * s * u
@@ -405,7 +409,8 @@ def _draw_chunk(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
     cv.paint(head, _PED_HEAD, d, p)
     areas["pedestrian"] = _count(legs | torso | head)
     cv.set_colour(_PED_LEGS, _jitter(rng, _TROUSERS[rng.integers(0, 5, n)], n, 15))
-    cv.set_colour(_PED_TORSO, uni(20, 235, (n, 3)))
+    # Saturated clothing colours: a person stands out from sky, road and verge.
+    cv.set_colour(_PED_TORSO, _jitter(rng, _CLOTHES[rng.integers(0, len(_CLOTHES), n)], n, 20))
     cv.set_colour(_PED_HEAD, _jitter(rng, _SKIN[rng.integers(0, 5, n)], n, 12))
 
     # -- Cars: body with cabin, two windows, two wheels, lights --------------
