@@ -48,8 +48,9 @@ def new_heads(model, tasks, *, features: str | None = None, freeze: bool = True,
             reused) or any functional Keras model (its output, or the layer
             named ``features``, becomes the trunk's output).
         tasks: the new tasks (:class:`keras_mtl.Task` list).
-        features: for a plain Keras model, the name of the layer whose output
-            feeds the new heads (default: the model's output).
+        features: the name of the layer whose output feeds the new heads
+            (default: a MultiTaskModel's whole trunk, a plain model's output).
+            Cutting lower keeps more general, lower-level features.
         freeze: make the reused trunk layers non-trainable (BatchNorm layers
             then run in inference mode).
         sharing: optional sharing layer for the new model.
@@ -60,9 +61,8 @@ def new_heads(model, tasks, *, features: str | None = None, freeze: bool = True,
         layers and weights with ``model``.
     """
     if isinstance(model, MultiTaskModel):
-        if features is not None:
-            raise ValueError("features= is for plain Keras models; a MultiTaskModel's trunk is known.")
-        trunk_output = _features_of(model)
+        # By default the whole trunk; a layer name cuts lower (more general features).
+        trunk_output = model.get_layer(features).output if features else _features_of(model)
     elif isinstance(model, keras.Model) and hasattr(model, "_inputs_struct"):
         trunk_output = model.get_layer(features).output if features else model.outputs[0]
         if len(model.outputs) > 1 and features is None:
