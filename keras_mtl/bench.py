@@ -15,13 +15,17 @@ batch 256) with
   head and one loss;
 * (e) every training row above with ``jit_compile=False`` and ``True``;
 * (f) the input pipeline alone (``kmtl.data.from_arrays``);
-* (g) the achieved training GFLOP/s of (a) against a large ``tf.matmul``;
+* (g) the achieved training GFLOP/s of (a) against a large ``tf.matmul``,
+  plus (a) with ``steps_per_execution=8`` (every other row keeps Keras's
+  default of 1);
 * (h) (a) under the ``mixed_bfloat16`` policy.
 
-Each training row reports the steady-state throughput (examples/second,
-median over the epochs after the first) and the wall time of the first
-epoch (tracing and compilation included). Results go to ``bench.json`` and
-``bench.png`` in the output directory.
+Each training row reports the steady-state throughput (examples/second
+from the end of an epoch's first step to the end of its last, median over
+the epochs after the first), the throughput over whole epochs (iterator
+creation and the pauses between epochs included) and the wall time of the
+first epoch (tracing and compilation included). Results go to
+``bench.json`` and ``bench.png`` in the output directory.
 
 Example:
     ``keras-mtl bench --only a,b,c --output bench_results``
@@ -57,6 +61,7 @@ __all__ = ["QUICK", "Row", "Settings", "Target", "main", "run"]
 
 GROUPS = "abcdefgh"
 XLA = "/xla"  # suffix of the jit_compile=True variant of a row id
+SPE_ROW = 8  # steps_per_execution of the extra row of (g); every other row uses Keras's default
 
 
 # -- settings and synthetic data ----------------------------------------------
@@ -82,7 +87,12 @@ class Settings:
             processes to leave the CPU.
         quiet_cores: other processes' CPU use (in cores) counted as quiet.
         retries: extra attempts at a row while other processes used more
-            than ``quiet_cores`` during it (the fastest attempt counts).
+            than ``quiet_cores`` during it.
+        rounds: passes over all rows, one row after the other; each row
+            keeps its fastest measurement (and shortest first epoch), which
+            evens out the slowdowns a small shared machine shows now and then.
+        warm_up_epochs: epochs of an untimed model trained first, so the
+            first row does not pay for the process's first training.
         seed: seed of the data and of every model.
     """
 
@@ -96,10 +106,12 @@ class Settings:
     missing: float = 0.3
     matmul_size: int = 2048
     matmul_repeats: int = 10
-    pipeline_epochs: int = 3
+    pipeline_epochs: int = 10
     max_wait: float = 180.0
     quiet_cores: float = 0.5
     retries: int = 2
+    rounds: int = 3
+    warm_up_epochs: int = 2
     seed: int = 0
 
     @property
@@ -109,7 +121,8 @@ class Settings:
 
 
 QUICK = Settings(batch_size=32, steps=2, timed_epochs=1, input_dim=16, hidden=(16, 8), many_tasks=6,
-                 matmul_size=128, matmul_repeats=2, pipeline_epochs=1, max_wait=0.0, retries=0)
+                 matmul_size=128, matmul_repeats=2, pipeline_epochs=1, max_wait=0.0, retries=0,
+                 rounds=1, warm_up_epochs=0)
 """Tiny settings that exercise every row in seconds (numbers meaningless)."""
 
 
@@ -200,20 +213,28 @@ def _binary_metrics(names: Sequence[str]) -> dict[str, list]:
             for n in names}
 
 
-def build_kmtl(settings: Settings, tasks: int, jit: bool, metrics: list | None = None) -> keras.Model:
+def build_kmtl(settings: Settings, tasks: int, options: dict, metrics: list | None = None) -> keras.Model:
     """keras_mtl: ``MultiTaskModel`` with binary tasks, ``compile("adam")``.
 
-    ``metrics=None`` keeps the default masked AUC and accuracy per task.
+    Args:
+        settings: sizes.
+        tasks: number of binary tasks.
+        options: further ``compile`` arguments (``jit_compile``, …).
+        metrics: ``None`` keeps the default masked AUC and accuracy per task.
     """
     inputs, features = trunk(settings)
     model = kmtl.MultiTaskModel(inputs, features, [kmtl.Task(n) for n in task_names(tasks)])
-    model.compile(optimizer="adam", metrics=metrics, jit_compile=jit)
+    model.compile(optimizer="adam", metrics=metrics, **options)
     return model
 
 
-def build_keras_heads(settings: Settings, tasks: int, jit: bool, metrics: bool,
+def build_keras_heads(settings: Settings, tasks: int, options: dict, metrics: bool,
                       weighted: bool = False) -> keras.Model:
-    """Plain Keras: one named ``Dense(1, sigmoid)`` output and loss per task."""
+    """Plain Keras: one named ``Dense(1, sigmoid)`` output and loss per task.
+
+    With ``weighted`` the metrics are ``weighted_metrics`` (they honour the
+    sample-weight masks).
+    """
     inputs, features = trunk(settings)
     names = task_names(tasks)
     outputs = {n: keras.layers.Dense(1, activation="sigmoid", name=n)(features) for n in names}
@@ -221,11 +242,11 @@ def build_keras_heads(settings: Settings, tasks: int, jit: bool, metrics: bool,
     chosen = _binary_metrics(names) if metrics else None
     model.compile(optimizer="adam", loss={n: keras.losses.BinaryCrossentropy() for n in names},
                   metrics=None if weighted else chosen, weighted_metrics=chosen if weighted else None,
-                  jit_compile=jit)
+                  **options)
     return model
 
 
-def build_keras_dense(settings: Settings, tasks: int, jit: bool, metrics: bool) -> keras.Model:
+def build_keras_dense(settings: Settings, tasks: int, options: dict, metrics: bool) -> keras.Model:
     """Plain Keras: one ``Dense(tasks, sigmoid)`` head and one loss."""
     inputs, features = trunk(settings)
     outputs = keras.layers.Dense(tasks, activation="sigmoid", name="tasks")(features)
@@ -234,14 +255,13 @@ def build_keras_dense(settings: Settings, tasks: int, jit: bool, metrics: bool) 
     if metrics:
         chosen = [keras.metrics.AUC(name="auc", multi_label=True, num_labels=tasks),
                   keras.metrics.BinaryAccuracy(name="accuracy")]
-    model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(), metrics=chosen,
-                  jit_compile=jit)
+    model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(), metrics=chosen, **options)
     return model
 
 
 # -- row specifications --------------------------------------------------------------
 
-Builder = Callable[[Settings, SyntheticData, bool], tuple[keras.Model, tf.data.Dataset]]
+Builder = Callable[[Settings, SyntheticData, dict], tuple[keras.Model, tf.data.Dataset]]
 
 
 @dataclass(frozen=True)
@@ -253,8 +273,11 @@ class TrainSpec:
         group: the ``--only`` letter selecting the row.
         label: what the row trains.
         metrics: which metrics the row computes.
-        build: ``(settings, data, jit) → (compiled model, dataset)``.
+        build: ``(settings, data, compile options) → (compiled model,
+            dataset)``.
         flops_tasks: output units, for the FLOP count of the row.
+        steps_per_execution: passed to ``compile`` (Keras's default is 1).
+        both_jit: whether group ``e`` also runs the row with XLA.
     """
 
     id: str
@@ -263,19 +286,21 @@ class TrainSpec:
     metrics: str
     build: Builder
     flops_tasks: int
+    steps_per_execution: int = 1
+    both_jit: bool = True
 
 
 def train_specs(settings: Settings) -> list[TrainSpec]:
-    """The training rows (a)–(d), in running order."""
+    """The training rows (a)–(d), then the extra rows of (g), in running order."""
     few, many = settings.few_tasks, settings.many_tasks
     few_names, many_names = task_names(few), task_names(many)
 
     def kmtl_row(tasks, metrics=None):
-        return lambda s, d, jit: (build_kmtl(s, tasks, jit, metrics), kmtl_pipeline(s, d, tasks))
+        return lambda s, d, o: (build_kmtl(s, tasks, o, metrics), kmtl_pipeline(s, d, tasks))
 
     def heads_row(tasks, names, metrics, masked=False):
-        def build(s, d, jit):
-            model = build_keras_heads(s, tasks, jit, metrics, weighted=masked)
+        def build(s, d, o):
+            model = build_keras_heads(s, tasks, o, metrics, weighted=masked)
             if not masked:
                 return model, keras_pipeline(s, d.x, _columns(d.y, names))
             clean = np.where(d.missing[:, :tasks], 0.0, d.y[:, :tasks]).astype(np.float32)
@@ -284,14 +309,16 @@ def train_specs(settings: Settings) -> list[TrainSpec]:
         return build
 
     def dense_row(tasks, metrics):
-        return lambda s, d, jit: (build_keras_dense(s, tasks, jit, metrics),
-                                  keras_pipeline(s, d.x, d.y[:, :tasks]))
+        return lambda s, d, o: (build_keras_dense(s, tasks, o, metrics),
+                                keras_pipeline(s, d.x, d.y[:, :tasks]))
 
     auc_acc = "AUC + binary accuracy per output"
+    kmtl_default = "default: masked AUC + accuracy per task (fused)"
+    missing = f"{settings.missing:.0%} missing"
+    spe = SPE_ROW
     return [
-        TrainSpec("a", "a", f"keras_mtl, {few} tasks, {settings.missing:.0%} missing",
-                  "default: masked AUC + accuracy per task (fused)", kmtl_row(few), few),
-        TrainSpec("a0", "a", f"keras_mtl, {few} tasks, {settings.missing:.0%} missing, metrics=[]",
+        TrainSpec("a", "a", f"keras_mtl, {few} tasks, {missing}", kmtl_default, kmtl_row(few), few),
+        TrainSpec("a0", "a", f"keras_mtl, {few} tasks, {missing}, metrics=[]",
                   "none (task losses only)", kmtl_row(few, []), few),
         TrainSpec("b", "b", f"Keras, {few} Dense(1) outputs, no missing", auc_acc,
                   heads_row(few, few_names, True), few),
@@ -299,9 +326,8 @@ def train_specs(settings: Settings) -> list[TrainSpec]:
                   heads_row(few, few_names, False), few),
         TrainSpec("c", "c", f"Keras, {few} Dense(1) outputs, sample_weight masks",
                   f"weighted {auc_acc}", heads_row(few, few_names, True, masked=True), few),
-        TrainSpec("d", "d", f"keras_mtl, {many} tasks, {settings.missing:.0%} missing",
-                  "default: masked AUC + accuracy per task (fused)", kmtl_row(many), many),
-        TrainSpec("d0", "d", f"keras_mtl, {many} tasks, metrics=[]", "none (task losses only)",
+        TrainSpec("d", "d", f"keras_mtl, {many} tasks, {missing}", kmtl_default, kmtl_row(many), many),
+        TrainSpec("d0", "d", f"keras_mtl, {many} tasks, {missing}, metrics=[]", "none (task losses only)",
                   kmtl_row(many, []), many),
         TrainSpec("d-heads", "d", f"Keras, {many} Dense(1) outputs + {many} losses",
                   "none (with metrics, tracing grows further)", heads_row(many, many_names, False), many),
@@ -309,6 +335,8 @@ def train_specs(settings: Settings) -> list[TrainSpec]:
                   f"AUC(multi_label, {many} labels) + binary accuracy", dense_row(many, True), many),
         TrainSpec("d-dense'", "d", f"Keras, one Dense({many}) head, one loss, no metrics", "none",
                   dense_row(many, False), many),
+        TrainSpec(f"a-spe{spe}", "g", f"keras_mtl, {few} tasks, {missing}, steps_per_execution={spe}",
+                  kmtl_default, kmtl_row(few), few, steps_per_execution=spe),
     ]
 
 
@@ -321,11 +349,14 @@ class Row:
     Attributes:
         id: row id.
         label: what was measured.
-        value: throughput (``unit``).
+        value: throughput (``unit``); for training rows the steady-state
+            rate within epochs (see :func:`fit_row`).
         unit: ``"examples/s"`` or ``"GFLOP/s"``.
+        epoch_value: training rows: examples/s over the median whole epoch.
         first_epoch_s: wall time of the first epoch, tracing included.
         epoch_s: wall time of every timed epoch after the first.
         jit_compile: ``model.jit_compile`` as resolved by Keras.
+        compute_dtype: training rows: the compute dtype of the trunk.
         metrics: the metrics the row computed.
         loss: the training loss after each epoch.
         other_cores: CPU (in cores) used by other processes meanwhile.
@@ -339,9 +370,11 @@ class Row:
     label: str
     value: float
     unit: str = "examples/s"
+    epoch_value: float | None = None
     first_epoch_s: float | None = None
     epoch_s: list[float] = field(default_factory=list)
     jit_compile: bool | None = None
+    compute_dtype: str | None = None
     metrics: str = ""
     loss: list[float] = field(default_factory=list)
     other_cores: float | None = None
@@ -357,7 +390,8 @@ class Target:
     Attributes:
         row: id of the measured row.
         baseline: id of the row it is compared with.
-        quantity: ``"value"`` (throughput) or ``"first_epoch_s"``.
+        quantity: ``"value"`` (steady throughput), ``"epoch_value"``
+            (throughput over whole epochs) or ``"first_epoch_s"``.
         minimum: the ratio must be at least this (``None``: no lower bound).
         maximum: the ratio must be at most this (``None``: no upper bound).
     """
@@ -373,7 +407,7 @@ class Target:
         return getattr(rows[self.row], self.quantity) / getattr(rows[self.baseline], self.quantity)
 
     def bound(self) -> str:
-        """The target as text, e.g. ``"≥ 0.95"``; empty without one."""
+        """The target as text, e.g. ``">= 0.95"``; empty without one."""
         if self.minimum is not None:
             return f">= {self.minimum:g}"
         return f"<= {self.maximum:g}" if self.maximum is not None else ""
@@ -402,9 +436,12 @@ def targets() -> list[Target]:
             Target(f"d-heads{jit}", f"d-dense'{jit}"),
             Target(f"d-heads{jit}", f"d-dense'{jit}", "first_epoch_s"),
             Target(f"g/a{jit}", "g/matmul", minimum=0.6),
+            Target(f"a-spe{SPE_ROW}{jit}", f"a{jit}"),
+            Target(f"g/a-spe{SPE_ROW}{jit}", "g/matmul"),
         ]
     found += [Target(f"a{XLA}", "a"), Target(f"d{XLA}", "d"),
-              Target("f/few", "a", minimum=10.0), Target("f/many", "d", minimum=10.0),
+              Target("f/few", "a", minimum=10.0), Target("f/few", "a", "epoch_value"),
+              Target("f/many", "d", minimum=10.0), Target("f/many", "d", "epoch_value"),
               Target("h", "a")]
     return found
 
@@ -429,7 +466,7 @@ def _own_cpu() -> float:
 
 
 class CpuMeter:
-    """CPU cores used by *other* processes between ``start`` and ``stop``."""
+    """CPU cores used by *other* processes from construction to ``stop``."""
 
     def __init__(self):
         self._machine = _cpu_jiffies()
@@ -479,16 +516,14 @@ def wait_until_quiet(settings: Settings, log: Callable[[str], None]) -> float | 
         time.sleep(5.0)
 
 
-def best_of(settings: Settings, measure: Callable[[], Row], log: Callable[[str], None]) -> Row:
-    """Measures a row again while other processes disturbed the measurement.
+def attempts(settings: Settings, measure: Callable[[], Row], log: Callable[[str], None]) -> list[Row]:
+    """Measures a row, again while other processes disturbed the measurement.
 
     Up to ``settings.retries`` extra attempts are made while other processes
     used more than ``settings.quiet_cores`` during an attempt.
 
     Returns:
-        The attempt with the highest throughput, with ``first_epoch_s`` the
-        shortest first epoch of all attempts and every attempt listed in
-        ``attempts``.
+        Every attempt.
     """
     found = []
     while True:
@@ -496,28 +531,65 @@ def best_of(settings: Settings, measure: Callable[[], Row], log: Callable[[str],
         found.append(row)
         disturbed = row.other_cores is not None and row.other_cores > settings.quiet_cores
         if not disturbed or len(found) > settings.retries:
-            break
+            return found
         log(f"    {row.id}: {row.value:,.0f} {row.unit} while other processes used "
             f"{row.other_cores:.1f} cores; measuring again")
+
+
+def best_of(found: Sequence[Row]) -> Row:
+    """The best of several measurements of one row.
+
+    Returns:
+        The measurement with the highest throughput, with ``first_epoch_s``
+        the shortest first epoch of all and every measurement listed in
+        ``attempts``.
+    """
     best = max(found, key=lambda r: r.value)
     firsts = [r.first_epoch_s for r in found if r.first_epoch_s is not None]
     best.first_epoch_s = min(firsts) if firsts else None
-    best.attempts = [{"value": r.value, "first_epoch_s": r.first_epoch_s, "other_cores": r.other_cores}
-                     for r in found]
+    best.attempts = [{"value": r.value, "epoch_value": r.epoch_value, "first_epoch_s": r.first_epoch_s,
+                      "other_cores": r.other_cores} for r in found]
     return best
 
 
 # -- measurements ------------------------------------------------------------------------
 
-class EpochClock(keras.callbacks.Callback):
-    """Records the wall-clock time at the end of every epoch."""
+class StepClock(keras.callbacks.Callback):
+    """Records when every training step and every epoch ends.
+
+    Marked ``async_safe`` so that Keras keeps dispatching batch callbacks
+    asynchronously, as in a run without this callback: the time of a step
+    is taken when Keras has fetched that step's logs.
+    """
+
+    async_safe = True
 
     def __init__(self):
         super().__init__()
-        self.ends: list[float] = []
+        self.epoch_ends: list[float] = []
+        self.steps: list[dict[int, float]] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps.append({})
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps[-1][batch] = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.ends.append(time.perf_counter())
+        self.epoch_ends.append(time.perf_counter())
+
+    def steady_rate(self, epoch: int, batch_size: int) -> float | None:
+        """Examples/s from the end of an epoch's first execution to its last.
+
+        Keras reports the index of the last step of each execution (several
+        steps with ``steps_per_execution``), so the examples counted are the
+        steps between the first and the last report.
+        """
+        stamps = sorted(self.steps[epoch].items())
+        if len(stamps) < 2 or stamps[-1][1] <= stamps[0][1]:
+            return None
+        (first_step, first_time), (last_step, last_time) = stamps[0], stamps[-1]
+        return (last_step - first_step) * batch_size / (last_time - first_time)
 
 
 def _fresh(settings: Settings):
@@ -526,56 +598,97 @@ def _fresh(settings: Settings):
 
 
 def fit_row(settings: Settings, data: SyntheticData, spec: TrainSpec, jit: bool,
-            log: Callable[[str], None], row_id: str | None = None, label: str | None = None) -> Row:
+            log: Callable[[str], None], row_id: str | None = None, label: str | None = None,
+            policy: str | None = None) -> Row:
     """Trains one row: the first epoch, then ``timed_epochs`` more.
 
+    Args:
+        settings: sizes.
+        data: the shared data.
+        spec: the row.
+        jit: ``jit_compile`` for ``compile``.
+        log: where progress lines go.
+        row_id: id of the row (default: the spec's, plus ``XLA`` with jit).
+        label: description (default: the spec's).
+        policy: a ``keras.mixed_precision`` policy to build the row under
+            (set after ``clear_session``, which resets it; the caller
+            restores the previous one).
+
     Returns:
-        The :class:`Row`; ``value`` is examples per second over the median
-        timed epoch.
+        The :class:`Row`. ``value`` is the steady-state rate: the median over
+        the timed epochs of examples/s between the end of an epoch's first
+        step and the end of its last, which leaves out what happens between
+        epochs (a new iterator, and a pause of ~0.3 s Keras and ``tf.data``
+        take before some epochs on small machines); ``epoch_value`` is
+        examples/s over the median whole epoch.
     """
     _fresh(settings)
     wait_until_quiet(settings, log)
     load = loadavg()
-    model, dataset = spec.build(settings, data, jit)
-    clock = EpochClock()
+    if policy is not None:
+        keras.mixed_precision.set_global_policy(policy)
+    options = {"jit_compile": jit}
+    if spec.steps_per_execution != 1:
+        options["steps_per_execution"] = spec.steps_per_execution
+    model, dataset = spec.build(settings, data, options)
+    compute_dtype = model.get_layer("hidden_0").dtype_policy.compute_dtype
+    clock = StepClock()
     meter = CpuMeter()
     start = time.perf_counter()
-    history = model.fit(dataset, epochs=1 + settings.timed_epochs, verbose=0, callbacks=[clock])
+    history = model.fit(dataset, epochs=1 + settings.timed_epochs, verbose=0, callbacks=[clock],
+                        shuffle=False)
     other = meter.stop()
-    ends = [start] + clock.ends
+    ends = [start] + clock.epoch_ends
     epochs = [b - a for a, b in zip(ends[1:-1], ends[2:], strict=True)]
+    epoch_value = settings.examples / statistics.median(epochs)
+    steady = [clock.steady_rate(e, settings.batch_size) for e in range(1, len(ends) - 1)]
+    steady = [r for r in steady if r is not None]
     loss = [float(v) for v in history.history["loss"]]
     notes = "" if all(math.isfinite(v) for v in loss) else "NON-FINITE LOSS"
     return Row(id=row_id or spec.id + (XLA if jit else ""), label=label or spec.label,
-               value=settings.examples / statistics.median(epochs), first_epoch_s=ends[1] - ends[0],
-               epoch_s=epochs, jit_compile=bool(model.jit_compile), metrics=spec.metrics, loss=loss,
-               other_cores=other, loadavg=load, notes=notes)
+               value=statistics.median(steady) if steady else epoch_value, epoch_value=epoch_value,
+               first_epoch_s=ends[1] - ends[0], epoch_s=epochs, jit_compile=bool(model.jit_compile),
+               metrics=spec.metrics, loss=loss, other_cores=other, loadavg=load, notes=notes,
+               compute_dtype=compute_dtype)
 
 
-def drain_rate(dataset: tf.data.Dataset, epochs: int) -> tuple[float, list[float]]:
+def drain_rate(dataset: tf.data.Dataset, passes: int) -> tuple[float, float, list[float]]:
     """Examples per second a dataset delivers, consumed inside a graph.
 
-    The loop runs in a ``tf.function``, as ``fit`` consumes its iterator,
+    Each pass runs in a ``tf.function``, as ``fit`` consumes its iterator,
     so no per-batch Python work is counted. The first pass (tracing) is not
     timed.
 
     Returns:
-        ``(examples/s over the median pass, pass times)``.
+        ``(steady, per_pass, pass times)``: the median over passes of
+        examples/s after the first batch (timed inside the graph), the same
+        over whole passes (iterator creation included), and the wall time of
+        every pass.
     """
     @tf.function
     def drain():
+        iterator = iter(dataset)
+        first = next(iterator)
+        with tf.control_dependencies(tf.nest.flatten(first)):
+            start = tf.timestamp()
         count = tf.constant(0, tf.int64)
-        for element in dataset:
+        for element in iterator:
             count += tf.shape(element[0], out_type=tf.int64)[0]
-        return count
+        with tf.control_dependencies([count]):
+            elapsed = tf.timestamp() - start
+        return tf.shape(first[0], out_type=tf.int64)[0] + count, count, elapsed
 
-    examples = int(drain())
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        drain().numpy()
-        times.append(time.perf_counter() - start)
-    return examples / statistics.median(times), times
+    drain()
+    steady, whole, times = [], [], []
+    for _ in range(max(passes, 1)):
+        begin = time.perf_counter()
+        total, after_first, elapsed = (v.numpy() for v in drain())
+        times.append(time.perf_counter() - begin)
+        whole.append(total / times[-1])
+        if after_first > 0 and elapsed > 0:
+            steady.append(after_first / elapsed)
+    per_pass = statistics.median(whole)
+    return (statistics.median(steady) if steady else per_pass), per_pass, times
 
 
 def pipeline_row(settings: Settings, data: SyntheticData, tasks: int, row_id: str,
@@ -585,10 +698,11 @@ def pipeline_row(settings: Settings, data: SyntheticData, tasks: int, row_id: st
     other_before = wait_until_quiet(settings, log)
     load = loadavg()
     meter = CpuMeter()
-    rate, times = drain_rate(kmtl_pipeline(settings, data, tasks), max(settings.pipeline_epochs, 1))
+    rate, per_pass, times = drain_rate(kmtl_pipeline(settings, data, tasks), settings.pipeline_epochs)
     other = meter.stop()
     return Row(id=row_id, label=f"kmtl.data.from_arrays, {tasks} tasks (pipeline alone)", value=rate,
-               epoch_s=times, other_cores=other if other is not None else other_before, loadavg=load)
+               epoch_value=per_pass, epoch_s=times,
+               other_cores=other if other is not None else other_before, loadavg=load)
 
 
 def matmul_gflops(size: int, repeats: int) -> tuple[float, list[float]]:
@@ -630,7 +744,7 @@ def matmul_row(settings: Settings, log: Callable[[str], None]) -> Row:
 def achieved_row(settings: Settings, source: Row, tasks: int) -> Row:
     """Row (g): the training GFLOP/s of a measured row."""
     flops = training_flops_per_example(settings, tasks)
-    return Row(id=f"g/{source.id}", label=f"row {source.id} training ({flops / 1e6:.2f} MFLOP/example)",
+    return Row(id=f"g/{source.id}", label=f"row {source.id} training ({flops / 1e6:.3g} MFLOP/example)",
                value=source.value * flops / 1e9, unit="GFLOP/s", jit_compile=source.jit_compile,
                other_cores=source.other_cores, loadavg=source.loadavg)
 
@@ -638,18 +752,25 @@ def achieved_row(settings: Settings, source: Row, tasks: int) -> Row:
 def bfloat16_row(settings: Settings, data: SyntheticData, spec: TrainSpec,
                  log: Callable[[str], None]) -> Row:
     """Row (h): row (a) under ``mixed_bfloat16``; checks that it trains."""
-    previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         row = fit_row(settings, data, spec, False, log, row_id="h",
-                      label=f"{spec.label}, mixed_bfloat16")
+                      label=f"{spec.label}, mixed_bfloat16", policy="mixed_bfloat16")
     finally:
-        keras.mixed_precision.set_global_policy(previous)
+        keras.mixed_precision.set_global_policy("float32")
     finite = all(math.isfinite(v) for v in row.loss)
     falling = finite and row.loss[-1] < row.loss[0]
-    row.notes = (f"loss {row.loss[0]:.4f} -> {row.loss[-1]:.4f}: "
+    row.notes = (f"trunk computes in {row.compute_dtype}; loss {row.loss[0]:.4f} -> {row.loss[-1]:.4f}: "
                  + ("finite and falling" if falling else "finite, not falling" if finite else "NON-FINITE"))
     return row
+
+
+def warm_up(settings: Settings, data: SyntheticData) -> None:
+    """Trains a throwaway plain-Keras model, so the first row is not slowed
+    by the process's first use of its thread pools and kernels."""
+    _fresh(settings)
+    spec = next(s for s in train_specs(settings) if s.id == "b'")
+    model, dataset = spec.build(settings, data, {"jit_compile": False})
+    model.fit(dataset, epochs=settings.warm_up_epochs, verbose=0, shuffle=False)
 
 
 # -- the run -----------------------------------------------------------------------------
@@ -660,6 +781,8 @@ def defaults() -> dict:
     compile_ = inspect.signature(kmtl.MultiTaskModel.compile).parameters
     keras_compile = inspect.signature(keras.Model.compile).parameters
     sigmoid = inspect.signature(metrics_lib.SigmoidTaskMetrics).parameters
+    probe = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    probe.compile(optimizer="sgd", loss="mse")
     return {
         "from_arrays.batch_size": from_arrays["batch_size"].default,
         "from_arrays.shuffle": from_arrays["shuffle"].default,
@@ -669,6 +792,7 @@ def defaults() -> dict:
         "default metrics (binary)": "masked AUC + accuracy, fused (SigmoidTaskMetrics)",
         "AUC num_thresholds": sigmoid["num_thresholds"].default,
         "keras jit_compile": keras_compile["jit_compile"].default,
+        "keras jit_compile 'auto' resolves to (this machine)": bool(probe.jit_compile),
         "keras steps_per_execution": keras_compile["steps_per_execution"].default,
     }
 
@@ -695,9 +819,9 @@ def machine_info() -> dict:
 
 
 def _selected_specs(settings: Settings, groups: str) -> list[tuple[TrainSpec, bool]]:
-    jits = (False, True) if "e" in groups else (False,)
     chosen = [s for s in train_specs(settings) if s.group in groups]
-    return [(spec, jit) for spec in chosen for jit in jits]
+    return [(spec, jit) for spec in chosen
+            for jit in ((False, True) if "e" in groups and spec.both_jit else (False,))]
 
 
 def run(settings: Settings, groups: str = GROUPS,
@@ -707,7 +831,8 @@ def run(settings: Settings, groups: str = GROUPS,
     Args:
         settings: sizes of the run.
         groups: letters of the rows to run (``"abcdefgh"`` for all; ``e``
-            adds the ``jit_compile=True`` variant of every training row).
+            adds the ``jit_compile=True`` variant of every training row, ``g``
+            the ``steps_per_execution`` row and the GFLOP/s rows).
         log: where progress lines go.
 
     Returns:
@@ -715,25 +840,40 @@ def run(settings: Settings, groups: str = GROUPS,
         two rows were both measured.
     """
     data = make_data(settings)
-    rows: dict[str, Row] = {}
-
-    def done(row: Row):
-        rows[row.id] = row
-        log(_progress_line(row))
-
-    for spec, jit in _selected_specs(settings, groups):
-        done(best_of(settings, lambda s=spec, j=jit: fit_row(settings, data, s, j, log), log))
+    measurements: list[tuple[str, Callable[[], Row]]] = []
+    specs = _selected_specs(settings, groups)
+    for spec, jit in specs:
+        measurements.append((spec.id + (XLA if jit else ""),
+                             lambda s=spec, j=jit: fit_row(settings, data, s, j, log)))
     if "f" in groups:
         for tasks, row_id in ((settings.few_tasks, "f/few"), (settings.many_tasks, "f/many")):
-            done(best_of(settings, lambda t=tasks, i=row_id: pipeline_row(settings, data, t, i, log), log))
+            measurements.append((row_id, lambda t=tasks, i=row_id: pipeline_row(settings, data, t, i, log)))
     if "g" in groups:
-        done(best_of(settings, lambda: matmul_row(settings, log), log))
-        for source in ("a", f"a{XLA}"):
-            if source in rows:
-                done(achieved_row(settings, rows[source], settings.few_tasks))
+        measurements.append(("g/matmul", lambda: matmul_row(settings, log)))
     if "h" in groups:
         spec = next(s for s in train_specs(settings) if s.id == "a")
-        done(best_of(settings, lambda: bfloat16_row(settings, data, spec, log), log))
+        measurements.append(("h", lambda: bfloat16_row(settings, data, spec, log)))
+
+    if specs and settings.warm_up_epochs > 0:
+        warm_up(settings, data)
+    found: dict[str, list[Row]] = {key: [] for key, _ in measurements}
+    rounds = max(settings.rounds, 1)
+    for round_ in range(rounds):
+        if rounds > 1:
+            log(f"round {round_ + 1} of {rounds}")
+        for key, measure in measurements:
+            found[key] += attempts(settings, measure, log)
+            log(_progress_line(found[key][-1]))
+    best = {key: best_of(measured) for key, measured in found.items()}
+    rows: dict[str, Row] = {}
+    for key, row in best.items():
+        rows[key] = row
+        if key == "g/matmul":
+            for source in ("a", f"a{XLA}", f"a-spe{SPE_ROW}", f"a-spe{SPE_ROW}{XLA}"):
+                if source in best:
+                    achieved = achieved_row(settings, best[source], settings.few_tasks)
+                    rows[achieved.id] = achieved
+                    log(_progress_line(achieved))
     applicable = [t for t in targets() if t.row in rows and t.baseline in rows]
     return list(rows.values()), applicable
 
@@ -746,12 +886,22 @@ def _value_text(row: Row) -> str:
     return f"{row.value:,.0f}"
 
 
+def _range_text(row: Row) -> str:
+    """Lowest–highest throughput over all measurements of a row."""
+    values = [a["value"] for a in row.attempts]
+    if len(values) < 2:
+        return ""
+    digits = 1 if row.unit == "GFLOP/s" else 0
+    return f"{min(values):,.{digits}f}-{max(values):,.{digits}f}"
+
+
 def _progress_line(row: Row) -> str:
     first = f", first epoch {row.first_epoch_s:.1f} s" if row.first_epoch_s is not None else ""
     other = f", other procs {row.other_cores:.1f} cores" if row.other_cores is not None else ""
     unit = "" if row.unit == "GFLOP/s" else " examples/s"
+    per_epoch = f" ({row.epoch_value:,.0f} per epoch)" if row.epoch_value is not None else ""
     notes = f"  [{row.notes}]" if row.notes else ""
-    return f"  {row.id:<12} {_value_text(row)}{unit}{first}{other}  {row.label}{notes}"
+    return f"  {row.id:<12} {_value_text(row)}{unit}{per_epoch}{first}{other}  {row.label}{notes}"
 
 
 def format_table(rows: Sequence[Row], comparisons: Sequence[Target], markdown: bool = False) -> str:
@@ -766,16 +916,17 @@ def format_table(rows: Sequence[Row], comparisons: Sequence[Target], markdown: b
         The table as text.
     """
     by_id = {r.id: r for r in rows}
-    header = ["row", "what", "examples/s", "first epoch (s)", "other load", "baseline", "ratio",
-              "target", "met"]
+    header = ["row", "what", "examples/s", "range", "per epoch", "first epoch (s)", "other load",
+              "baseline", "ratio", "target", "met"]
     lines = []
     for row in rows:
-        base = [row.id, row.label, _value_text(row),
+        base = [row.id, row.label, _value_text(row), _range_text(row),
+                "" if row.epoch_value is None else f"{row.epoch_value:,.0f}",
                 "" if row.first_epoch_s is None else f"{row.first_epoch_s:.1f}",
                 "" if row.other_cores is None else f"{row.other_cores:.1f}"]
         mine = [t for t in comparisons if t.row == row.id] or [None]
         for i, target in enumerate(mine):
-            cells = base if i == 0 else ["", "", "", "", ""]
+            cells = base if i == 0 else [""] * len(base)
             lines.append(cells + _comparison_cells(target, by_id))
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -791,7 +942,8 @@ def format_table(rows: Sequence[Row], comparisons: Sequence[Target], markdown: b
 def _comparison_cells(target: Target | None, rows: dict[str, Row]) -> list[str]:
     if target is None:
         return ["", "", "", ""]
-    what = target.baseline + (" (first epoch)" if target.quantity == "first_epoch_s" else "")
+    suffix = {"first_epoch_s": " (first epoch)", "epoch_value": " (per epoch)"}.get(target.quantity, "")
+    what = target.baseline + suffix
     met = target.met(rows)
     return [what, f"{target.ratio(rows):.2f}", target.bound(),
             "" if met is None else ("yes" if met else "NO")]
@@ -804,16 +956,21 @@ CHARTS = (
     ("many tasks, XLA", tuple(i + XLA for i in ("d", "d0", "d-heads", "d-dense", "d-dense'"))),
     ("pipeline alone vs model", ("f/few", "a", "f/many", "d")),
     ("mixed_bfloat16 vs float32", ("h", "a")),
-    ("GFLOP/s", ("g/matmul", "g/a", f"g/a{XLA}")),
+    ("steps_per_execution", ("a", f"a-spe{SPE_ROW}", f"a{XLA}", f"a-spe{SPE_ROW}{XLA}")),
+    ("GFLOP/s", ("g/matmul", "g/a", f"g/a{XLA}", f"g/a-spe{SPE_ROW}", f"g/a-spe{SPE_ROW}{XLA}")),
 )
 
 
 def plot(rows: Sequence[Row], path: str) -> None:
-    """Writes a bar chart of every row's throughput, one panel per comparison."""
+    """Writes a bar chart of every row's throughput, one panel per comparison.
+
+    keras_mtl rows are orange, plain Keras and reference rows blue.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     by_id = {r.id: r for r in rows}
     panels = [(title, [by_id[i] for i in ids if i in by_id]) for title, ids in CHARTS]
@@ -822,12 +979,14 @@ def plot(rows: Sequence[Row], path: str) -> None:
                              squeeze=False, gridspec_kw={"height_ratios": [len(f) for _, f in panels]})
     for ax, (title, found) in zip(axes[:, 0], panels, strict=True):
         labels = [f"{r.id}: {r.label}" for r in found]
-        bars = ax.barh(labels[::-1], [r.value for r in found][::-1], color="tab:blue")
+        colours = ["tab:orange" if r.label.startswith(("keras_mtl", "kmtl")) else "tab:blue" for r in found]
+        bars = ax.barh(labels[::-1], [r.value for r in found][::-1], color=colours[::-1])
         ax.bar_label(bars, labels=[_value_text(r) for r in found][::-1], padding=3, fontsize=7)
         ax.set_title(title, fontsize=9, loc="left")
         ax.set_xlabel(found[0].unit, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_xlim(0, max(r.value for r in found) * 1.25)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -873,12 +1032,21 @@ def build_parser() -> argparse.ArgumentParser:
                              "training row with jit_compile=True); default: all")
     parser.add_argument("--output", default="bench_results",
                         help="directory for bench.json and bench.png (default: bench_results)")
-    parser.add_argument("--steps", type=int, help="steps per epoch (default 40)")
-    parser.add_argument("--epochs", type=int, help="timed epochs after the first (default 3)")
+    parser.add_argument("--steps", type=_positive, help="steps per epoch (default 40)")
+    parser.add_argument("--epochs", type=_positive, help="timed epochs after the first (default 3)")
+    parser.add_argument("--rounds", type=_positive,
+                        help="passes over all rows; each row keeps its best (default 3; 1 with --quick)")
     parser.add_argument("--max-wait", type=float,
                         help="seconds to wait for other processes to go quiet before each row "
                              "(default 180; 0 with --quick)")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _groups(text: str) -> str:
@@ -904,14 +1072,17 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     args = build_parser().parse_args(argv)
     settings = QUICK if args.quick else Settings()
-    overrides = {"steps": args.steps, "timed_epochs": args.epochs, "max_wait": args.max_wait}
+    overrides = {"steps": args.steps, "timed_epochs": args.epochs, "max_wait": args.max_wait,
+                 "rounds": args.rounds}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     groups = _groups(args.only)
     machine = machine_info()
     print(f"keras_mtl bench: TF {machine['tensorflow']}, Keras {machine['keras']}, "
           f"{machine['cpu_count']} CPUs ({machine['cpu']}), loadavg {machine['loadavg_start']}")
     print(f"  batch {settings.batch_size}, {settings.steps} steps/epoch, first epoch + "
-          f"{settings.timed_epochs} timed epochs; rows {','.join(groups)}")
+          f"{settings.timed_epochs} timed epochs, best of {settings.rounds} round(s); "
+          f"rows {','.join(groups)}")
+    print("  defaults: " + "; ".join(f"{k} = {v}" for k, v in defaults().items()))
     rows, comparisons = run(settings, groups)
     print()
     print(format_table(rows, comparisons))

@@ -107,12 +107,6 @@ def _inspect(args) -> int:
     return 0
 
 
-def _bench(args) -> int:
-    from keras_mtl.bench import main as bench_main
-
-    return bench_main(args.bench_args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-mtl", description="Multi-task learning for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,16 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("directory", help="a version directory or a model base directory")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(run=_inspect)
-    bench = commands.add_parser("bench", help="benchmark keras_mtl against plain Keras",
-                                add_help=False)
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER,
-                       help="options of the benchmark (see keras-mtl bench --help)")
-    bench.set_defaults(run=_bench)
+    # Listed for --help only: main() hands every argument after "bench" to the
+    # benchmark's own parser, since argparse's REMAINDER drops leading options.
+    commands.add_parser("bench", help="benchmark keras_mtl against plain Keras (keras-mtl bench --help)")
     return parser
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from keras_mtl.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -30,10 +30,14 @@ def build(seed=0):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A compiled model saved as .keras, and its predictions."""
+    """A trained model saved as .keras, and its predictions."""
     root = tmp_path_factory.mktemp("cli")
     model = build()
     model.compile(optimizer="adam")
+    rng = np.random.default_rng(1)
+    labels = {"car": rng.integers(0, 2, 8), "objects": rng.integers(0, 2, (8, 2)),
+              "weather": rng.integers(0, 3, 8), "distance": rng.normal(size=8)}
+    model.fit(rng.normal(size=(8, 5)).astype("float32"), labels, epochs=1, verbose=0)
     path = root / "street.keras"
     model.save(path)
     x = np.random.default_rng(0).normal(size=(9, 5)).astype("float32")
