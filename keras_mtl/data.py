@@ -331,17 +331,46 @@ def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool =
     x, n = _check_inputs(x, None)
     raw = validate_labels(labels, tasks, n)
     x_tensor = tf.nest.map_structure(tf.convert_to_tensor, x)
-    raw_tensor = {name: tf.convert_to_tensor(value) for name, value in raw.items()}
+    groups = _numeric_groups(tasks, raw)
+    grouped = {t.name for group in groups for t in group}
+    matrices = [tf.convert_to_tensor(np.concatenate([raw[t.name].reshape(n, -1) for t in group], axis=1))
+                for group in groups]
+    strings = {t.name: tf.convert_to_tensor(raw[t.name]) for t in tasks if t.name not in grouped}
     indices = tf.data.Dataset.range(n)
     if shuffle:
         indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     indices = indices.batch(batch_size, drop_remainder=drop_remainder)
 
-    def gather(batch_indices):
+    def gather_and_encode(batch_indices):
         take = lambda t: tf.gather(t, batch_indices)  # noqa: E731
-        return tf.nest.map_structure(take, x_tensor), {k: take(v) for k, v in raw_tensor.items()}
+        y = {t.name: _encode_one(take(strings[t.name]), t, check=False) for t in tasks if t.name in strings}
+        for group, matrix in zip(groups, matrices):
+            y.update(_split_columns(_encode_one(take(matrix), group[0], check=False), group))
+        return tf.nest.map_structure(take, x_tensor), {t.name: y[t.name] for t in tasks}
 
-    return _finish(indices.map(gather, num_parallel_calls=_AUTOTUNE), tasks, check=False)
+    return indices.map(gather_and_encode, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
+
+
+def _numeric_groups(tasks: list[Task], raw: Mapping) -> list[list[Task]]:
+    """Tasks with numeric labels, grouped by encoding (sentinel and dtype).
+
+    Each group travels as one label matrix: one gather and one encoding per
+    batch, however many tasks it holds.
+    """
+    groups: dict[str, list[Task]] = {}
+    for task in tasks:
+        if raw[task.name].dtype == np.float32:
+            key = "sigmoid" if task.kind in ("binary", "multilabel") else task.kind
+            groups.setdefault(key, []).append(task)
+    return list(groups.values())
+
+
+def _split_columns(matrix: tf.Tensor, group: list[Task]) -> dict[str, tf.Tensor]:
+    """``{task: labels}`` from a group's encoded label matrix."""
+    if all(t.kind != "multilabel" for t in group):
+        return {t.name: column for t, column in zip(group, tf.unstack(matrix, axis=1))}
+    parts = tf.split(matrix, [t.units for t in group], axis=1)
+    return {t.name: part if t.kind == "multilabel" else part[:, 0] for t, part in zip(group, parts)}
 
 
 def from_dataframe(frame, tasks, features: str | Sequence[str] | None = None,

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mtl.distribute import cross_replica_sum
 from keras_mtl.losses import (
     binary_crossentropy_entries,
     categorical_crossentropy_entries,
@@ -30,6 +31,7 @@ __all__ = [
     "HeadLayout",
     "TaskHeads",
     "TaskOutput",
+    "stack_groups",
     "stack_labels",
     "stack_weights",
 ]
@@ -186,11 +188,20 @@ class TaskOutput(keras.layers.Layer):
 
 def stack_labels(y, tasks, batch_size, dtype="float32"):
     """Stacks the labels of ``tasks`` into one (batch, units) matrix."""
-    columns = []
-    for task in tasks:
-        column = ops.cast(ops.convert_to_tensor(y[task.name]), dtype)
-        columns.append(ops.reshape(column, (batch_size, task.units)))
+    columns = [ops.cast(ops.convert_to_tensor(y[task.name]), dtype) for task in tasks]
+    if all(len(column.shape) == 1 for column in columns):
+        return ops.stack(columns, axis=1)  # one label per example and task: one op
+    columns = [ops.reshape(column, (batch_size, task.units)) for column, task in zip(columns, tasks)]
     return columns[0] if len(columns) == 1 else ops.concatenate(columns, axis=1)
+
+
+def stack_groups(y, layout: HeadLayout, batch_size) -> dict:
+    """The labels of each fused group, ``{"sigmoid": …, "regression": …}``.
+
+    Stacked once per step and shared by the loss and the metrics.
+    """
+    return {name: stack_labels(y, tasks, batch_size)
+            for name, tasks in (("sigmoid", layout.sigmoid), ("regression", layout.regression)) if tasks}
 
 
 def stack_weights(sample_weight, tasks, batch_size, dtype="float32"):
@@ -224,11 +235,13 @@ class FusedTaskLoss:
         self.normalize = check_normalize(normalize)
 
     def _normalize(self, total, count, batch_size):
+        # ``count`` is global; under tf.distribute each replica's share is its own
+        # sum over the global denominator (see keras_mtl.distribute).
         if self.normalize == "batch":
-            return total / ops.cast(batch_size, total.dtype)
+            return total / cross_replica_sum(ops.cast(batch_size, total.dtype))
         return ops.divide_no_nan(total, count)
 
-    def __call__(self, y, logits, sample_weight=None, return_counts=False):
+    def __call__(self, y, logits, sample_weight=None, return_counts=False, stacked=None):
         """Per-task losses, shape ``(num_tasks,)``, float32.
 
         Args:
@@ -238,20 +251,24 @@ class FusedTaskLoss:
                 dict of them per task.
             return_counts: also return each task's (weighted) number of
                 labelled entries in the batch, ``(num_tasks,)``.
+            stacked: the groups' label matrices from :func:`stack_groups`,
+                if already computed.
         """
         layout = self.layout
         logits = ops.cast(logits, "float32")
         batch_size = ops.shape(logits)[0]
+        if stacked is None:
+            stacked = stack_groups(y, layout, batch_size)
         parts, counts = [], []
         groups = (
-            (layout.sigmoid, 0, layout.num_sigmoid, _logistic_entries),
-            (layout.regression, layout.num_sigmoid,
+            ("sigmoid", layout.sigmoid, 0, layout.num_sigmoid, _logistic_entries),
+            ("regression", layout.regression, layout.num_sigmoid,
              layout.num_sigmoid + layout.num_regression, squared_error_entries),
         )
-        for tasks, start, stop, entries in groups:
+        for group, tasks, start, stop, entries in groups:
             if not tasks:
                 continue
-            y_group = stack_labels(y, tasks, batch_size, "float32")
+            y_group = stacked[group]
             losses, mask = entries(y_group, logits[:, start:stop])
             if sample_weight is not None:
                 weights = stack_weights(sample_weight, tasks, batch_size, "float32")
@@ -261,6 +278,7 @@ class FusedTaskLoss:
                 # Multilabel heads: sum their columns into one value per task.
                 total = ops.segment_sum(total, layout.sigmoid_segments, len(tasks))
                 count = ops.segment_sum(count, layout.sigmoid_segments, len(tasks))
+            count = cross_replica_sum(count)
             parts.append(self._normalize(total, count, batch_size))
             counts.append(count)
         for task in layout.categorical:
@@ -270,7 +288,7 @@ class FusedTaskLoss:
             if sample_weight is not None:
                 weights = stack_weights(sample_weight, [task], batch_size, "float32")[:, 0]
                 losses, mask = losses * weights, mask * weights
-            count = ops.sum(mask, keepdims=True)
+            count = cross_replica_sum(ops.sum(mask, keepdims=True))
             parts.append(self._normalize(ops.sum(losses, keepdims=True), count, batch_size))
             counts.append(count)
         per_task = ops.take(ops.concatenate(parts, axis=0), layout.to_user_order, axis=0)

@@ -193,12 +193,21 @@ class TaskLossMeans(keras.metrics.Metric):
         self.total.assign_add(ops.cast(task_losses, self.dtype) * weight)
         self.count.assign_add(weight)
 
+    def vectors(self) -> dict:
+        """``{"loss": mean loss of every task}`` as one vector."""
+        return {"loss": ops.divide_no_nan(self.total, self.count)}
+
     def result(self):
-        means = ops.divide_no_nan(self.total, self.count)
-        return {f"{name}_loss": means[i] for i, name in enumerate(self.task_names)}
+        return _per_task(self.task_names, self.vectors())
 
     def get_config(self):
         return {"task_names": self.task_names, "name": self.name, "dtype": self.dtype}
+
+
+def _per_task(task_names, vectors: dict) -> dict:
+    """``{"<task>_<suffix>": scalar}`` from ``{suffix: vector over tasks}``."""
+    return {f"{name}_{suffix}": vector[i] for i, name in enumerate(task_names)
+            for suffix, vector in vectors.items()}
 
 
 def _column_segments(units_per_task):
@@ -256,7 +265,8 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
             return per_unit
         return ops.segment_sum(per_unit, self._segments, len(self.task_names))
 
-    def result(self):
+    def vectors(self) -> dict:
+        """``{"auc": …, "accuracy": …}``, each a vector over the tasks."""
         # ROC AUC per task from the pooled confusion counts, as keras.metrics.AUC.
         counts = [ops.transpose(self._per_task(ops.transpose(v))) for v in (
             self.auc.true_positives, self.auc.false_negatives,
@@ -265,12 +275,10 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
         tpr = ops.divide_no_nan(tp, tp + fn)
         fpr = ops.divide_no_nan(fp, fp + tn)
         auc = ops.sum((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2.0, axis=0)
-        accuracy = ops.divide_no_nan(self.correct, self.labelled)
-        out = {}
-        for i, name in enumerate(self.task_names):
-            out[f"{name}_auc"] = auc[i]
-            out[f"{name}_accuracy"] = accuracy[i]
-        return out
+        return {"auc": auc, "accuracy": ops.divide_no_nan(self.correct, self.labelled)}
+
+    def result(self):
+        return _per_task(self.task_names, self.vectors())
 
     def reset_state(self):
         self.auc.reset_state()
@@ -313,9 +321,12 @@ class RegressionTaskMetrics(keras.metrics.Metric):
         self.total.assign_add(ops.sum(error, axis=0))
         self.labelled.assign_add(ops.sum(weight, axis=0))
 
+    def vectors(self) -> dict:
+        """``{"mae": mean absolute error of every task}`` as one vector."""
+        return {"mae": ops.divide_no_nan(self.total, self.labelled)}
+
     def result(self):
-        mae = ops.divide_no_nan(self.total, self.labelled)
-        return {f"{name}_mae": mae[i] for i, name in enumerate(self.task_names)}
+        return _per_task(self.task_names, self.vectors())
 
     def get_config(self):
         return {"task_names": self.task_names, "name": self.name, "dtype": self.dtype}

@@ -8,9 +8,18 @@ import tensorflow as tf
 from keras import ops
 
 from keras_mtl import balancing as balancing_lib
+from keras_mtl import distribute as distribute_lib
 from keras_mtl import metrics as metrics_lib
 from keras_mtl import sharing as sharing_lib
-from keras_mtl.heads import FusedTaskLoss, HeadLayout, TaskHeads, TaskOutput, stack_labels, stack_weights
+from keras_mtl.heads import (
+    FusedTaskLoss,
+    HeadLayout,
+    TaskHeads,
+    TaskOutput,
+    stack_groups,
+    stack_labels,
+    stack_weights,
+)
 from keras_mtl.losses import check_normalize
 from keras_mtl.tasks import Task, check_tasks
 
@@ -43,25 +52,39 @@ class _Compiled:
         self.metrics = metrics
         self.log_every_task = log_every_task
         self.balancer = balancer
+        # Too many tasks to log weights every step: keep the last ones for the epoch's logs.
+        self.last_weights = None
+        if balancer.adaptive and not log_every_task:
+            self.last_weights = keras.Variable(weights, trainable=False, name="last_task_weights",
+                                               aggregation="only_first_replica")
 
 
 class _Step:
     """One forward pass: labels, logits, per-task losses and the total."""
 
-    def __init__(self, y, logits, task_losses, present, weights, total):
-        self.y, self.logits, self.task_losses = y, logits, task_losses
+    def __init__(self, y, stacked, logits, task_losses, present, weights, total):
+        self.y, self.stacked, self.logits, self.task_losses = y, stacked, logits, task_losses
         self.present, self.weights, self.total = present, weights, total
 
 
 class _BalancerEpochs(keras.callbacks.Callback):
-    """Calls the balancing strategy's epoch hook (first, so checkpoints see it)."""
+    """Calls the balancing strategy's epoch hook (first, so checkpoints see it).
 
-    def __init__(self, balancer):
+    With more tasks than are logged every step, it also adds each task's
+    last weight to the epoch's logs (``weight_<task>``), before ``History``
+    records them.
+    """
+
+    def __init__(self, compiled: _Compiled, task_names):
         super().__init__()
-        self.balancer = balancer
+        self.compiled = compiled
+        self.task_names = list(task_names)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.balancer.end_epoch()
+        if self.compiled.last_weights is not None and logs is not None:
+            weights = ops.convert_to_numpy(self.compiled.last_weights)
+            logs.update({f"weight_{name}": float(w) for name, w in zip(self.task_names, weights)})
+        self.compiled.balancer.end_epoch()
 
 
 class _TaskMetrics:
@@ -92,6 +115,23 @@ class _TaskMetrics:
             self.regression_metric = metrics_lib.RegressionTaskMetrics([t.name for t in self.regression])
             self.regression_columns = np.array([layout.block(t.name).start for t in self.regression])
 
+    def task_means(self) -> dict:
+        """``{"mean_task_loss": …, "mean_<metric>": …}``: each per-task figure averaged over tasks.
+
+        Computed from the fused metrics' vectors, without one scalar per task.
+        """
+        groups: dict[str, list] = {}
+        fused = [m for m in (self.task_losses, self.sigmoid_metric, self.regression_metric) if m is not None]
+        for metric in fused:
+            for suffix, vector in metric.vectors().items():
+                groups.setdefault(suffix, []).append(vector)
+        for name, task_metrics in self.per_task.items():
+            for metric in task_metrics:
+                for key, value in _as_dict(metric.name, metric.result()).items():
+                    groups.setdefault(key[len(name) + 1:], []).append(ops.reshape(value, (1,)))
+        return {"mean_task_loss" if suffix == "loss" else f"mean_{suffix}": ops.mean(ops.concatenate(parts))
+                for suffix, parts in groups.items()}
+
     @property
     def all(self) -> list:
         found = [self.task_losses]
@@ -100,17 +140,20 @@ class _TaskMetrics:
             found.extend(task_metrics)
         return found
 
-    def update(self, y, logits, task_losses, sample_weight, batch_size):
+    def update(self, y, stacked, logits, task_losses, sample_weight, batch_size):
         self.task_losses.update_state(task_losses, sample_weight=batch_size)
-        if self.sigmoid_metric is not None:
-            weights = None if sample_weight is None else stack_weights(sample_weight, self.sigmoid, batch_size)
-            probs = ops.sigmoid(ops.take(ops.cast(logits, "float32"), self.sigmoid_columns, axis=1))
-            self.sigmoid_metric.update_state(stack_labels(y, self.sigmoid, batch_size), probs, weights)
-        if self.regression_metric is not None:
-            weights = None if sample_weight is None else stack_weights(
-                sample_weight, self.regression, batch_size)
-            values = ops.take(ops.cast(logits, "float32"), self.regression_columns, axis=1)
-            self.regression_metric.update_state(stack_labels(y, self.regression, batch_size), values, weights)
+        logits = ops.cast(logits, "float32")
+        for group, tasks, metric, columns, activation in (
+                ("sigmoid", self.sigmoid, self.sigmoid_metric, self.sigmoid_columns, ops.sigmoid),
+                ("regression", self.regression, self.regression_metric, self.regression_columns, None)):
+            if metric is None:
+                continue
+            weights = None if sample_weight is None else stack_weights(sample_weight, tasks, batch_size)
+            if len(tasks) == len(getattr(self.layout, group)):  # every task of the group: reuse its matrix
+                labels, values = stacked[group], logits[:, columns[0]:columns[-1] + 1]
+            else:
+                labels, values = stack_labels(y, tasks, batch_size), ops.take(logits, columns, axis=1)
+            metric.update_state(labels, values if activation is None else activation(values), weights)
         if self.per_task:
             predictions = FusedTaskLoss(self.layout).predictions(logits)
             for name, task_metrics in self.per_task.items():
@@ -301,6 +344,8 @@ class MultiTaskModel(keras.Model):
         if log_every_task is None:
             log_every_task = len(self._tasks) <= LOG_EVERY_TASK_UP_TO
         balancer = balancing_lib.get(balancing)
+        if balancer.distributed_error and self.distribute_strategy.num_replicas_in_sync > 1:
+            raise ValueError(balancer.distributed_error)
         balancer.setup(self.task_names, weights)
         super().compile(optimizer=optimizer, **kwargs)
         self._compiled = _Compiled(
@@ -435,21 +480,27 @@ class MultiTaskModel(keras.Model):
     def _forward(self, x, y, sample_weight, training) -> _Step:
         y = self._labels_by_task(y)
         logits = self._views.logits(x, training=training)
-        task_losses, counts = self._compiled.loss(y, logits, sample_weight, return_counts=True)
+        stacked = stack_groups(y, self._layout, ops.shape(logits)[0])
+        task_losses, counts = self._compiled.loss(y, logits, sample_weight, return_counts=True, stacked=stacked)
         present = counts > 0
         weights, extra = self._compiled.balancer.combine(task_losses, present, training=training)
-        total = ops.sum(task_losses * weights) + extra
+        # Under tf.distribute the task losses are this replica's shares; terms every
+        # replica computes in full are divided by the replicas (keras_mtl.distribute).
+        total = ops.sum(task_losses * weights) + distribute_lib.replica_share(extra)
         if self.losses:
-            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
-        return _Step(y, logits, task_losses, present, weights, total)
+            total = total + distribute_lib.replica_share(
+                ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses])))
+        return _Step(y, stacked, logits, task_losses, present, weights, total)
 
     def _update_metrics(self, step: _Step, sample_weight, training):
         batch_size = ops.shape(step.logits)[0]
-        self._loss_tracker.update_state(step.total, sample_weight=batch_size)
-        self._compiled.metrics.update(step.y, step.logits, step.task_losses, sample_weight, batch_size)
-        results = self.get_metrics_result()
+        total, task_losses = distribute_lib.replica_estimate((step.total, step.task_losses), batch_size)
+        self._loss_tracker.update_state(total, sample_weight=batch_size)
+        self._compiled.metrics.update(step.y, step.stacked, step.logits, task_losses, sample_weight,
+                                      batch_size)
         if training and not self._compiled.log_every_task:
-            return _task_means(results, self.task_names)
+            return {"loss": self._loss_tracker.result(), **self._compiled.metrics.task_means()}
+        results = self.get_metrics_result()
         if training and self._compiled.balancer.adaptive:
             for i, name in enumerate(self.task_names):
                 results[f"weight_{name}"] = step.weights[i]
@@ -494,11 +545,15 @@ class MultiTaskModel(keras.Model):
             task_gradients = tape.jacobian(weighted, shared)
             task_gradients = [tf.zeros((len(self._tasks),) + tuple(v.shape)) if g is None else g
                               for g, v in zip(task_gradients, shared)]
-            balancer.observe_gradients(task_gradients, step.task_losses, step.weights, step.present)
+            # Global per-task gradients and losses, identical on every replica.
+            task_gradients = distribute_lib.cross_replica_sum(task_gradients)
+            global_losses = distribute_lib.cross_replica_sum(step.task_losses)
+            balancer.observe_gradients(task_gradients, global_losses, step.weights, step.present)
             if scope == "shared":
                 combined = balancer.aggregate(task_gradients, step.weights, step.present)
                 # Same scale as the other gradients (mixed-precision loss scaling).
-                combined = [self.optimizer.scale_loss(g) for g in combined]
+                # Divided by the replicas: the optimizer sums every replica's copy.
+                combined = [distribute_lib.replica_share(self.optimizer.scale_loss(g)) for g in combined]
                 unweighted = dict(zip((id(v) for v in shared), combined))
                 rest = tape.gradient(rest_loss, shared)
                 for v, r in zip(shared, rest):
@@ -507,14 +562,25 @@ class MultiTaskModel(keras.Model):
                 gradients = [unweighted.get(id(v), g) for v, g in zip(variables, gradients)]
             del tape
         self.optimizer.apply_gradients(zip(gradients, variables))
-        balancer.observe_losses(step.task_losses, step.present)
-        return self._update_metrics(step, sample_weight, training=True)
+        balancer.observe_losses(distribute_lib.cross_replica_sum(step.task_losses), step.present)
+        if self._compiled.last_weights is not None:
+            self._compiled.last_weights.assign(step.weights)
+        return distribute_lib.logs_for_reduction(self._update_metrics(step, sample_weight, training=True),
+                                                 self.distribute_strategy)
 
     def test_step(self, data):
         self._require_compiled()
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         step = self._forward(x, y, sample_weight, False)
-        return self._update_metrics(step, sample_weight, training=False)
+        return distribute_lib.logs_for_reduction(self._update_metrics(step, sample_weight, training=False),
+                                                 self.distribute_strategy)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 cannot reduce a PerReplica batch across workers here; see
+        # keras_mtl.distribute.local_build_batch (remove once Keras is fixed).
+        if iterator is not None and distribute_lib.in_multi_worker_mode(self.distribute_strategy):
+            iterator, data_batch = None, distribute_lib.local_build_batch(self.distribute_strategy, iterator)
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def fit(self, *args, callbacks=None, **kwargs):
         data = args[0] if args else kwargs.get("x")
@@ -523,7 +589,7 @@ class MultiTaskModel(keras.Model):
             # default shuffle=True would only warn that it ignores it.
             kwargs.setdefault("shuffle", False)
         if self._compiled is not None:
-            callbacks = [_BalancerEpochs(self._compiled.balancer), *(callbacks or [])]
+            callbacks = [_BalancerEpochs(self._compiled, self.task_names), *(callbacks or [])]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     # -- serialisation --------------------------------------------------------
@@ -561,15 +627,6 @@ def _check_layer_names(inputs, features, tasks):
         )
 
 
-def _task_means(results: dict, task_names) -> dict:
-    """``loss`` plus the mean over tasks of each per-task entry."""
-    groups: dict[str, list] = {}
-    for key, value in results.items():
-        for name in task_names:
-            if key.startswith(f"{name}_"):
-                suffix = key[len(name) + 1:]
-                groups.setdefault("mean_task_loss" if suffix == "loss" else f"mean_{suffix}", []).append(value)
-                break
-    means = {"loss": results["loss"]}
-    means.update({key: ops.mean(ops.stack(values)) for key, values in groups.items()})
-    return means
+def _as_dict(name: str, result) -> dict:
+    """A metric's result as ``{key: value}`` (Keras's rule for scalar results)."""
+    return dict(result) if isinstance(result, dict) else {name: result}

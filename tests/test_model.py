@@ -290,3 +290,50 @@ def test_summary_and_plot_model(tmp_path):
         pytest.skip("Graphviz's `dot` is not installed: plot_model cannot draw")
     keras.utils.plot_model(model, to_file=str(tmp_path / "model.png"))
     assert (tmp_path / "model.png").stat().st_size > 1000
+
+
+# -- many tasks: what training logs ---------------------------------------------
+
+def many_task_model(balancing=None):
+    tasks = ([kmtl.Task(f"t{i:02d}") for i in range(17)]
+             + [kmtl.Task("size", kind="regression"), kmtl.Task("kind", kind="categorical", num_classes=3)])
+    model = build(tasks)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), balancing=balancing)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    labels = {f"t{i:02d}": np.where(rng.random(64) < 0.3, np.nan, (x[:, i % 6] > 0)).astype("float32")
+              for i in range(17)}
+    labels["size"] = x[:, 0] * 2.0
+    labels["kind"] = rng.integers(0, 3, 64)
+    return model, kmtl.data.from_arrays(x, labels, model, batch_size=16)
+
+
+def test_more_than_16_tasks_log_task_means_in_training():
+    model, data = many_task_model()
+    history = model.fit(data, epochs=2, verbose=0).history
+    assert sorted(history) == ["loss", "mean_accuracy", "mean_auc", "mean_mae", "mean_task_loss"]
+    # The logged means are the means over tasks of the per-task figures.
+    per_task = {k: float(v) for k, v in model.get_metrics_result().items()}
+    binary = [f"t{i:02d}" for i in range(17)]
+    np.testing.assert_allclose(history["mean_auc"][-1], np.mean([per_task[f"{n}_auc"] for n in binary]),
+                               rtol=1e-5)
+    accuracies = [per_task[f"{n}_accuracy"] for n in binary] + [per_task["kind_accuracy"]]
+    np.testing.assert_allclose(history["mean_accuracy"][-1], np.mean(accuracies), rtol=1e-5)
+    np.testing.assert_allclose(history["mean_mae"][-1], per_task["size_mae"], rtol=1e-5)
+    losses = [per_task[f"{t.name}_loss"] for t in model.tasks]
+    np.testing.assert_allclose(history["mean_task_loss"][-1], np.mean(losses), rtol=1e-5)
+    # evaluate still reports every task.
+    results = model.evaluate(data, verbose=0, return_dict=True)
+    assert {f"{t.name}_loss" for t in model.tasks} <= set(results)
+    assert {f"{n}_auc" for n in binary} | {"kind_accuracy", "size_mae"} <= set(results)
+
+
+def test_more_than_16_tasks_log_every_weight_each_epoch():
+    model, data = many_task_model(kmtl.balancing.DWA())
+    history = model.fit(data, epochs=4, verbose=0).history
+    names = [t.name for t in model.tasks]
+    assert {f"weight_{n}" for n in names} <= set(history)
+    weights = np.array([history[f"weight_{n}"] for n in names])  # (tasks, epochs)
+    np.testing.assert_allclose(weights[:, :2], 1.0)  # DWA: w = 1 for the first two epochs
+    np.testing.assert_allclose(weights.sum(axis=0), len(names), rtol=1e-5)  # Σ w = K
+    assert np.ptp(weights[:, 2]) > 1e-4  # then they follow the losses
