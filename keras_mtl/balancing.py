@@ -17,6 +17,14 @@ no gradient, and the strategy makes no weight update for it from that batch.
 
 Strategies keep their state in Keras variables, which the model saves with
 its weights, so they survive ``.keras`` files and ``BackupAndRestore``.
+
+Under ``tf.distribute`` the model hands the hooks global values (per-task
+losses and gradients summed over replicas), so every replica computes the
+same state; state variables are created with
+``aggregation="only_first_replica"`` to be assignable from each replica. A
+strategy that cannot give every replica the same numbers sets
+``distributed_error``, and ``compile`` raises it under a strategy with more
+than one replica.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ class Balancer(keras.layers.Layer):
 
     gradient_scope: str | None = None
     adaptive = True  # log weight_<task> in History
+    # Why the strategy cannot train on several replicas, and what to use instead.
+    distributed_error: str | None = None
 
     def setup(self, task_names, base_weights):
         """Called by ``compile``: the tasks and their fixed loss weights."""
@@ -216,14 +226,15 @@ class DWA(Balancer):
     def build(self, input_shape):
         shape = (self.num_tasks,)
         new = lambda name, value: self.add_weight(  # noqa: E731
-            shape=shape, name=name, trainable=False, initializer=keras.initializers.Constant(value))
+            shape=shape, name=name, trainable=False, initializer=keras.initializers.Constant(value),
+            aggregation="only_first_replica")
         self.dynamic_weights = new("dynamic_weights", 1.0)
         self.loss_sum = new("loss_sum", 0.0)
         self.loss_count = new("loss_count", 0.0)
         self.previous = new("previous_epoch_loss", 0.0)      # L(t−1)
         self.before_previous = new("before_previous_epoch_loss", 0.0)  # L(t−2)
         self.epochs_seen = self.add_weight(shape=(), name="epochs_seen", trainable=False,
-                                           initializer="zeros")
+                                           initializer="zeros", aggregation="only_first_replica")
 
     def combine(self, task_losses, present, training=True):
         return self.dynamic_weights * self.base_weights, 0.0
@@ -263,7 +274,7 @@ class DWA(Balancer):
         self.before_previous.assign(self.previous)
         self.previous.assign(average)
         self.epochs_seen.assign_add(1.0)
-        if float(self.epochs_seen) >= 2:
+        if float(ops.convert_to_numpy(self.epochs_seen)) >= 2:  # float() fails on a MirroredVariable
             self.dynamic_weights.assign(
                 self.weights_from_history(self.previous, self.before_previous, self.temperature))
         self.loss_sum.assign(ops.zeros_like(self.loss_sum))
@@ -314,9 +325,9 @@ class GradNorm(Balancer):
     def build(self, input_shape):
         shape = (self.num_tasks,)
         self.task_weights = self.add_weight(shape=shape, name="task_weights", trainable=False,
-                                            initializer="ones")
+                                            initializer="ones", aggregation="only_first_replica")
         self.initial_losses = self.add_weight(shape=shape, name="initial_losses", trainable=False,
-                                              initializer="zeros")
+                                              initializer="zeros", aggregation="only_first_replica")
 
     def combine(self, task_losses, present, training=True):
         return self.task_weights * self.base_weights, 0.0
@@ -371,6 +382,12 @@ class PCGrad(Balancer):
 
     gradient_scope = "shared"
     adaptive = False  # reshapes gradients, keeps the loss weights
+    distributed_error = (
+        "PCGrad cannot train under a tf.distribute strategy with several replicas: its random "
+        "task order comes from a keras.random.SeedGenerator, whose state each replica would advance "
+        "on its own, giving the replicas different projections. Train PCGrad on one device, or use "
+        "kmtl.balancing.GradNorm(), UncertaintyWeighting(), DWA() or FixedWeights() under the strategy."
+    )
 
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -435,6 +452,13 @@ class RandomLossWeighting(Balancer):
         Effectiveness of Random Weighting: A Litmus Test for Multi-Task
         Learning. Transactions on Machine Learning Research.
     """
+
+    distributed_error = (
+        "RandomLossWeighting cannot train under a tf.distribute strategy with several replicas: its "
+        "weights come from a keras.random.SeedGenerator, whose state each replica would advance on "
+        "its own, giving the replicas different weights. Train it on one device, or use "
+        "kmtl.balancing.UncertaintyWeighting(), GradNorm(), DWA() or FixedWeights() under the strategy."
+    )
 
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)

@@ -223,7 +223,9 @@ class FusedTaskLoss:
 
     Returns the vector of per-task losses in the user's task order; each
     entry is exactly what the task's own ``kmtl.losses`` class gives on that
-    task's output (same formula, same normalisation).
+    task's output (same formula, same normalisation). Under ``tf.distribute``
+    each replica returns its share (its own sum over the global denominator);
+    the shares add up to the single-device losses.
 
     Args:
         layout: the :class:`HeadLayout` of the model.
@@ -250,7 +252,8 @@ class FusedTaskLoss:
             sample_weight: optional per-example weights ``(batch,)`` or a
                 dict of them per task.
             return_counts: also return each task's (weighted) number of
-                labelled entries in the batch, ``(num_tasks,)``.
+                labelled entries in the batch, ``(num_tasks,)`` (in the global
+                batch under ``tf.distribute``: summed over replicas).
             stacked: the groups' label matrices from :func:`stack_groups`,
                 if already computed.
         """

@@ -23,6 +23,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_mtl.distribute import cross_replica_sum, num_replicas
 from keras_mtl.missing import label_mask
 
 __all__ = [
@@ -185,6 +186,13 @@ class _MaskedLoss(keras.losses.Loss):
     reduction yields the mean over labelled entries; with per-example
     ``sample_weight`` the labelled entries are counted with their weights
     (``Σ w·L / Σ w·[labelled]``).
+
+    Under a ``tf.distribute`` strategy with ``R`` replicas Keras divides each
+    replica's value by its local ``m_r`` and by ``R`` and sums the replicas'
+    gradients. The values are then scaled by ``R · m_r / D`` with ``D`` the
+    global denominator (batch size or labelled count, summed over replicas),
+    so that the replicas' shares add up to the single-device loss even when
+    the labelled entries are unevenly spread.
     """
 
     def __init__(self, normalize="batch", from_logits=False, name=None,
@@ -210,12 +218,14 @@ class _MaskedLoss(keras.losses.Loss):
         if len(losses.shape) > 1:
             losses = ops.sum(ops.reshape(losses, (ops.shape(losses)[0], -1)), axis=-1)
             mask = ops.sum(ops.reshape(mask, (ops.shape(mask)[0], -1)), axis=-1)
-        if self.normalize == "labeled":
+        replicas = num_replicas() if self.reduction == "sum_over_batch_size" else 1
+        if self.normalize == "labeled" or replicas > 1:
             if self._count_weight is not None:
                 weight = ops.cast(ops.convert_to_tensor(self._count_weight), mask.dtype)
                 mask = mask * ops.reshape(weight, (-1,))
             batch_size = ops.cast(ops.shape(losses)[0], losses.dtype)
-            losses = losses * ops.divide_no_nan(batch_size, ops.sum(mask))
+            denominator = ops.sum(mask) if self.normalize == "labeled" else batch_size
+            losses = losses * ops.divide_no_nan(batch_size * replicas, cross_replica_sum(denominator))
         return losses
 
     def get_config(self):

@@ -7,6 +7,7 @@ import pytest
 
 MODULES = [
     "keras_mtl.missing",
+    "keras_mtl.distribute",
     "keras_mtl.losses",
     "keras_mtl.metrics",
     "keras_mtl.tasks",
