@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="train the street-scenes demo and write its results")
     demo.add_argument("--output", default="mtl_demo", help="output directory (default: mtl_demo)")
-    demo.add_argument("--epochs", type=int, default=None, help="epochs (default: 10 full, 2 small)")
+    demo.add_argument("--epochs", type=int, default=None, help="epochs (default: 4 full, 3 small)")
     demo.add_argument("--size", choices=("small", "full"), default="full")
     demo.add_argument("--missing", type=float, default=0.5,
                       help="share of training labels missing (default: 0.5)")
