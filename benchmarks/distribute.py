@@ -23,10 +23,10 @@ Prints a table and writes ``distribute.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,7 +72,7 @@ def _worker(args):
 
     times, losses = [], []
     keras.utils.set_random_seed(0)
-    with strategy.scope() if strategy else _nullcontext():
+    with strategy.scope() if strategy else contextlib.nullcontext():
         inputs = keras.Input((FEATURES,), name="x")
         hidden = keras.layers.Dense(512, activation="relu")(inputs)
         features = keras.layers.Dense(256, activation="relu")(hidden)
@@ -87,28 +87,12 @@ def _worker(args):
     os._exit(0)  # skip collective-executor teardown, which can block at exit
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _run_row(workers, strategy, args, out_dir, name):
     """Launches ``workers`` processes; returns the chief's result and wall time."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    addresses = [f"localhost:{p}" for p in _free_ports(workers)]
+    from keras_mtl.distribute import local_tf_configs
+
+    configs = local_tf_configs(workers)
     processes, results = [], []
     start = time.perf_counter()
     for index in range(workers):
@@ -116,8 +100,7 @@ def _run_row(workers, strategy, args, out_dir, name):
         results.append(result)
         worker_env = dict(env)
         if strategy:
-            worker_env["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
-                                                  "task": {"type": "worker", "index": index}})
+            worker_env["TF_CONFIG"] = configs[index]
         command = [sys.executable, __file__, "--worker", "--result", result, "--steps", str(args.steps),
                    "--epochs", str(args.epochs)] + (["--strategy"] if strategy else [])
         processes.append(subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE,

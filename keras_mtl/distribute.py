@@ -28,6 +28,9 @@ says when the workarounds can go.
 
 from __future__ import annotations
 
+import json
+import socket
+
 import tensorflow as tf
 from keras import ops
 
@@ -35,6 +38,7 @@ __all__ = [
     "cross_replica_sum",
     "in_multi_worker_mode",
     "local_build_batch",
+    "local_tf_configs",
     "logs_for_reduction",
     "num_replicas",
     "replica_estimate",
@@ -199,3 +203,35 @@ def logs_for_reduction(logs: dict, strategy=None) -> dict:
         return logs
     return {name: ops.reshape(value, (1,)) if len(ops.shape(value)) == 0 else value
             for name, value in logs.items()}
+
+
+def local_tf_configs(num_workers: int) -> list[str]:
+    """``TF_CONFIG`` values for ``num_workers`` workers on this machine.
+
+    Each worker gets a free localhost port; worker 0 is the chief. For
+    trying multi-worker training on one machine (tests, benchmarks); on a
+    cluster, list the machines' ``host:port`` instead.
+
+    Args:
+        num_workers: number of worker processes, at least 1.
+
+    Returns:
+        One JSON string per worker, to set as its ``TF_CONFIG``.
+
+    Example:
+        >>> config = json.loads(local_tf_configs(2)[1])
+        >>> config["task"], len(config["cluster"]["worker"])
+        ({'type': 'worker', 'index': 1}, 2)
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be at least 1; got {num_workers}.")
+    sockets = [socket.socket() for _ in range(num_workers)]
+    try:
+        for s in sockets:  # all bound at once, so the ports differ
+            s.bind(("localhost", 0))
+        workers = [f"localhost:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+            for i in range(num_workers)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import traceback
@@ -277,22 +276,9 @@ def mirrored(tmp_path_factory):
         return json.load(f), out
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _launch_workers(out, phase):
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
-    processes = [_run(["worker", str(out), phase],
-                      _env(TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                                 "task": {"type": "worker", "index": i}})), out)
-                 for i in range(2)]
+    processes = [_run(["worker", str(out), phase], _env(TF_CONFIG=config), out)
+                 for config in distribute.local_tf_configs(2)]
     _wait(processes)
     found = []
     for i in range(2):
