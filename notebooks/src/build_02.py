@@ -24,9 +24,11 @@ four-task network with the same architecture, data, epochs and batch size,
 over several seeds, and reports the test AUC of each task.
 
 Set `KERAS_MTL_NOTEBOOK_SIZE=small` for a quick run; the text refers to `full`.
+`KERAS_MTL_NOTEBOOK_SEED=n` starts the training seeds at n instead of 0.
 """)
 
 code(r"""
+import json
 import os
 
 import keras
@@ -38,8 +40,10 @@ from keras_mtl.datasets import OBJECT_TASKS, generate_street_scenes
 SIZE = os.environ.get("KERAS_MTL_NOTEBOOK_SIZE", "full")
 N_TRAIN, EPOCHS, WIDTHS, SEEDS = {
     "full": (3000, 6, (1, 2, 4, 8, 16), (0, 1, 2)),
-    "small": (400, 1, (2, 8), (0,)),
+    "small": (1500, 3, (2, 16), (0,)),
 }[SIZE]
+SEED = int(os.environ.get("KERAS_MTL_NOTEBOOK_SEED", "0"))   # first seed; the data stay fixed
+SEEDS = tuple(SEED + s for s in SEEDS)
 IMAGE = 48
 x_train, y_train = generate_street_scenes(N_TRAIN, image_size=IMAGE, seed=20)
 x_test, y_test = generate_street_scenes(1500, image_size=IMAGE, seed=21)
@@ -72,6 +76,7 @@ for width in WIDTHS:
 code(r"""
 import matplotlib.pyplot as plt
 
+
 def mean_over_tasks(result, kind):
     per_seed = np.array([result.per_seed[(t.name, kind)] for t in tasks])   # tasks × seeds
     return per_seed.mean(axis=0)                                             # one value per seed
@@ -102,6 +107,31 @@ for w in WIDTHS:
 wins = [w for w in WIDTHS if multi[w].mean() > single[w].mean()]
 losses = [w for w in WIDTHS if multi[w].mean() < single[w].mean()]
 print(f"The multi-task network was better at widths {wins or 'none'} and worse at widths {losses or 'none'}.")
+
+# The headline numbers of this run, machine-readable (tests/test_notebooks.py checks them).
+headline = {"size": SIZE, "seeds": list(SEEDS), "widths": list(WIDTHS),
+            "single": {str(w): float(single[w].mean()) for w in WIDTHS},
+            "multi": {str(w): float(multi[w].mean()) for w in WIDTHS},
+            "multi_minus_single": {str(w): float(multi[w].mean() - single[w].mean()) for w in WIDTHS}}
+with open("headline.json", "w") as f:
+    json.dump(headline, f, indent=1)
+""")
+
+md(r"""
+**Reading of the measured numbers (full size).** In this run the four-task
+network was worse than four separate networks at every width tried (1–16),
+and the gap shrank steadily as the trunk grew: −0.164, −0.141, −0.128, −0.090
+and −0.064 mean AUC at widths 1, 2, 4, 8 and 16. That agrees with the first
+half of Caruana's finding — multi-task learning hurts when the shared network
+is too small for all tasks — but the crossover to a multi-task gain did not
+appear within the widths and the 6-epoch budget measured here, so the first
+claim above (one network beats k separate ones) is not supported by this run.
+Two things favour the separate networks in this comparison: together they
+have four times the parameters (66,052 against 16,708 at width 16), and each
+trunk serves a single task. The multi-task network was also less steady:
+its traffic-light AUC varied by ± 0.15 between seeds at widths 2–8, the
+separate networks' by ± 0.03 or less. A wider sweep (and longer training) is
+needed to locate the crossover, if there is one on this data.
 """)
 
 nb = nbf.v4.new_notebook(cells=cells, metadata={

@@ -24,9 +24,11 @@ balancing strategy of `kmtl.balancing`, over several seeds, and reports each
 task's test metric and the weights the adaptive strategies chose over time.
 
 Set `KERAS_MTL_NOTEBOOK_SIZE=small` for a quick run; the text refers to `full`.
+`KERAS_MTL_NOTEBOOK_SEED=n` starts the training seeds at n instead of 0.
 """)
 
 code(r"""
+import json
 import os
 import time
 
@@ -37,7 +39,9 @@ import keras_mtl as kmtl
 from keras_mtl import balancing, plotting
 
 SIZE = os.environ.get("KERAS_MTL_NOTEBOOK_SIZE", "full")
-N_TRAIN, EPOCHS, SEEDS = {"full": (6000, 15, (0, 1, 2)), "small": (600, 2, (0,))}[SIZE]
+N_TRAIN, EPOCHS, SEEDS = {"full": (6000, 15, (0, 1, 2)), "small": (3000, 10, (0,))}[SIZE]
+SEED = int(os.environ.get("KERAS_MTL_NOTEBOOK_SEED", "0"))   # first seed; the data stay fixed
+SEEDS = tuple(SEED + s for s in SEEDS)
 N_TEST = 2000
 rng = np.random.default_rng(42)
 W = rng.normal(size=(16, 4))
@@ -128,7 +132,7 @@ code(r"""
 base_auc, _, base_mae, _, _ = summary["FixedWeights"]
 better = [n for n, s in summary.items() if n != "FixedWeights" and s[0] > base_auc + s[1] + summary["FixedWeights"][1]]
 print(f"Equal weights: defect AUC {base_auc:.3f}, price MAE {base_mae:.2f}.")
-for name, (auc, auc_sd, mae, mae_sd, _) in summary.items():
+for name, (auc, _, mae, _, _) in summary.items():
     if name == "FixedWeights":
         continue
     print(f"{name}: defect AUC {auc - base_auc:+.3f}, price MAE {mae - base_mae:+.2f} vs equal weights.")
@@ -136,6 +140,29 @@ if better:
     print("Beyond the seed spread, these strategies improved the drowned-out task: " + ", ".join(better) + ".")
 else:
     print("No strategy improved the drowned-out task beyond the seed spread in this run.")
+
+# The headline numbers of this run, machine-readable (tests/test_notebooks.py checks them).
+headline = {"size": SIZE, "seeds": list(SEEDS),
+            "defect_auc": {n: float(s[0]) for n, s in summary.items()},
+            "price_mae": {n: float(s[2]) for n, s in summary.items()},
+            "seconds_per_epoch": {n: float(s[4]) for n, s in summary.items()}}
+with open("headline.json", "w") as f:
+    json.dump(headline, f, indent=1)
+""")
+
+md(r"""
+**Reading of the measured numbers (full size).** Here the 12-unit trunk mostly
+failed the non-linear `defect` task under every strategy (AUC ≈ 0.55), so the
+claim that balancing rescues the drowned-out task holds only weakly. GradNorm
+was the only strategy that moved `defect` beyond the seed spread (+0.060 AUC),
+and it paid for it with a much worse `price` (MAE 67.7 against 9.6): it
+equalises gradient norms, so it takes capacity from the large-scale task.
+PCGrad gave a small gain on `defect` (+0.021, close to the standard deviation
+over seeds of 0.014–0.016) at no cost to `price`, for about 1.5× the time per
+epoch in this run (0.25 s against 0.17 s). Uncertainty weighting and DWA left
+`defect` unchanged (+0.000, +0.001); uncertainty weighting and random
+weighting made `price` slightly worse (+0.73 and +0.42 MAE), and random
+weighting was within 0.004 AUC of fixed weights on `defect`.
 """)
 
 nb = nbf.v4.new_notebook(cells=cells, metadata={
