@@ -236,13 +236,6 @@ class FusedTaskLoss:
         self.layout = layout
         self.normalize = check_normalize(normalize)
 
-    def _normalize(self, total, count, batch_size):
-        # ``count`` is global; under tf.distribute each replica's share is its own
-        # sum over the global denominator (see keras_mtl.distribute).
-        if self.normalize == "batch":
-            return total / cross_replica_sum(ops.cast(batch_size, total.dtype))
-        return ops.divide_no_nan(total, count)
-
     def __call__(self, y, logits, sample_weight=None, return_counts=False, stacked=None):
         """Per-task losses, shape ``(num_tasks,)``, float32.
 
@@ -262,7 +255,7 @@ class FusedTaskLoss:
         batch_size = ops.shape(logits)[0]
         if stacked is None:
             stacked = stack_groups(y, layout, batch_size)
-        parts, counts = [], []
+        totals, counts = [], []
         groups = (
             ("sigmoid", layout.sigmoid, 0, layout.num_sigmoid, _logistic_entries),
             ("regression", layout.regression, layout.num_sigmoid,
@@ -281,8 +274,7 @@ class FusedTaskLoss:
                 # Multilabel heads: sum their columns into one value per task.
                 total = ops.segment_sum(total, layout.sigmoid_segments, len(tasks))
                 count = ops.segment_sum(count, layout.sigmoid_segments, len(tasks))
-            count = cross_replica_sum(count)
-            parts.append(self._normalize(total, count, batch_size))
+            totals.append(total)
             counts.append(count)
         for task in layout.categorical:
             block = layout.block(task.name)
@@ -291,13 +283,15 @@ class FusedTaskLoss:
             if sample_weight is not None:
                 weights = stack_weights(sample_weight, [task], batch_size, "float32")[:, 0]
                 losses, mask = losses * weights, mask * weights
-            count = cross_replica_sum(ops.sum(mask, keepdims=True))
-            parts.append(self._normalize(ops.sum(losses, keepdims=True), count, batch_size))
-            counts.append(count)
-        per_task = ops.take(ops.concatenate(parts, axis=0), layout.to_user_order, axis=0)
-        if return_counts:
-            return per_task, ops.take(ops.concatenate(counts, axis=0), layout.to_user_order, axis=0)
-        return per_task
+            totals.append(ops.sum(losses, keepdims=True))
+            counts.append(ops.sum(mask, keepdims=True))
+        total = ops.take(ops.concatenate(totals, axis=0), layout.to_user_order, axis=0)
+        local_count = ops.take(ops.concatenate(counts, axis=0), layout.to_user_order, axis=0)
+        # The global denominators, in one cross-replica sum (a no-op on one device):
+        # each replica's share is its own sum over them (see keras_mtl.distribute).
+        count, batch = cross_replica_sum([local_count, ops.cast(batch_size, "float32")])
+        per_task = total / batch if self.normalize == "batch" else ops.divide_no_nan(total, count)
+        return (per_task, count) if return_counts else per_task
 
     def predictions(self, logits):
         """User-unit predictions ``{task: tensor}`` from the fused logits."""
