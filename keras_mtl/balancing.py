@@ -268,17 +268,20 @@ class DWA(Balancer):
         return previous.shape[0] * ops.softmax(ratio / temperature)
 
     def end_epoch(self):
-        average = ops.divide_no_nan(self.loss_sum, self.loss_count)
+        # Everything is computed before the first assignment: on PyTorch a
+        # variable's value is its live storage, which assign() overwrites.
+        loss_sum, loss_count, previous = (v.value for v in (self.loss_sum, self.loss_count, self.previous))
+        average = ops.divide_no_nan(loss_sum, loss_count)
         # A task never labelled this epoch keeps its last average.
-        average = ops.where(self.loss_count > 0, average, self.previous)
-        self.before_previous.assign(self.previous)
+        average = ops.where(loss_count > 0, average, previous)
+        weights = self.weights_from_history(average, previous, self.temperature)
+        self.before_previous.assign(previous)
         self.previous.assign(average)
         self.epochs_seen.assign_add(1.0)
         if float(ops.convert_to_numpy(self.epochs_seen)) >= 2:  # float() fails on a MirroredVariable
-            self.dynamic_weights.assign(
-                self.weights_from_history(self.previous, self.before_previous, self.temperature))
-        self.loss_sum.assign(ops.zeros_like(self.loss_sum))
-        self.loss_count.assign(ops.zeros_like(self.loss_count))
+            self.dynamic_weights.assign(weights)
+        for variable in (self.loss_sum, self.loss_count):
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
@@ -335,28 +338,30 @@ class GradNorm(Balancer):
     def observe_gradients(self, task_gradients, task_losses, weights, present):
         mask = ops.cast(present, "float32")
         losses = ops.stop_gradient(task_losses)
-        first = ops.logical_and(present, self.initial_losses <= 0)
-        self.initial_losses.assign(ops.where(first, losses, self.initial_losses))
+        task_weights, initial_losses = self.task_weights.value, self.initial_losses.value
+        first = ops.logical_and(present, initial_losses <= 0)
+        initial_losses = ops.where(first, losses, initial_losses)
+        self.initial_losses.assign(initial_losses)
         # ‖∇_W w_i L_i‖ from the gradients of the weighted losses.
         norms = ops.sqrt(sum(ops.sum(ops.reshape(g, (self.num_tasks, -1)) ** 2, axis=1)
                              for g in task_gradients))
         count = ops.maximum(ops.sum(mask), 1.0)
         mean_norm = ops.sum(norms * mask) / count
-        ratio = ops.divide_no_nan(losses, self.initial_losses)
+        ratio = ops.divide_no_nan(losses, initial_losses)
         mean_ratio = ops.sum(ratio * mask) / count
         target = mean_norm * ops.power(ops.divide_no_nan(ratio, mean_ratio), self.alpha)
         # d|G_i − target_i| / dw_i = sign(G_i − target_i) · ‖∇_W L_i‖, with G_i = w_i ‖∇_W L_i‖;
         # the step takes its sign (zero for a task whose gradient is zero).
-        unweighted_norm = ops.divide_no_nan(norms, self.task_weights)
+        unweighted_norm = ops.divide_no_nan(norms, task_weights)
         step = ops.sign(ops.sign(norms - target) * unweighted_norm) * mask
-        updated = ops.maximum(self.task_weights - self.learning_rate * step, 1e-3)
+        updated = ops.maximum(task_weights - self.learning_rate * step, 1e-3)
         # Renormalise among the present tasks, which keep their total: the
         # weights keep summing to the number of tasks, and an absent task's
         # weight is left exactly as it was.
-        present_total = ops.sum(self.task_weights * mask)
-        updated = ops.where(present, updated * present_total / ops.sum(updated * mask), self.task_weights)
+        present_total = ops.sum(task_weights * mask)
+        updated = ops.where(present, updated * present_total / ops.sum(updated * mask), task_weights)
         # Only proceed when at least two tasks are present: one task has nothing to balance.
-        self.task_weights.assign(ops.where(ops.sum(mask) >= 2, updated, self.task_weights))
+        self.task_weights.assign(ops.where(ops.sum(mask) >= 2, updated, task_weights))
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "learning_rate": self.learning_rate}

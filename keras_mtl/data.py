@@ -148,6 +148,11 @@ def _raw(array: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return strings.astype(object).astype(bytes)
 
 
+def is_dataset(value) -> bool:
+    """Whether ``value`` is a ``tf.data.Dataset`` (which shuffles itself, if at all)."""
+    return isinstance(value, tf.data.Dataset)
+
+
 def validate_labels(labels: Mapping, tasks, n: int | None = None) -> dict[str, np.ndarray]:
     """Checks a dict of label arrays against the tasks.
 

@@ -17,20 +17,24 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mtl.distribute import cross_replica_sum
 from keras_mtl.losses import (
     binary_crossentropy_entries,
     categorical_crossentropy_entries,
     check_normalize,
+    global_counts,
     squared_error_entries,
 )
+from keras_mtl import metrics as metrics_lib
 from keras_mtl.tasks import Task
 
 __all__ = [
+    "ForwardRecord",
     "FusedTaskLoss",
     "HeadLayout",
     "TaskHeads",
+    "TaskMetrics",
     "TaskOutput",
+    "logits_from_outputs",
     "stack_groups",
     "stack_labels",
     "stack_weights",
@@ -155,6 +159,36 @@ class TaskHeads(keras.layers.Layer):
         return config
 
 
+class ForwardRecord:
+    """The fused logits behind the outputs of a model's latest forward pass.
+
+    Keras hands ``compute_loss`` the model's outputs in user units
+    (probabilities); the loss is exact and stable only on the logits. Each
+    :class:`TaskOutput` notes the logits it sliced and the tensor it
+    returned; :meth:`logits_for` gives the logits back only if every output
+    passed in is one of those tensors (identity, not equality), so a stale
+    or foreign prediction is never paired with the wrong logits. It runs in
+    the same trace as the forward pass on every backend, and holds plain
+    Python references, out of Keras's tracking.
+    """
+
+    def __init__(self):
+        self._entries = {}
+
+    def note(self, name, logits, output):
+        self._entries[name] = (logits, output)
+
+    def logits_for(self, y_pred: dict):
+        """The fused logits that produced ``y_pred``, or ``None``."""
+        found = None
+        for name, value in y_pred.items():
+            logits, output = self._entries.get(name, (None, None))
+            if output is not value or (found is not None and logits is not found):
+                return None
+            found = logits
+        return found
+
+
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class TaskOutput(keras.layers.Layer):
     """One task's named output: its columns of the fused logits, activated.
@@ -169,10 +203,14 @@ class TaskOutput(keras.layers.Layer):
         self.start, self.stop = int(start), int(stop)
         self.activation = activation
         self._activation_fn = keras.activations.get(activation)
+        self.record = None  # a ForwardRecord, set by the model
 
     def call(self, logits):
         # float32 outputs even under a mixed-precision policy.
-        return ops.cast(self._activation_fn(logits[:, self.start:self.stop]), "float32")
+        output = ops.cast(self._activation_fn(logits[:, self.start:self.stop]), "float32")
+        if self.record is not None:
+            self.record.note(self.name, logits, output)
+        return output
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.stop - self.start)
@@ -184,6 +222,26 @@ class TaskOutput(keras.layers.Layer):
         config = super().get_config()
         config.update(start=self.start, stop=self.stop, activation=self.activation)
         return config
+
+
+def logits_from_outputs(y_pred: dict, layout: HeadLayout, epsilon: float = 1e-7):
+    """Fused logits recovered from outputs in user units (for foreign predictions).
+
+    Probabilities are clipped to ``[ε, 1 − ε]`` first, as Keras does for
+    losses on probabilities: exact up to that clipping.
+    """
+    columns = []
+    for task in layout.tasks:  # columns are grouped by kind: put each block in place
+        value = ops.cast(ops.convert_to_tensor(y_pred[task.name]), "float32")
+        value = ops.reshape(value, (ops.shape(value)[0], task.units))
+        if task.activation == "sigmoid":
+            p = ops.clip(value, epsilon, 1.0 - epsilon)
+            value = ops.log(p) - ops.log1p(-p)
+        elif task.activation == "softmax":
+            value = ops.log(ops.clip(value, epsilon, 1.0))
+        columns.append((layout.block(task.name).start, value))
+    columns.sort(key=lambda c: c[0])
+    return ops.concatenate([c[1] for c in columns], axis=1)
 
 
 def stack_labels(y, tasks, batch_size, dtype="float32"):
@@ -283,14 +341,14 @@ class FusedTaskLoss:
             if sample_weight is not None:
                 weights = stack_weights(sample_weight, [task], batch_size, "float32")[:, 0]
                 losses, mask = losses * weights, mask * weights
-            totals.append(ops.sum(losses, keepdims=True))
-            counts.append(ops.sum(mask, keepdims=True))
+            totals.append(ops.reshape(ops.sum(losses), (1,)))
+            counts.append(ops.reshape(ops.sum(mask), (1,)))
         total = ops.take(ops.concatenate(totals, axis=0), layout.to_user_order, axis=0)
         local_count = ops.take(ops.concatenate(counts, axis=0), layout.to_user_order, axis=0)
-        # The global denominators, in one cross-replica sum (a no-op on one device):
-        # each replica's share is its own sum over them (see keras_mtl.distribute).
-        count, batch = cross_replica_sum([local_count, ops.cast(batch_size, "float32")])
-        per_task = total / batch if self.normalize == "batch" else ops.divide_no_nan(total, count)
+        # Each replica's share is its own sum over the global denominator
+        # (keras_mtl.distribute); the same normaliser as the kmtl.losses classes.
+        count, batch = global_counts(local_count, batch_size)
+        per_task = ops.divide_no_nan(total, batch if self.normalize == "batch" else count)
         return (per_task, count) if return_counts else per_task
 
     def predictions(self, logits):
@@ -308,3 +366,90 @@ class FusedTaskLoss:
             else:
                 outputs[task.name] = logits[:, block.start:block.stop]
         return outputs
+
+
+class TaskMetrics(keras.metrics.Metric):
+    """The metrics of every task of a model, as one Keras metric.
+
+    Tasks left on their default metrics share fused metric objects (one
+    :class:`keras_mtl.metrics.SigmoidTaskMetrics` for all binary and
+    multilabel tasks, one :class:`keras_mtl.metrics.RegressionTaskMetrics`
+    for all regression tasks), so the cost per step does not grow with a
+    Python loop over tasks; tasks given their own metrics, and categorical
+    tasks, get one :class:`keras_mtl.metrics.MaskedMetric` each.
+
+    ``update_state(y, y_pred, sample_weight)`` takes the labels and the
+    model's outputs as dicts keyed by task; ``result()`` returns
+    ``{"<task>_<metric>": value}`` for every task, and :meth:`task_means`
+    the mean over tasks of each figure.
+
+    Args:
+        layout: the model's :class:`HeadLayout`.
+        chosen: ``{task name: metrics or None}``; ``None`` means the task's
+            defaults.
+    """
+
+    def __init__(self, layout: HeadLayout, chosen: dict, name="task_metrics"):
+        super().__init__(name=name)
+        self.layout = layout
+        default = {t.name for t in layout.tasks if chosen[t.name] is None}
+        self.sigmoid_tasks = [t for t in layout.sigmoid if t.name in default]
+        self.regression_tasks = [t for t in layout.regression if t.name in default]
+        self.fused = []
+        if self.sigmoid_tasks:
+            self.fused.append(metrics_lib.SigmoidTaskMetrics(
+                [t.name for t in self.sigmoid_tasks], [t.units for t in self.sigmoid_tasks]))
+        if self.regression_tasks:
+            self.fused.append(metrics_lib.RegressionTaskMetrics([t.name for t in self.regression_tasks]))
+        self.groups = [tasks for tasks in (self.sigmoid_tasks, self.regression_tasks) if tasks]
+        self.per_task = {t.name: t.build_metrics(chosen[t.name]) for t in layout.tasks
+                         if t.name not in default or t.kind == "categorical"}
+
+    def update_state(self, y, y_pred, sample_weight=None):
+        batch_size = ops.shape(y_pred[self.layout.tasks[0].name])[0]
+        for metric, tasks in zip(self.fused, self.groups):
+            labels = stack_labels(y, tasks, batch_size)
+            values = [ops.reshape(y_pred[t.name], (batch_size, t.units)) for t in tasks]
+            values = values[0] if len(values) == 1 else ops.concatenate(values, axis=1)
+            weights = None if sample_weight is None else stack_weights(sample_weight, tasks, batch_size)
+            metric.update_state(labels, values, weights)
+        for name, task_metrics in self.per_task.items():
+            weight = sample_weight.get(name) if isinstance(sample_weight, dict) else sample_weight
+            for metric in task_metrics:
+                metric.update_state(y[name], y_pred[name], sample_weight=weight)
+
+    def result(self):
+        found = {}
+        for metric in self.fused:
+            found.update(metric.result())
+        for task_metrics in self.per_task.values():
+            for metric in task_metrics:
+                result = metric.result()
+                found.update(result if isinstance(result, dict) else {metric.name: result})
+        return found
+
+    def task_means(self, task_losses=None) -> dict:
+        """``{"mean_<metric>": …}``: each per-task figure averaged over the tasks.
+
+        Computed from the fused metrics' vectors, without one scalar per
+        task. With ``task_losses`` (a :class:`keras_mtl.metrics.TaskLossMeans`)
+        also ``"mean_task_loss"``.
+        """
+        groups: dict[str, list] = {}
+        for metric in self.fused + ([task_losses] if task_losses is not None else []):
+            for suffix, vector in metric.vectors().items():
+                groups.setdefault(suffix, []).append(vector)
+        for name, task_metrics in self.per_task.items():
+            for metric in task_metrics:
+                result = metric.result()
+                for key, value in (result if isinstance(result, dict) else {metric.name: result}).items():
+                    groups.setdefault(key[len(name) + 1:], []).append(ops.reshape(value, (1,)))
+        return {"mean_task_loss" if suffix == "loss" else f"mean_{suffix}": ops.mean(ops.concatenate(parts))
+                for suffix, parts in groups.items()}
+
+    def reset_state(self):
+        for metric in self.fused:
+            metric.reset_state()
+        for task_metrics in self.per_task.values():
+            for metric in task_metrics:
+                metric.reset_state()

@@ -34,7 +34,8 @@ __all__ = [
     "binary_crossentropy_entries",
     "categorical_crossentropy_entries",
     "squared_error_entries",
-    "normalize_sum",
+    "global_counts",
+    "global_denominator",
 ]
 
 NORMALIZATIONS = ("batch", "labeled")
@@ -167,13 +168,46 @@ def squared_error_entries(y_true, y_pred):
     return ops.square(y_pred - y) * mask, mask
 
 
-def normalize_sum(total, labelled_count, batch_size, normalize: str):
-    """Divides a summed loss by ``m`` (``"batch"``) or the labelled count.
+def global_denominator(labelled_count, batch_size, normalize: str):
+    """The denominator of a masked mean, summed over replicas: ``m`` or the labelled count.
 
-    Division by zero gives 0 (a batch without labels contributes nothing).
+    The one normaliser of keras_mtl: the ``kmtl.losses`` classes and the
+    fused training loss both divide by it. Under a ``tf.distribute``
+    strategy each replica passes its own counts and receives the global
+    ones (one cross-replica sum), so each replica's sum over its examples,
+    divided by this, is its share of the single-device loss. Without a
+    strategy (and on JAX and PyTorch) it is the local value.
+
+    Args:
+        labelled_count: (weighted) number of labelled entries, a scalar or
+            a vector (one per task).
+        batch_size: ``m``, the number of examples in the (local) batch.
+        normalize: ``"batch"`` or ``"labeled"``.
+
+    Returns:
+        A float tensor: the global batch size (a scalar) for ``"batch"``,
+        the global labelled counts (shape of ``labelled_count``) for
+        ``"labeled"``.
+
+    Example:
+        >>> float(global_denominator(ops.convert_to_tensor(3.0), 8, "batch"))
+        8.0
     """
-    denominator = batch_size if normalize == "batch" else labelled_count
-    return ops.divide_no_nan(total, ops.cast(denominator, total.dtype))
+    check_normalize(normalize)
+    count, batch = global_counts(labelled_count, batch_size)
+    return batch if normalize == "batch" else count
+
+
+def global_counts(labelled_count, batch_size):
+    """``(labelled count, batch size)`` summed over replicas, in one cross-replica sum.
+
+    Example:
+        >>> count, m = global_counts(ops.convert_to_tensor([2.0, 0.0]), 4)
+        >>> ops.convert_to_numpy(count).tolist(), float(m)
+        ([2.0, 0.0], 4.0)
+    """
+    count = ops.cast(labelled_count, "float32")
+    return tuple(cross_replica_sum([count, ops.cast(batch_size, "float32")]))
 
 
 class _MaskedLoss(keras.losses.Loss):
@@ -218,14 +252,18 @@ class _MaskedLoss(keras.losses.Loss):
         if len(losses.shape) > 1:
             losses = ops.sum(ops.reshape(losses, (ops.shape(losses)[0], -1)), axis=-1)
             mask = ops.sum(ops.reshape(mask, (ops.shape(mask)[0], -1)), axis=-1)
+        # Keras divides the per-example values by the local m_r (and, under
+        # tf.distribute, by the R replicas): scaled by R·m_r / D they add up
+        # to Σ L / D with D the global denominator, the fused loss's formula.
         replicas = num_replicas() if self.reduction == "sum_over_batch_size" else 1
         if self.normalize == "labeled" or replicas > 1:
             if self._count_weight is not None:
                 weight = ops.cast(ops.convert_to_tensor(self._count_weight), mask.dtype)
                 mask = mask * ops.reshape(weight, (-1,))
-            batch_size = ops.cast(ops.shape(losses)[0], losses.dtype)
-            denominator = ops.sum(mask) if self.normalize == "labeled" else batch_size
-            losses = losses * ops.divide_no_nan(batch_size * replicas, cross_replica_sum(denominator))
+            batch_size = ops.shape(losses)[0]
+            denominator = global_denominator(ops.sum(mask), batch_size, self.normalize)
+            scale = ops.cast(batch_size, "float32") * replicas
+            losses = losses * ops.cast(ops.divide_no_nan(scale, denominator), losses.dtype)
         return losses
 
     def get_config(self):

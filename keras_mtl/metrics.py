@@ -19,6 +19,7 @@ __all__ = [
     "RegressionTaskMetrics",
     "SigmoidTaskMetrics",
     "TaskLossMeans",
+    "TaskWeights",
     "default_metrics",
     "get",
 ]
@@ -282,8 +283,8 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
 
     def reset_state(self):
         self.auc.reset_state()
-        self.correct.assign(ops.zeros_like(self.correct))
-        self.labelled.assign(ops.zeros_like(self.labelled))
+        for variable in (self.correct, self.labelled):
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def get_config(self):
         return {"task_names": self.task_names, "units_per_task": self.units_per_task,
@@ -327,6 +328,43 @@ class RegressionTaskMetrics(keras.metrics.Metric):
 
     def result(self):
         return _per_task(self.task_names, self.vectors())
+
+    def get_config(self):
+        return {"task_names": self.task_names, "name": self.name, "dtype": self.dtype}
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class TaskWeights(keras.metrics.Metric):
+    """The loss weights of the latest training step, one per task.
+
+    ``result()`` returns ``{"weight_<task>": value}``. The weights are not
+    reset between epochs or by an evaluation: at the end of an epoch they
+    are the last step's.
+
+    Args:
+        task_names: the tasks, in the order of the weight vector.
+        name: metric name.
+
+    Example:
+        >>> m = TaskWeights(["car", "bike"])
+        >>> m.update_state(ops.convert_to_tensor([0.5, 1.5]))
+        >>> {k: float(v) for k, v in m.result().items()}
+        {'weight_car': 0.5, 'weight_bike': 1.5}
+    """
+
+    def __init__(self, task_names, name="task_weights", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.task_names = list(task_names)
+        self.last = self.add_variable(shape=(len(self.task_names),), initializer="ones", name="last")
+
+    def update_state(self, weights, sample_weight=None):
+        self.last.assign(ops.cast(weights, self.dtype))
+
+    def result(self):
+        return {f"weight_{name}": self.last[i] for i, name in enumerate(self.task_names)}
+
+    def reset_state(self):
+        pass  # the last step's weights stay readable after the epoch
 
     def get_config(self):
         return {"task_names": self.task_names, "name": self.name, "dtype": self.dtype}

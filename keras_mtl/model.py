@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from keras_mtl import backend as backend_lib
 from keras_mtl import balancing as balancing_lib
+from keras_mtl import data as data_lib
 from keras_mtl import distribute as distribute_lib
 from keras_mtl import metrics as metrics_lib
 from keras_mtl import sharing as sharing_lib
 from keras_mtl.heads import (
+    ForwardRecord,
     FusedTaskLoss,
     HeadLayout,
     TaskHeads,
+    TaskMetrics,
     TaskOutput,
+    logits_from_outputs,
     stack_groups,
-    stack_labels,
-    stack_weights,
 )
 from keras_mtl.losses import check_normalize
 from keras_mtl.tasks import Task, check_tasks
 
-__all__ = ["MultiTaskModel"]
+__all__ = ["LossTerms", "MultiTaskModel"]
 
 HEADS_LAYER = "heads"
 SHARING_LAYER = "sharing"
@@ -31,40 +32,33 @@ SHARING_LAYER = "sharing"
 LOG_EVERY_TASK_UP_TO = 16
 
 
-class _Views:
-    """Second entry points into the same graph, kept out of Keras tracking.
-
-    ``logits`` maps inputs to the fused logits of every head; it shares all
-    layers (and so all weights) with the model. Holding it in a plain
-    object keeps Keras from saving those weights twice.
-    """
-
-    def __init__(self, logits: keras.Model):
-        self.logits = logits
-
-
 class _Compiled:
-    """What ``compile`` derived from the tasks: loss, weights, metrics."""
+    """What ``compile`` derived from the tasks (plain Python, untracked)."""
 
-    def __init__(self, loss, weights, metrics, log_every_task, balancer):
+    def __init__(self, loss, weights, log_every_task):
         self.loss = loss
         self.weights = weights
-        self.metrics = metrics
         self.log_every_task = log_every_task
-        self.balancer = balancer
-        # Too many tasks to log weights every step: keep the last ones for the epoch's logs.
-        self.last_weights = None
-        if balancer.adaptive and not log_every_task:
-            self.last_weights = keras.Variable(weights, trainable=False, name="last_task_weights",
-                                               aggregation="only_first_replica")
 
 
-class _Step:
-    """One forward pass: labels, logits, per-task losses and the total."""
+class LossTerms:
+    """One step's loss, in the parts a gradient-based strategy needs.
 
-    def __init__(self, y, stacked, logits, task_losses, present, weights, total):
-        self.y, self.stacked, self.logits, self.task_losses = y, stacked, logits, task_losses
-        self.present, self.weights, self.total = present, weights, total
+    Attributes:
+        task_losses: per-task losses ``(T,)`` (this replica's shares under
+            ``tf.distribute``).
+        present: ``(T,)`` bool, whether the batch labels each task.
+        weights: the loss weights of this step ``(T,)``.
+        total: the scalar loss that trains: ``Σ w_i L_i`` plus the rest.
+        rows: ``(T + 1,)``: ``w_i L_i`` for each task, then the rest (the
+            strategy's own terms and every regulariser); they sum to ``total``.
+    """
+
+    def __init__(self, task_losses, present, weights, rest):
+        self.task_losses, self.present, self.weights = task_losses, present, weights
+        weighted = task_losses * weights
+        self.total = ops.sum(weighted) + rest
+        self.rows = ops.concatenate([weighted, ops.reshape(rest, (1,))])
 
 
 class _BalancerEpochs(keras.callbacks.Callback):
@@ -75,91 +69,15 @@ class _BalancerEpochs(keras.callbacks.Callback):
     records them.
     """
 
-    def __init__(self, compiled: _Compiled, task_names):
+    def __init__(self, balancer, weights_metric):
         super().__init__()
-        self.compiled = compiled
-        self.task_names = list(task_names)
+        self.balancer = balancer
+        self.weights_metric = weights_metric
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.compiled.last_weights is not None and logs is not None:
-            weights = ops.convert_to_numpy(self.compiled.last_weights)
-            logs.update({f"weight_{name}": float(w) for name, w in zip(self.task_names, weights)})
-        self.compiled.balancer.end_epoch()
-
-
-class _TaskMetrics:
-    """The metrics of every task, updated from the fused outputs.
-
-    Tasks left on their default metrics share fused metric objects (one for
-    all sigmoid tasks, one for all regression tasks); tasks given their own
-    metrics get one :class:`keras_mtl.metrics.MaskedMetric` each.
-    """
-
-    def __init__(self, layout: HeadLayout, chosen: dict):
-        self.layout = layout
-        self.task_losses = metrics_lib.TaskLossMeans([t.name for t in layout.tasks])
-        default = {t.name for t in layout.tasks if chosen[t.name] is None}
-        self.sigmoid = [t for t in layout.sigmoid if t.name in default]
-        self.regression = [t for t in layout.regression if t.name in default]
-        self.per_task = {t.name: t.build_metrics(chosen[t.name])
-                         for t in layout.tasks
-                         if t.name not in default or t.kind == "categorical"}
-        self.sigmoid_metric = self.sigmoid_columns = None
-        if self.sigmoid:
-            self.sigmoid_metric = metrics_lib.SigmoidTaskMetrics(
-                [t.name for t in self.sigmoid], [t.units for t in self.sigmoid])
-            self.sigmoid_columns = np.concatenate(
-                [np.arange(layout.block(t.name).start, layout.block(t.name).stop) for t in self.sigmoid])
-        self.regression_metric = self.regression_columns = None
-        if self.regression:
-            self.regression_metric = metrics_lib.RegressionTaskMetrics([t.name for t in self.regression])
-            self.regression_columns = np.array([layout.block(t.name).start for t in self.regression])
-
-    def task_means(self) -> dict:
-        """``{"mean_task_loss": …, "mean_<metric>": …}``: each per-task figure averaged over tasks.
-
-        Computed from the fused metrics' vectors, without one scalar per task.
-        """
-        groups: dict[str, list] = {}
-        fused = [m for m in (self.task_losses, self.sigmoid_metric, self.regression_metric) if m is not None]
-        for metric in fused:
-            for suffix, vector in metric.vectors().items():
-                groups.setdefault(suffix, []).append(vector)
-        for name, task_metrics in self.per_task.items():
-            for metric in task_metrics:
-                for key, value in _as_dict(metric.name, metric.result()).items():
-                    groups.setdefault(key[len(name) + 1:], []).append(ops.reshape(value, (1,)))
-        return {"mean_task_loss" if suffix == "loss" else f"mean_{suffix}": ops.mean(ops.concatenate(parts))
-                for suffix, parts in groups.items()}
-
-    @property
-    def all(self) -> list:
-        found = [self.task_losses]
-        found += [m for m in (self.sigmoid_metric, self.regression_metric) if m is not None]
-        for task_metrics in self.per_task.values():
-            found.extend(task_metrics)
-        return found
-
-    def update(self, y, stacked, logits, task_losses, sample_weight, batch_size):
-        self.task_losses.update_state(task_losses, sample_weight=batch_size)
-        logits = ops.cast(logits, "float32")
-        for group, tasks, metric, columns, activation in (
-                ("sigmoid", self.sigmoid, self.sigmoid_metric, self.sigmoid_columns, ops.sigmoid),
-                ("regression", self.regression, self.regression_metric, self.regression_columns, None)):
-            if metric is None:
-                continue
-            weights = None if sample_weight is None else stack_weights(sample_weight, tasks, batch_size)
-            if len(tasks) == len(getattr(self.layout, group)):  # every task of the group: reuse its matrix
-                labels, values = stacked[group], logits[:, columns[0]:columns[-1] + 1]
-            else:
-                labels, values = stack_labels(y, tasks, batch_size), ops.take(logits, columns, axis=1)
-            metric.update_state(labels, values if activation is None else activation(values), weights)
-        if self.per_task:
-            predictions = FusedTaskLoss(self.layout).predictions(logits)
-            for name, task_metrics in self.per_task.items():
-                weight = sample_weight.get(name) if isinstance(sample_weight, dict) else sample_weight
-                for metric in task_metrics:
-                    metric.update_state(y[name], predictions[name], sample_weight=weight)
+        if self.weights_metric is not None and logs is not None:
+            logs.update({k: float(ops.convert_to_numpy(v)) for k, v in self.weights_metric.result().items()})
+        self.balancer.end_epoch()
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -229,10 +147,15 @@ class MultiTaskModel(keras.Model):
     def _setup(self, tasks):
         self._tasks = list(tasks)
         self._layout = HeadLayout(self._tasks)
-        heads = self.get_layer(HEADS_LAYER)
-        logits = heads._inbound_nodes[0].output_tensors[0]
-        self._views = _Views(keras.Model(self._inputs_struct, logits, name=f"{self.name}_logits"))
+        self._record = ForwardRecord()
+        for task in self._tasks:
+            self.get_layer(task.name).record = self._record
+        # Tracked Keras state, replaced on every compile: the strategy (its
+        # variables train, save and restore with the model's) and the metrics.
+        self._strategy_slot = []
+        self._metric_slot = []
         self._compiled = None
+        self._step_training = False
 
     # -- tasks ----------------------------------------------------------------
 
@@ -290,7 +213,7 @@ class MultiTaskModel(keras.Model):
         if hasattr(layer, "penalty"):
             found["penalty"] = float(ops.convert_to_numpy(layer.penalty()))
         if hasattr(layer, "gates") and x is not None:
-            features = keras.Model(self._inputs_struct, layer._inbound_nodes[0].input_tensors[0])
+            features = keras.Model(self.input, layer.input)
             computed = features.predict(x, batch_size=batch_size, verbose=0)
             gates = ops.convert_to_numpy(layer.gates(ops.convert_to_tensor(computed)))
             found["gates"] = gates.mean(axis=0)
@@ -344,16 +267,21 @@ class MultiTaskModel(keras.Model):
         if log_every_task is None:
             log_every_task = len(self._tasks) <= LOG_EVERY_TASK_UP_TO
         balancer = balancing_lib.get(balancing)
-        if balancer.distributed_error and self.distribute_strategy.num_replicas_in_sync > 1:
+        if balancer.distributed_error and distribute_lib.num_replicas() > 1:
             raise ValueError(balancer.distributed_error)
         balancer.setup(self.task_names, weights)
         super().compile(optimizer=optimizer, **kwargs)
+        self._strategy_slot.clear()
+        self._strategy_slot.append(balancer)
+        task_metrics = TaskMetrics(self._layout, chosen)
+        task_losses = metrics_lib.TaskLossMeans(self.task_names)
+        weights_metric = metrics_lib.TaskWeights(self.task_names) if balancer.adaptive else None
+        self._metric_slot.clear()
+        self._metric_slot.extend(m for m in (task_losses, task_metrics, weights_metric) if m is not None)
         self._compiled = _Compiled(
             loss=FusedTaskLoss(self._layout, normalize),
             weights=ops.convert_to_tensor(weights, "float32"),
-            metrics=_TaskMetrics(self._layout, chosen),
             log_every_task=bool(log_every_task),
-            balancer=balancer,
         )
         self._mtl_compile_config = {
             "optimizer": optimizer,
@@ -363,11 +291,6 @@ class MultiTaskModel(keras.Model):
             "log_every_task": log_every_task,
             **kwargs,
         }
-        if balancer.trainable_variables and not self.optimizer.built:
-            # Keras code that builds an unbuilt optimizer itself (BackupAndRestore
-            # before restoring, fit under a distribution strategy) passes
-            # model.trainable_variables, which lack the strategy's variables.
-            self.optimizer.build(self._optimized_variables())
 
     def _resolve_loss_weights(self, loss_weights):
         weights = {t.name: t.loss_weight for t in self._tasks}
@@ -403,12 +326,6 @@ class MultiTaskModel(keras.Model):
                 task.build_metrics(chosen[task.name])  # fail now on a bad metric
         return chosen
 
-    @property
-    def metrics(self):
-        if self._compiled is None or not self.compiled:
-            return super().metrics
-        return [self._loss_tracker] + self._compiled.metrics.all
-
     def get_compile_config(self):
         if not self.compiled or self._compiled is None:
             return {}
@@ -416,7 +333,7 @@ class MultiTaskModel(keras.Model):
         config["optimizer"] = keras.optimizers.serialize(self.optimizer)
         if config.get("metrics") is not None:
             config["metrics"] = keras.saving.serialize_keras_object(config["metrics"])
-        config["balancing"] = keras.saving.serialize_keras_object(self._compiled.balancer)
+        config["balancing"] = keras.saving.serialize_keras_object(self.balancing)
         return config
 
     def compile_from_config(self, config):
@@ -428,21 +345,21 @@ class MultiTaskModel(keras.Model):
             config["balancing"] = keras.saving.deserialize_keras_object(config["balancing"])
         self.compile(**config)
         if self.built:
-            self.optimizer.build(self._optimized_variables())
+            self.optimizer.build(self.trainable_variables)
 
     @property
     def balancing(self):
         """The compiled task-balancing strategy (``None`` before compile).
 
-        Keras saves the strategy's variables through this attribute, in
-        ``.keras`` files and ``BackupAndRestore`` checkpoints alike.
+        A tracked layer of the model: its variables are among
+        ``model.variables``, train with the model's (``trainable_variables``)
+        and are saved in ``.keras`` files and ``BackupAndRestore``
+        checkpoints.
         """
-        return None if self._compiled is None else self._compiled.balancer
+        return self._strategy_slot[0] if self._strategy_slot else None
 
-    def _optimized_variables(self):
-        """Model variables plus the strategy's trainable ones, in a fixed order."""
-        extra = list(self._compiled.balancer.trainable_variables) if self._compiled else []
-        return list(self.trainable_variables) + extra
+    def _metric(self, cls):
+        return next((m for m in self._metric_slot if isinstance(m, cls)), None)
 
     # -- training -------------------------------------------------------------
 
@@ -477,103 +394,156 @@ class MultiTaskModel(keras.Model):
         if self._compiled is None:
             raise RuntimeError("Call model.compile(optimizer=...) before fit/evaluate.")
 
-    def _forward(self, x, y, sample_weight, training) -> _Step:
+    def loss_terms(self, y, y_pred, sample_weight=None, training=True, extra_losses=None) -> LossTerms:
+        """The masked loss of a batch, per task, and the strategy's weights.
+
+        What :meth:`compute_loss` returns as one scalar, in parts; it also
+        updates the task-loss metrics and (when training) the strategy's
+        per-step state, as Keras's own loss does. The per-backend training
+        steps of gradient-based strategies (``keras_mtl.backend``) call it.
+
+        Args:
+            y: labels ``{task: array}`` (encoded, as the ``kmtl.data``
+                pipelines give them).
+            y_pred: the model's outputs ``{task: array}``.
+            sample_weight: optional per-example weights, or a dict per task.
+            training: whether this is a training step.
+            extra_losses: the forward pass's own losses (regularisers,
+                ``add_loss``); default ``self.losses``.
+
+        Returns:
+            A :class:`LossTerms`.
+        """
+        self._require_compiled()
         y = self._labels_by_task(y)
-        logits = self._views.logits(x, training=training)
+        logits = self._record.logits_for(y_pred)
+        if logits is None:  # predictions that did not come from this model's forward pass
+            logits = logits_from_outputs(self._labels_by_task(y_pred), self._layout)
         stacked = stack_groups(y, self._layout, ops.shape(logits)[0])
         task_losses, counts = self._compiled.loss(y, logits, sample_weight, return_counts=True, stacked=stacked)
         present = counts > 0
-        weights, extra = self._compiled.balancer.combine(task_losses, present, training=training)
+        balancer = self.balancing
+        weights, extra = balancer.combine(task_losses, present, training=training)
         # Under tf.distribute the task losses are this replica's shares; terms every
         # replica computes in full are divided by the replicas (keras_mtl.distribute).
-        total = ops.sum(task_losses * weights) + distribute_lib.replica_share(extra)
-        if self.losses:
-            total = total + distribute_lib.replica_share(
-                ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses])))
-        return _Step(y, stacked, logits, task_losses, present, weights, total)
+        rest = ops.convert_to_tensor(extra, "float32")
+        extra_losses = self.losses if extra_losses is None else extra_losses
+        if extra_losses:
+            rest = rest + ops.sum(ops.stack([ops.cast(ops.sum(v), "float32") for v in extra_losses]))
+        terms = LossTerms(task_losses, present, weights, distribute_lib.replica_share(rest))
+        batch_size = ops.shape(logits)[0]
+        self._metric(metrics_lib.TaskLossMeans).update_state(
+            distribute_lib.replica_estimate(task_losses, batch_size), sample_weight=batch_size)
+        if training:
+            balancer.observe_losses(distribute_lib.cross_replica_sum(task_losses), present)
+            weights_metric = self._metric(metrics_lib.TaskWeights)
+            if weights_metric is not None:
+                weights_metric.update_state(weights)
+        self._step_training = training
+        return terms
 
-    def _update_metrics(self, step: _Step, sample_weight, training):
-        batch_size = ops.shape(step.logits)[0]
-        total, task_losses = distribute_lib.replica_estimate((step.total, step.task_losses), batch_size)
-        self._loss_tracker.update_state(total, sample_weight=batch_size)
-        self._compiled.metrics.update(step.y, step.stacked, step.logits, task_losses, sample_weight,
-                                      batch_size)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """``Σ_tasks w_i · L_i`` (masked, normalised) plus regularisers.
+
+        Keras's extension point: Keras's own train and test steps call it on
+        every backend. The task losses come from the fused logits of the
+        forward pass that produced ``y_pred``.
+        """
+        del x
+        return self.loss_terms(y, y_pred, sample_weight, training).total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Updates every task's masked metrics and returns the logs.
+
+        Training with more tasks than ``log_every_task`` allows logs ``loss``
+        and the task means; otherwise every task's loss and metrics.
+        """
+        del x
+        self._require_compiled()
+        y = self._labels_by_task(y)
+        task_metrics = self._metric(TaskMetrics)
+        task_metrics.update_state(y, self._labels_by_task(y_pred), sample_weight)
+        # Set by loss_terms earlier in the same step (the same trace on every backend;
+        # under tf.distribute every replica's step sets the same value).
+        training = self._step_training
         if training and not self._compiled.log_every_task:
-            return {"loss": self._loss_tracker.result(), **self._compiled.metrics.task_means()}
-        results = self.get_metrics_result()
-        if training and self._compiled.balancer.adaptive:
-            for i, name in enumerate(self.task_names):
-                results[f"weight_{name}"] = step.weights[i]
-        return results
+            loss = next(m for m in self.metrics if m.name == "loss")
+            logs = {"loss": loss.result(), **task_metrics.task_means(self._metric(metrics_lib.TaskLossMeans))}
+        else:
+            logs = self.get_metrics_result()
+            if not training:
+                logs = {k: v for k, v in logs.items() if not k.startswith("weight_")}
+        return distribute_lib.logs_for_reduction(logs)
 
-    def _shared_variables(self, scope):
-        """Variables whose per-task gradients a gradient-based strategy needs."""
+    def per_task_variables(self):
+        """The shared variables whose per-task gradients the strategy needs.
+
+        Every shared trainable variable (``gradient_scope="shared"``), or the
+        last kernel every task's loss reaches (``"last_shared"``).
+        """
+        scope = self.balancing.gradient_scope
         heads = {id(v) for v in self.get_layer(HEADS_LAYER).trainable_variables}
-        shared = [v for v in self.trainable_variables if id(v) not in heads]
+        own = {id(v) for v in self.balancing.trainable_variables}
+        shared = [v for v in self.trainable_variables if id(v) not in heads and id(v) not in own]
         if scope == "last_shared":
             sharing = self.sharing
             reached = [v for v in sharing.shared_kernels() if v.trainable] if sharing is not None else []
             if not reached:
                 # The trunk's last kernel; a sharing layer's stacked per-task
                 # weights are not reached by every task.
-                own = set() if sharing is None else {id(v) for v in sharing.trainable_variables}
-                reached = [v for v in shared if len(v.shape) >= 2 and id(v) not in own]
+                tower = set() if sharing is None else {id(v) for v in sharing.trainable_variables}
+                reached = [v for v in shared if len(v.shape) >= 2 and id(v) not in tower]
             shared = reached[-1:]
         if not shared:
             raise ValueError(
-                f"{type(self._compiled.balancer).__name__} needs shared trainable parameters "
+                f"{type(self.balancing).__name__} needs shared trainable parameters "
                 "in the trunk, and this model has none."
             )
         return shared
 
-    def train_step(self, data):
-        self._require_compiled()
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        balancer = self._compiled.balancer
-        scope = balancer.gradient_scope
-        with tf.GradientTape(persistent=scope is not None) as tape:
-            step = self._forward(x, y, sample_weight, True)
-            scaled = self.optimizer.scale_loss(step.total)
-            weighted = step.task_losses * step.weights
-            # What a gradient strategy does not see: regularisers and its own terms.
-            rest_loss = self.optimizer.scale_loss(step.total - ops.sum(weighted))
-        variables = self._optimized_variables()
-        gradients = tape.gradient(scaled, variables)
-        if scope is not None:
-            shared = self._shared_variables(scope)
-            # One batched backward pass for all tasks (vectorised Jacobian).
-            task_gradients = tape.jacobian(weighted, shared)
-            task_gradients = [tf.zeros((len(self._tasks),) + tuple(v.shape)) if g is None else g
-                              for g, v in zip(task_gradients, shared)]
-            # Global per-task gradients and losses, identical on every replica.
-            task_gradients = distribute_lib.cross_replica_sum(task_gradients)
-            global_losses = distribute_lib.cross_replica_sum(step.task_losses)
-            balancer.observe_gradients(task_gradients, global_losses, step.weights, step.present)
-            if scope == "shared":
-                combined = balancer.aggregate(task_gradients, step.weights, step.present)
-                # Same scale as the other gradients (mixed-precision loss scaling).
-                # Divided by the replicas: the optimizer sums every replica's copy.
-                combined = [distribute_lib.replica_share(self.optimizer.scale_loss(g)) for g in combined]
-                unweighted = dict(zip((id(v) for v in shared), combined))
-                rest = tape.gradient(rest_loss, shared)
-                for v, r in zip(shared, rest):
-                    if r is not None:
-                        unweighted[id(v)] = unweighted[id(v)] + r
-                gradients = [unweighted.get(id(v), g) for v, g in zip(variables, gradients)]
-            del tape
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        balancer.observe_losses(distribute_lib.cross_replica_sum(step.task_losses), step.present)
-        if self._compiled.last_weights is not None:
-            self._compiled.last_weights.assign(step.weights)
-        return distribute_lib.logs_for_reduction(self._update_metrics(step, sample_weight, training=True),
-                                                 self.distribute_strategy)
+    def combine_gradients(self, gradients, task_jacobians, terms: LossTerms):
+        """The update of every trainable variable under a gradient-based strategy.
 
-    def test_step(self, data):
+        Backend-independent: the per-backend training steps
+        (``keras_mtl.backend``) compute the gradients, this decides what to
+        apply.
+
+        Args:
+            gradients: gradients of ``terms.total`` for each of
+                ``self.trainable_variables`` (``None`` where unused).
+            task_jacobians: for each of :meth:`per_task_variables`, the
+                gradient of every entry of ``terms.rows``: ``(T + 1, *shape)``.
+            terms: the step's :class:`LossTerms`.
+
+        Returns:
+            The gradients to apply, in the order of ``self.trainable_variables``,
+            scaled like the loss (mixed precision).
+        """
+        balancer = self.balancing
+        num_tasks = len(self._tasks)
+        # Global per-task gradients and losses, identical on every replica.
+        task_gradients = distribute_lib.cross_replica_sum([j[:num_tasks] for j in task_jacobians])
+        balancer.observe_gradients(task_gradients, distribute_lib.cross_replica_sum(terms.task_losses),
+                                   terms.weights, terms.present)
+        gradients = [ops.zeros(v.shape, "float32") if g is None else g
+                     for v, g in zip(self.trainable_variables, gradients)]
+        if balancer.gradient_scope == "shared":
+            combined = balancer.aggregate(task_gradients, terms.weights, terms.present)
+            # Divided by the replicas (the optimizer sums every replica's copy), plus
+            # what the strategy does not see: its own terms and the regularisers.
+            replaced = {id(v): distribute_lib.replica_share(c) + j[num_tasks]
+                        for v, c, j in zip(self.per_task_variables(), combined, task_jacobians)}
+            gradients = [replaced.get(id(v), g) for v, g in zip(self.trainable_variables, gradients)]
+        scale = self.optimizer.scale_loss(ops.convert_to_tensor(1.0, "float32"))
+        return [g * ops.cast(scale, g.dtype) for g in gradients]
+
+    def train_step(self, *args):
+        # Keras's own step (through compute_loss), except for strategies that
+        # need per-task gradients: the step of keras_mtl.backend for this backend.
         self._require_compiled()
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        step = self._forward(x, y, sample_weight, False)
-        return distribute_lib.logs_for_reduction(self._update_metrics(step, sample_weight, training=False),
-                                                 self.distribute_strategy)
+        if self.balancing.gradient_scope is None:
+            return super().train_step(*args)
+        return backend_lib.train_step(self, *args)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15 cannot reduce a PerReplica batch across workers here; see
@@ -584,18 +554,24 @@ class MultiTaskModel(keras.Model):
 
     def fit(self, *args, callbacks=None, **kwargs):
         data = args[0] if args else kwargs.get("x")
-        if isinstance(data, tf.data.Dataset):
+        if data_lib.is_dataset(data):
             # Pipelines shuffle themselves (kmtl.data ... shuffle=True); Keras's
             # default shuffle=True would only warn that it ignores it.
             kwargs.setdefault("shuffle", False)
         if self._compiled is not None:
-            callbacks = [_BalancerEpochs(self._compiled, self.task_names), *(callbacks or [])]
+            weights = None if self._compiled.log_every_task else self._metric(metrics_lib.TaskWeights)
+            callbacks = [_BalancerEpochs(self.balancing, weights), *(callbacks or [])]
         return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """``{task name: outputs}`` in task order (JAX's tree utilities sort dict keys)."""
+        outputs = super().predict(x, *args, **kwargs)
+        return {name: outputs[name] for name in self.task_names}
 
     # -- serialisation --------------------------------------------------------
 
     def get_config(self):
-        graph = keras.Model(self._inputs_struct, self._outputs_struct, name=self.name)
+        graph = keras.Model(self.input, self.output, name=self.name)
         config = graph.get_config()
         config["tasks"] = [task.get_config() for task in self._tasks]
         return config
@@ -608,8 +584,7 @@ class MultiTaskModel(keras.Model):
         model = cls.__new__(cls)
         # super(), not keras.Model.__init__: once Keras has injected
         # Functional into the class's bases, a second injection would cycle.
-        super(MultiTaskModel, model).__init__(
-            inputs=graph._inputs_struct, outputs=graph._outputs_struct, name=config.get("name"))
+        super(MultiTaskModel, model).__init__(inputs=graph.input, outputs=graph.output, name=config.get("name"))
         model._setup(tasks)
         return model
 
@@ -625,8 +600,3 @@ def _check_layer_names(inputs, features, tasks):
             f"keras_mtl: {HEADS_LAYER!r}, {SHARING_LAYER!r}, 'features'). Rename the task or the layer "
             "(layers take name=...)."
         )
-
-
-def _as_dict(name: str, result) -> dict:
-    """A metric's result as ``{key: value}`` (Keras's rule for scalar results)."""
-    return dict(result) if isinstance(result, dict) else {name: result}

@@ -1,0 +1,42 @@
+"""Training steps with per-task gradients, one module per Keras backend.
+
+Keras runs its own training step for every strategy that only weights the
+task losses (``MultiTaskModel.compute_loss``). A strategy that looks at the
+per-task gradients of the shared parameters (GradNorm, PCGrad) needs them
+inside the step; each module here computes them the way its framework does
+best, in one batched backward pass (a TensorFlow ``jacobian``, ``jax.vmap``
+of a VJP, PyTorch's batched ``autograd.grad``), and leaves every decision to
+the backend-independent ``MultiTaskModel.combine_gradients``.
+
+This is the only place that looks at ``keras.backend.backend()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import keras
+
+__all__ = ["train_step"]
+
+_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def train_step(model, *args):
+    """The Keras training step of ``model`` with per-task gradients, on this backend.
+
+    Args:
+        model: a compiled :class:`keras_mtl.MultiTaskModel` whose strategy
+            has a ``gradient_scope``.
+        *args: what Keras passes to ``train_step`` on this backend
+            (``data``; on JAX ``state, data``).
+
+    Returns:
+        What Keras expects back from ``train_step`` on this backend.
+    """
+    name = keras.backend.backend()
+    if name not in _MODULES:
+        raise NotImplementedError(
+            f"Gradient-based balancing has no training step for the {name!r} backend; "
+            f"use one of {sorted(_MODULES)} or a loss-weighting strategy.")
+    return importlib.import_module(f"{__name__}.{_MODULES[name]}").train_step(model, *args)

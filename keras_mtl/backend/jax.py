@@ -1,0 +1,82 @@
+"""JAX: per-task gradients from one VJP, vectorised over the task rows with ``jax.vmap``."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import keras
+
+
+def _current(scope, variables, values):
+    """The values of ``variables`` after a stateless scope (unchanged ones as given)."""
+    found = []
+    for variable, value in zip(variables, values):
+        new = scope.get_current_value(variable)
+        found.append(value if new is None else new)
+    return found
+
+
+def train_step(model, state, data):
+    """Keras's stateless JAX training step, with the per-task gradients of the shared parameters.
+
+    Args:
+        model: a compiled :class:`keras_mtl.MultiTaskModel`.
+        state: ``(trainable, non_trainable, optimizer, metrics)`` variable values.
+        data: one batch ``(x, y[, sample_weight])``.
+
+    Returns:
+        ``(logs, state)`` as Keras's JAX trainer expects.
+    """
+    trainable, non_trainable, optimizer_values, metrics_values = state
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    variables = model.trainable_variables
+    position = {id(v): i for i, v in enumerate(variables)}
+    chosen = [position[id(v)] for v in model.per_task_variables()]
+
+    def rows_of(selected_values, other_values):
+        values = list(other_values)
+        for i, value in zip(chosen, selected_values):
+            values[i] = value
+        y_pred, new_non_trainable, losses = model.stateless_call(
+            values, non_trainable, x, return_losses=True, training=True)
+        mapping = [*zip(variables, values), *zip(model.non_trainable_variables, new_non_trainable),
+                   *zip(model.metrics_variables, metrics_values)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            terms = model.loss_terms(y, y_pred, sample_weight, training=True, extra_losses=losses)
+        new_non_trainable = _current(scope, model.non_trainable_variables, new_non_trainable)
+        new_metrics = _current(scope, model.metrics_variables, metrics_values)
+        return terms.rows, (y_pred, terms.task_losses, terms.present, terms.weights,
+                            new_non_trainable, new_metrics)
+
+    selected_values = [trainable[i] for i in chosen]
+    rows, backward, aux = jax.vjp(rows_of, selected_values, list(trainable), has_aux=True)
+    y_pred, task_losses, present, weights, non_trainable, metrics_values = aux
+    selected_gradients, gradients = backward(jnp.ones_like(rows))
+    gradients = list(gradients)
+    for i, g in zip(chosen, selected_gradients):
+        gradients[i] = g  # the selected variables enter through the first argument only
+    # One vmapped backward pass: the gradient of every row (task) at once.
+    jacobians = jax.vmap(lambda cotangent: backward(cotangent)[0])(jnp.eye(rows.shape[0]))
+    terms = _Terms(task_losses, present, weights, rows)
+    mapping = [*zip(variables, trainable), *zip(model.non_trainable_variables, non_trainable),
+               *zip(model.optimizer.variables, optimizer_values)]
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        updates = model.combine_gradients(gradients, list(jacobians), terms)
+    non_trainable = _current(scope, model.non_trainable_variables, non_trainable)
+    trainable, optimizer_values = model.optimizer.stateless_apply(optimizer_values, updates, trainable)
+
+    batch_size = keras.tree.flatten(x)[0].shape[0]
+    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
+        loss = next(m for m in model.metrics if m.name == "loss")
+        loss.update_state(jnp.sum(rows), sample_weight=batch_size)
+        logs = model.compute_metrics(x, y, y_pred, sample_weight)
+    metrics_values = _current(scope, model.metrics_variables, metrics_values)
+    return logs, (trainable, non_trainable, optimizer_values, metrics_values)
+
+
+class _Terms:
+    """The parts of ``LossTerms`` that ``combine_gradients`` reads, from traced values."""
+
+    def __init__(self, task_losses, present, weights, rows):
+        self.task_losses, self.present, self.weights, self.rows = task_losses, present, weights, rows
+        self.total = jnp.sum(rows)

@@ -1,0 +1,37 @@
+"""TensorFlow: per-task gradients from one persistent tape (a vectorised Jacobian)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_mtl import distribute as distribute_lib
+
+
+def train_step(model, data):
+    """Keras's TensorFlow training step, with the Jacobian of the task losses.
+
+    Args:
+        model: a compiled :class:`keras_mtl.MultiTaskModel`.
+        data: one batch ``(x, y[, sample_weight])``.
+
+    Returns:
+        The logs of ``model.compute_metrics``.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    variables = model.trainable_variables
+    selected = model.per_task_variables()
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred = model(x, training=True)
+        terms = model.loss_terms(y, y_pred, sample_weight, training=True)
+    gradients = tape.gradient(terms.total, variables)
+    # One batched backward pass for every task (vectorised over the rows).
+    jacobians = tape.jacobian(terms.rows, selected)
+    del tape
+    jacobians = [tf.zeros((terms.rows.shape[0], *v.shape)) if j is None else j
+                 for j, v in zip(jacobians, selected)]
+    model.optimizer.apply_gradients(zip(model.combine_gradients(gradients, jacobians, terms), variables))
+    batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+    loss = next(m for m in model.metrics if m.name == "loss")
+    loss.update_state(distribute_lib.replica_estimate(terms.total, batch_size), sample_weight=batch_size)
+    return model.compute_metrics(x, y, y_pred, sample_weight)

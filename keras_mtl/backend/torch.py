@@ -1,0 +1,40 @@
+"""PyTorch: per-task gradients from one batched ``torch.autograd.grad`` (vmap)."""
+
+from __future__ import annotations
+
+import keras
+import torch
+
+
+def train_step(model, data):
+    """Keras's PyTorch training step, with the per-task gradients of the shared parameters.
+
+    Args:
+        model: a compiled :class:`keras_mtl.MultiTaskModel`.
+        data: one batch ``(x, y[, sample_weight])``.
+
+    Returns:
+        The logs of ``model.compute_metrics``.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    variables = model.trainable_variables
+    selected = model.per_task_variables()
+    y_pred = model(x, training=True)
+    model.zero_grad()
+    terms = model.loss_terms(y, y_pred, sample_weight, training=True)
+    gradients = torch.autograd.grad(terms.total, [v.value for v in variables], retain_graph=True,
+                                    allow_unused=True)
+    rows = terms.rows.shape[0]
+    # is_grads_batched: one vmapped backward pass, one cotangent per row.
+    jacobians = torch.autograd.grad(terms.rows, [v.value for v in selected],
+                                    grad_outputs=torch.eye(rows, device=terms.rows.device),
+                                    is_grads_batched=True, allow_unused=True)
+    jacobians = [torch.zeros((rows, *v.shape)) if j is None else j for j, v in zip(jacobians, selected)]
+    gradients = [None if g is None else g.detach() for g in gradients]
+    updates = model.combine_gradients(gradients, [j.detach() for j in jacobians], terms)
+    with torch.no_grad():
+        model.optimizer.apply(updates, variables)
+    batch_size = keras.tree.flatten(x)[0].shape[0]
+    loss = next(m for m in model.metrics if m.name == "loss")
+    loss.update_state(terms.total.detach(), sample_weight=batch_size)
+    return model.compute_metrics(x, y, y_pred, sample_weight)
