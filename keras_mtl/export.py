@@ -87,13 +87,18 @@ def _output_names(model) -> list[str]:
     return names
 
 
-def _user_outputs(model, flat_inputs) -> dict[str, tf.Tensor]:
-    """The model's outputs in user units, plus the arg-max of categorical tasks."""
-    inputs = keras.tree.pack_sequence_as(model._inputs_struct, list(flat_inputs))
+def _model_outputs(model, flat_inputs) -> dict:
+    """The model's outputs in user units, in ``keras.ops`` (traced by the model's backend)."""
+    inputs = keras.tree.pack_sequence_as(model.input, list(flat_inputs))
     outputs = model(inputs, training=False)
+    return {task.name: keras.ops.cast(outputs[task.name], "float32") for task in model.tasks}
+
+
+def _user_outputs(model, outputs: dict) -> dict[str, tf.Tensor]:
+    """Serving outputs from the model's: plus the arg-max of categorical tasks (int64)."""
     named = {}
     for task in model.tasks:
-        named[task.name] = tf.cast(outputs[task.name], tf.float32)
+        named[task.name] = outputs[task.name]
         if task.kind == "categorical":
             named[f"{task.name}_class"] = tf.argmax(outputs[task.name], axis=-1, output_type=tf.int64)
     return named
@@ -191,22 +196,39 @@ def _check_model(model):
         )
 
 
-def _archive(model, specs) -> keras.export.ExportArchive:
-    example_spec = _example_spec(specs)
+class _Serving(tf.Module):
+    """What the SavedModel holds: the model as a TensorFlow function, and its signatures.
 
-    def serve(*flat):
-        return _user_outputs(model, flat)
+    Keras's ``ExportArchive`` turns the model's forward pass into a
+    TensorFlow function on the TensorFlow and JAX backends (on JAX through
+    ``jax2tf``); the signatures around it (``tf.train.Example`` parsing,
+    arg-max classes) are plain TensorFlow, the same on both.
+    """
 
-    def serve_examples(examples):
-        parsed = tf.io.parse_example(examples, example_spec)
-        return _user_outputs(model, [tf.cast(parsed[s.name], s.dtype) for s in specs])
+    def __init__(self, model, specs):
+        super().__init__()
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        self.forward = archive.add_endpoint("forward", lambda *flat: _model_outputs(model, flat),
+                                            input_signature=specs)
+        # Saved with the module: the variables the forward function reads.
+        self.model_variables = list(self.forward.get_concrete_function().variables)
+        example_spec = _example_spec(specs)
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", serve, input_signature=specs)
-    archive.add_endpoint("serving_tf_example", serve_examples,
-                         input_signature=[tf.TensorSpec((None,), tf.string, name=EXAMPLE_INPUT)])
-    return archive
+        @tf.function(input_signature=specs, autograph=False)
+        def serve(*flat):
+            return _user_outputs(model, self.forward(*flat))
+
+        @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name=EXAMPLE_INPUT)], autograph=False)
+        def serve_examples(examples):
+            parsed = tf.io.parse_example(examples, example_spec)
+            return _user_outputs(model, self.forward(*[tf.cast(parsed[s.name], s.dtype) for s in specs]))
+
+        self.serve, self.serve_examples = serve, serve_examples
+
+    def write_out(self, path: str):
+        tf.saved_model.save(self, path, signatures={"serving_default": self.serve,
+                                                    "serving_tf_example": self.serve_examples})
 
 
 # -- writing -------------------------------------------------------------------
@@ -235,7 +257,9 @@ def _fsync_dir(folder: Path):
 
 def _write_staging(model, archive, specs, staging: Path, verbose: bool):
     """Writes the whole version directory at ``staging``."""
-    archive.write_out(str(staging), verbose=verbose)
+    archive.write_out(str(staging))
+    if verbose:
+        print(f"Exported {staging.name}: signatures serving_default, serving_tf_example; {TASKS_FILE}")
     metadata = staging / TASKS_FILE
     metadata.parent.mkdir(parents=True, exist_ok=True)
     metadata.write_text(json.dumps(_tasks_metadata(model, specs), indent=2))
@@ -311,7 +335,7 @@ def export_saved_model(model, path, *, overwrite: bool = False, verbose: bool = 
         refuse()
     specs = _input_specs(model)
     _output_names(model)
-    archive = _archive(model, specs)
+    archive = _Serving(model, specs)
 
     created = _missing_parents(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,16 @@ def _features_of(model) -> keras.KerasTensor:
             layer = model.get_layer(name)
         except ValueError:
             continue
-        return layer._inbound_nodes[0].input_tensors[0]
+        return layer.input
     raise ValueError(f"{model.name} has no '{HEADS_LAYER}' layer: is it a MultiTaskModel?")
+
+
+def _is_functional(model) -> bool:
+    """Whether ``model`` is a graph of layers (functional), so its tensors can be reused."""
+    try:
+        return model.input is not None and model.outputs is not None
+    except (AttributeError, ValueError):  # a subclassed model that was never called symbolically
+        return False
 
 
 def new_heads(model, tasks, *, features: str | None = None, freeze: bool = True,
@@ -63,7 +71,7 @@ def new_heads(model, tasks, *, features: str | None = None, freeze: bool = True,
     if isinstance(model, MultiTaskModel):
         # By default the whole trunk; a layer name cuts lower (more general features).
         trunk_output = model.get_layer(features).output if features else _features_of(model)
-    elif isinstance(model, keras.Model) and hasattr(model, "_inputs_struct"):
+    elif isinstance(model, keras.Model) and _is_functional(model):
         trunk_output = model.get_layer(features).output if features else model.outputs[0]
         if len(model.outputs) > 1 and features is None:
             raise ValueError(
@@ -72,17 +80,17 @@ def new_heads(model, tasks, *, features: str | None = None, freeze: bool = True,
             )
     else:
         raise TypeError("new_heads needs a MultiTaskModel or a functional keras.Model.")
-    trunk = keras.Model(model._inputs_struct, trunk_output)
+    trunk = keras.Model(model.input, trunk_output)
     if freeze:
         for layer in trunk.layers:
             layer.trainable = False
-    return MultiTaskModel(model._inputs_struct, trunk_output, tasks, sharing=sharing,
+    return MultiTaskModel(model.input, trunk_output, tasks, sharing=sharing,
                           name=name or f"{model.name}_transfer")
 
 
 def trunk_layers(model: MultiTaskModel) -> list[keras.layers.Layer]:
     """The layers of ``model`` below its sharing layer and heads."""
-    trunk = keras.Model(model._inputs_struct, _features_of(model))
+    trunk = keras.Model(model.input, _features_of(model))
     return [layer for layer in trunk.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
@@ -105,9 +113,8 @@ def unfreeze(model: MultiTaskModel, *, learning_rate: float = 1e-4, optimizer=No
         layer.trainable = True
     previous = dict(getattr(model, "_mtl_compile_config", {}) or {})
     previous.pop("optimizer", None)
-    balancer = model.balancing
-    if balancer is not None and "balancing" not in compile_kwargs:
-        compile_kwargs["balancing"] = type(balancer).from_config(balancer.get_config())
+    if model.balancing is not None and "balancing" not in compile_kwargs:
+        compile_kwargs["balancing"] = model.balancing  # the same object: its learned state carries on
     previous.update(compile_kwargs)
     model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), **previous)
     return model
