@@ -116,16 +116,20 @@ class Balancer(keras.layers.Layer):
     # restart (or, unseeded, reseed) its random stream.
     _SEED_KEY = "seed_generator_state_"
 
+    def _own_generators(self) -> list:
+        """The strategy's random generators (``_generator``, where it draws)."""
+        return [self._generator] if hasattr(self, "_generator") else []
+
     def save_own_variables(self, store):
         super().save_own_variables(store)
-        for i, generator in enumerate(self._seed_generators):
+        for i, generator in enumerate(self._own_generators()):
             store[f"{self._SEED_KEY}{i}"] = generator.state
 
     def load_own_variables(self, store):
         keys = list(store.keys())
         own = {k: store[k] for k in keys if not k.startswith(self._SEED_KEY)}
         super().load_own_variables(own)
-        for i, generator in enumerate(self._seed_generators):
+        for i, generator in enumerate(self._own_generators()):
             key = f"{self._SEED_KEY}{i}"
             if key in keys:
                 generator.state.assign(ops.cast(store[key], generator.state.dtype))
