@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mtl import metrics as metrics_lib
 from keras_mtl.losses import (
     binary_crossentropy_entries,
     categorical_crossentropy_entries,
@@ -24,7 +25,6 @@ from keras_mtl.losses import (
     global_counts,
     squared_error_entries,
 )
-from keras_mtl import metrics as metrics_lib
 from keras_mtl.tasks import Task
 
 __all__ = [
@@ -350,22 +350,6 @@ class FusedTaskLoss:
         count, batch = global_counts(local_count, batch_size)
         per_task = ops.divide_no_nan(total, batch if self.normalize == "batch" else count)
         return (per_task, count) if return_counts else per_task
-
-    def predictions(self, logits):
-        """User-unit predictions ``{task: tensor}`` from the fused logits."""
-        layout = self.layout
-        logits = ops.cast(logits, "float32")
-        probs = ops.sigmoid(logits[:, :layout.num_sigmoid]) if layout.sigmoid else None
-        outputs = {}
-        for task in layout.tasks:
-            block = layout.block(task.name)
-            if task.kind in ("binary", "multilabel"):
-                outputs[task.name] = probs[:, block.start:block.stop]
-            elif task.kind == "categorical":
-                outputs[task.name] = ops.softmax(logits[:, block.start:block.stop], axis=-1)
-            else:
-                outputs[task.name] = logits[:, block.start:block.stop]
-        return outputs
 
 
 class TaskMetrics(keras.metrics.Metric):

@@ -10,10 +10,9 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from gradients import value_and_gradients
 
 import keras_mtl as kmtl
-from gradients import value_and_gradients
 
 TASKS = [
     kmtl.Task("car"),
