@@ -208,7 +208,14 @@ class _Serving(tf.Module):
     def __init__(self, model, specs):
         super().__init__()
         archive = keras.export.ExportArchive()
-        archive.track(model)
+        try:
+            archive.track(model)
+        except NotImplementedError as error:  # Keras exports SavedModels from TensorFlow and JAX only
+            raise NotImplementedError(
+                f"The {keras.backend.backend()!r} backend cannot export a SavedModel. Save the model "
+                "(model.save('model.keras')) and export that file under TensorFlow: KERAS_BACKEND=tensorflow "
+                "python -c \"import keras, keras_mtl as kmtl; kmtl.export_saved_model("
+                "keras.saving.load_model('model.keras'), 'serving/model/1')\"") from error
         self.forward = archive.add_endpoint("forward", lambda *flat: _model_outputs(model, flat),
                                             input_signature=specs)
         # Saved with the module: the variables the forward function reads.

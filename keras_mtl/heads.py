@@ -54,6 +54,12 @@ class HeadLayout:
     Columns ``[0, num_sigmoid)`` hold every binary and multilabel unit,
     the next ``num_regression`` columns the regression units, and each
     categorical task follows as its own block.
+
+    Example:
+        >>> layout = HeadLayout([Task("weather", kind="categorical", num_classes=3),
+        ...                      Task("car"), Task("distance", kind="regression")])
+        >>> [(name, b.start, b.stop) for name, b in layout.blocks.items()]
+        [('car', 0, 1), ('distance', 1, 2), ('weather', 2, 5)]
     """
 
     def __init__(self, tasks: list[Task]):
@@ -179,7 +185,15 @@ class ForwardRecord:
         self._entries[name] = (logits, output)
 
     def logits_for(self, y_pred: dict):
-        """The fused logits that produced ``y_pred``, or ``None``."""
+        """The fused logits that produced ``y_pred``, or ``None``.
+
+        Example:
+            >>> record, logits = ForwardRecord(), ops.zeros((2, 1))
+            >>> output = ops.sigmoid(logits)
+            >>> record.note("car", logits, output)
+            >>> record.logits_for({"car": output}) is logits, record.logits_for({"car": output + 0})
+            (True, None)
+        """
         found = None
         for name, value in y_pred.items():
             logits, output = self._entries.get(name, (None, None))

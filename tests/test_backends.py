@@ -133,6 +133,25 @@ def test_keras_files_load_under_every_backend_with_the_same_predictions(tmp_path
                 assert gaps["served"] <= 1e-5, (saved_under, gaps)
 
 
+def export_main(folder):
+    """Tries to export from this backend; prints the error, if any."""
+    import keras_mtl as kmtl
+
+    try:
+        kmtl.export_saved_model(_model(), Path(folder) / "model" / "1")
+        print(json.dumps({"error": None}))
+    except NotImplementedError as error:
+        print(json.dumps({"error": str(error), "written": sorted(p.name for p in Path(folder).iterdir())}))
+
+
+@ON_TENSORFLOW
+def test_export_from_pytorch_says_how_to_export_under_tensorflow(tmp_path):
+    result = json.loads(run("torch", __file__, "export", str(tmp_path)).strip().splitlines()[-1])
+    assert result["error"] is not None and "KERAS_BACKEND=tensorflow" in result["error"]
+    assert "load_model('model.keras')" in result["error"]
+    assert result["written"] == []  # nothing half-written
+
+
 # -- JAX data parallelism -----------------------------------------------------
 
 def parallel_main():
@@ -182,5 +201,7 @@ if __name__ == "__main__":
         save_main(sys.argv[2])
     elif command == "load":
         load_main(sys.argv[2])
+    elif command == "export":
+        export_main(sys.argv[2])
     elif command == "parallel":
         parallel_main()

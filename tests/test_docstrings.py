@@ -12,6 +12,7 @@ MODULES = [
     "keras_mtl.metrics",
     "keras_mtl.tasks",
     "keras_mtl.heads",
+    "keras_mtl.backend",
     "keras_mtl.model",
     "keras_mtl.data",
     "keras_mtl.export",

@@ -17,9 +17,27 @@ import importlib
 
 import keras
 
-__all__ = ["train_step"]
+__all__ = ["module", "train_step"]
 
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def module():
+    """The module of this package for the running Keras backend.
+
+    Raises:
+        NotImplementedError: on a backend without one.
+
+    Example:
+        >>> module().__name__ == f"keras_mtl.backend.{keras.backend.backend()}"
+        True
+    """
+    name = keras.backend.backend()
+    if name not in _MODULES:
+        raise NotImplementedError(
+            f"Gradient-based balancing has no training step for the {name!r} backend; "
+            f"use one of {sorted(_MODULES)} or a loss-weighting strategy.")
+    return importlib.import_module(f"{__name__}.{_MODULES[name]}")
 
 
 def train_step(model, *args):
@@ -34,9 +52,4 @@ def train_step(model, *args):
     Returns:
         What Keras expects back from ``train_step`` on this backend.
     """
-    name = keras.backend.backend()
-    if name not in _MODULES:
-        raise NotImplementedError(
-            f"Gradient-based balancing has no training step for the {name!r} backend; "
-            f"use one of {sorted(_MODULES)} or a loss-weighting strategy.")
-    return importlib.import_module(f"{__name__}.{_MODULES[name]}").train_step(model, *args)
+    return module().train_step(model, *args)
