@@ -14,6 +14,7 @@ __all__ = [
     "plot_history",
     "plot_label_matrix",
     "plot_predictions",
+    "plot_scenes",
     "plot_sharing",
     "plot_task_weights",
 ]
@@ -137,6 +138,77 @@ def plot_predictions(images, labels: dict, predictions: dict, task_names, num_im
         ax.set_title("\n".join(lines), fontsize=7, loc="left")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_scenes(images, labels: dict, task_names=None, num_images: int = 8, columns: int = 4, path=None):
+    """A grid of images, each titled with its labels: what the network is asked.
+
+    Use it to show data before training; :func:`plot_predictions` shows a
+    trained model's outputs beside the labels.
+
+    Args:
+        images: ``(n, height, width, channels)`` images, uint8 in 0–255 or
+            floats in [0, 1]; one channel is drawn in grey.
+        labels: ``{task: array}`` of labels, ``(n,)`` each; a missing label
+            (``NaN``, ``None``, ``"?"`` or ``-1``, keras_mtl's ``MISSING``
+            sentinel) is shown as "?" — so write missing regression targets
+            as ``NaN`` and a true target of exactly −1 is not mistaken.
+        task_names: the tasks to show, in order (default: every key of
+            ``labels``).
+        num_images: how many images to show (the first ones).
+        columns: images per row.
+        path: optional PNG path.
+
+    Returns:
+        The figure, one panel per image; its title lists ``task: label``.
+
+    Raises:
+        ValueError: if a task is not in ``labels`` or a label array is shorter
+            than the images shown.
+
+    Example:
+        >>> from keras_mtl.datasets import OBJECT_TASKS, generate_street_scenes
+        >>> images, labels = generate_street_scenes(4, missing_fraction=0.5)
+        >>> fig = plot_scenes(images, labels, OBJECT_TASKS, num_images=4)
+        >>> len(fig.axes)
+        4
+    """
+    plt = _pyplot()
+    names = list(labels if task_names is None else task_names)
+    count = min(int(num_images), len(images))
+    if count < 1:
+        raise ValueError("plot_scenes needs at least one image: pass images and num_images >= 1.")
+    for name in names:
+        if name not in labels:
+            raise ValueError(f"task {name!r} has no labels; labels has {sorted(labels)}.")
+        if len(labels[name]) < count:
+            raise ValueError(f"labels[{name!r}] has {len(labels[name])} entries for {count} images shown.")
+    cols = max(1, min(int(columns), count))
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, (2.6 + 0.17 * len(names)) * rows), squeeze=False)
+    for index, ax in enumerate(axes.ravel()):
+        if index >= count:
+            fig.delaxes(ax)
+            continue
+        ax.axis("off")
+        image = np.asarray(images[index])
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+        ax.set_title("\n".join(f"{name}: {_label_text(labels[name][index])}" for name in names),
+                     fontsize=7, loc="left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _label_text(value) -> str:
+    """A label as shown in a figure: "?" if missing, an integer if whole, else 3 digits."""
+    if value is None or (isinstance(value, str) and value == "?"):
+        return "?"
+    value = float(value)
+    if math.isnan(value) or value == -1:
+        return "?"
+    return str(int(value)) if value.is_integer() else f"{value:.3g}"
 
 
 def plot_task_weights(history, task_names=None, path=None):

@@ -64,3 +64,39 @@ def test_demo_metrics_match_the_exported_model_on_the_test_split(demo_dir):
 def test_demo_rejects_bad_options(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):
         cli.main(["demo", "--size", "small", "--output", str(tmp_path), "--quiet", *args])
+
+
+def _benchmark_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "demo.py"
+    spec = importlib.util.spec_from_file_location("demo_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_matmul_rate_is_flops_over_time(monkeypatch):
+    bench = _benchmark_module()
+    # 2·n³ operations per matmul, ten per timing; a fixed clock of 0.5 s per timing gives an exact rate.
+    ticks = iter([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    assert bench.matmul_gflops(n=64, repeats=10, rounds=3) == pytest.approx(2 * 64**3 * 10 / 0.5 / 1e9)
+
+
+def test_demo_benchmark_scales_the_time_to_the_reference_machine(monkeypatch, tmp_path):
+    bench = _benchmark_module()
+    import keras_mtl.demo
+
+    rates = iter([300.0, 312.0])   # before and after the demo; the faster counts
+    monkeypatch.setattr(bench, "matmul_gflops", lambda: next(rates))
+    clock = iter([10.0, 110.0])    # the demo takes 100 s
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(keras_mtl.demo, "run_demo",
+                        lambda output, size, verbose: {n: {"auc": 0.96} for n in OBJECT_TASKS})
+    result = bench.main(["--size", "full", "--output", str(tmp_path)])
+    assert result["demo_seconds"] == 100.0
+    assert result["demo_seconds_at_reference"] == pytest.approx(100.0 * 312.0 / 156.0, abs=0.05)
+    assert result["within_budget"] is False   # 200 s at the reference, over its 180 s
+    assert json.loads((tmp_path / "demo_benchmark.json").read_text()) == result

@@ -8,6 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from keras_mtl.datasets import street_scenes as ss
+from keras_mtl.datasets import street_scenes_tfds as builder
 
 TASKS = ss.OBJECT_TASKS + ss.EXTRA_TASKS
 
@@ -153,7 +154,7 @@ def test_unknown_pattern_lists_valid_ones():
 class StreetScenesBuilderTest(tfds.testing.DatasetBuilderTestCase):
     """TFDS's own checks of the builder, on the `tiny` config."""
 
-    DATASET_CLASS = ss.StreetScenes
+    DATASET_CLASS = builder.StreetScenes
     BUILDER_CONFIG_NAMES_TO_TEST = ["tiny"]
     SPLITS = {"train": 8, "validation": 4, "test": 4}
     SKIP_CHECKSUMS = True  # nothing is downloaded
@@ -193,7 +194,7 @@ def test_tfds_load_tiny(tiny_dir):
 
 
 def test_load_street_scenes_arrays(tiny_dir):
-    images, labels = ss.load_street_scenes("train", config="tiny", data_dir=tiny_dir)
+    images, labels = builder.load_street_scenes("train", config="tiny", data_dir=tiny_dir)
     assert images.shape == (8, 64, 64, 3) and images.dtype == np.uint8
     assert sorted(labels) == sorted(TASKS)
     for task in TASKS:
@@ -201,15 +202,15 @@ def test_load_street_scenes_arrays(tiny_dir):
     for task in ss.OBJECT_TASKS:
         assert set(np.unique(labels[task])) <= {-1, 0, 1}
     # Same pictures as the generator makes for the train split, in TFDS order.
-    generated, _ = ss.generate_street_scenes(8, seed=ss._SPLIT_SEEDS["train"])
+    generated, _ = ss.generate_street_scenes(8, seed=builder._SPLIT_SEEDS["train"])
     assert {im.tobytes() for im in images} == {im.tobytes() for im in generated}
 
 
 def test_builder_configs():
-    configs = {c.name: c for c in ss.StreetScenes.BUILDER_CONFIGS}
+    configs = {c.name: c for c in builder.StreetScenes.BUILDER_CONFIGS}
     assert {"small", "default", "annotator", "full_labels", "tiny"} <= set(configs)
     assert (configs["small"].num_train, configs["small"].num_test) == (2000, 1000)
     assert configs["annotator"].missing == "annotator"
     assert configs["full_labels"].missing == "none"
     with pytest.raises(ValueError, match="missing_fraction"):
-        ss.StreetScenesConfig(name="bad", missing_fraction=1.5)
+        builder.StreetScenesConfig(name="bad", missing_fraction=1.5)
