@@ -245,7 +245,8 @@ class DWA(Balancer):
 
     def observe_losses(self, task_losses, present):
         mask = ops.cast(present, "float32")
-        self.loss_sum.assign_add(ops.stop_gradient(task_losses) * mask)
+        # convert_to_tensor: PyTorch's stop_gradient takes tensors only, not arrays.
+        self.loss_sum.assign_add(ops.stop_gradient(ops.convert_to_tensor(task_losses, "float32")) * mask)
         self.loss_count.assign_add(mask)
 
     @staticmethod
@@ -406,6 +407,7 @@ class PCGrad(Balancer):
     @staticmethod
     def project(flat, order):
         """PCGrad on a ``(T, P)`` matrix of flattened gradients, visiting ``order``."""
+        flat = ops.convert_to_tensor(flat)  # an array times a PyTorch tensor fails
         num_tasks = flat.shape[0]
         projected = []
         for i in range(num_tasks):

@@ -1,9 +1,9 @@
 """Task balancing: each strategy's defining property, checked numerically.
 
 References are computed independently: NumPy re-implementations of the
-published formulas, and per-task gradients taken with a separate
-``GradientTape`` on the model's named outputs (not through the model's
-fused loss or its batched Jacobian).
+published formulas, and per-task gradients taken one task at a time on the
+model's named outputs (``tests/gradients.py``, on any backend; not through
+the model's fused loss or its batched Jacobian).
 """
 
 import itertools
@@ -12,7 +12,7 @@ import re
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from gradients import value_and_gradients
 from keras import ops
 
 import keras_mtl as kmtl
@@ -43,14 +43,23 @@ def trunk(model):
     return model.get_layer("trunk").trainable_variables
 
 
+def task_gradients(task_losses, variables):
+    """``task_losses()`` → list of scalars; each one's gradient (flattened) and value, one pass each."""
+    grads, values = [], []
+    for i in range(len(task_losses())):
+        value, _, grad = value_and_gradients(lambda i=i: (task_losses()[i], None), variables)
+        grads.append(np.concatenate([np.ravel(g) for g in grad]))
+        values.append(float(value))
+    return np.stack(grads).astype(np.float64), np.array(values)
+
+
 def mse_gradients(model, x, y, names, variables):
     """Per-task gradients of the mean squared error, from the named outputs."""
-    with tf.GradientTape(persistent=True) as tape:
+    def losses():
         out = model(x, training=True)
-        losses = [tf.reduce_mean((out[name][:, 0] - y[name]) ** 2) for name in names]
-    grads = [np.concatenate([np.ravel(g.numpy()) for g in tape.gradient(loss, variables)])
-             for loss in losses]
-    return np.stack(grads).astype(np.float64), np.array([float(v) for v in losses])
+        return [ops.mean(ops.square(ops.subtract(out[name][:, 0], y[name]))) for name in names]
+
+    return task_gradients(losses, variables)
 
 
 def repeat(x, y, times):
@@ -184,15 +193,18 @@ def test_uncertainty_combine_and_its_gradient_follow_the_formula():
     strategy.log_variance.assign(s)
     losses = np.array([0.3, 0.7, 0.0], dtype="float32")  # c absent: its loss is 0
     present = np.array([True, True, False])
-    with tf.GradientTape() as tape:
+
+    def total():
         weights, extra = strategy.combine(ops.convert_to_tensor(losses), ops.convert_to_tensor(present))
-        total = ops.sum(weights * losses) + extra
+        return ops.sum(ops.multiply(weights, losses)) + extra, (weights, extra)
+
+    _, (weights, extra), (gradient,) = value_and_gradients(total, [strategy.log_variance])
     base = np.array([1.0, 2.0, 1.0])
     np.testing.assert_allclose(weights, 0.5 * np.exp(-s) * base, rtol=1e-6)
     np.testing.assert_allclose(float(extra), 0.5 * (s * present).sum(), rtol=1e-6)
     # ∂/∂s_i [½ e^{−s_i} w_i L_i + ½ s_i] = −½ e^{−s_i} w_i L_i + ½, and 0 for an absent task.
     expected = np.where(present, -0.5 * np.exp(-s) * base * losses + 0.5, 0.0)
-    np.testing.assert_allclose(tape.gradient(total, strategy.log_variance), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_uncertainty_gives_the_noisier_task_the_smaller_weight():
@@ -289,7 +301,11 @@ def test_gradnorm_equalises_weighted_gradient_norms(unbalanced_problem):
     # Equal weighted norms: w_i ∝ 1/‖∇L_i‖, normalised to sum to 2.
     kernel = [model.get_layer("trunk").kernel]
     norms = np.array([np.linalg.norm(mse_gradients(model, x, y, [n], kernel)[0]) for n in ("a", "b")])
-    np.testing.assert_allclose(weights, 2 * (1 / norms) / (1 / norms).sum(), rtol=0.1)
+    # The sign step (η = 0.025) ends oscillating between two weights either side of the target;
+    # their midpoint estimates it (the last weight alone can be η, 15 % of w_b, away).
+    last = np.array([steps.steps[-1]["weight_a"], steps.steps[-1]["weight_b"]])
+    assert np.all(np.abs(weights - last) <= 0.025 + 1e-6)
+    np.testing.assert_allclose((weights + last) / 2, 2 * (1 / norms) / (1 / norms).sum(), rtol=0.1)
 
 
 def test_gradnorm_while_training_narrows_the_norm_spread_more_than_fixed_weights(unbalanced_problem):
@@ -373,8 +389,8 @@ def test_dwa_in_fit_uses_the_epoch_losses_of_history():
 
 def draw(strategy, count, base=(1.0, 1.0, 1.0)):
     losses, present = ops.ones(len(base)), ops.ones(len(base), "bool")
-    step = tf.function(lambda: strategy.combine(losses, present)[0])
-    return np.array([step().numpy() for _ in range(count)], dtype=np.float64)
+    return np.array([ops.convert_to_numpy(strategy.combine(losses, present)[0]) for _ in range(count)],
+                    dtype=np.float64)
 
 
 def test_rlw_weights_are_k_times_softmax_of_a_standard_normal():
@@ -517,13 +533,14 @@ def test_keras_file_restores_the_strategy_and_training_continues_identically(tra
 
 def formula_gradients(model, x, y, variables):
     """Gradients of task c's logistic loss and task b's squared error, from the named outputs."""
-    with tf.GradientTape(persistent=True) as tape:
+    c, b = (ops.convert_to_tensor(y[name]) for name in ("c", "b"))
+
+    def losses():
         out = model(x, training=True)
-        p = tf.clip_by_value(out["c"][:, 0], 1e-7, 1 - 1e-7)
-        losses = [-tf.reduce_mean(y["c"] * tf.math.log(p) + (1 - y["c"]) * tf.math.log(1 - p)),
-                  tf.reduce_mean((out["b"][:, 0] - y["b"]) ** 2)]
-    return np.stack([np.concatenate([np.ravel(g.numpy()) for g in tape.gradient(loss, variables)])
-                     for loss in losses]).astype(np.float64)
+        p = ops.clip(out["c"][:, 0], 1e-7, 1 - 1e-7)
+        return [-ops.mean(c * ops.log(p) + (1 - c) * ops.log(1 - p)), ops.mean(ops.square(out["b"][:, 0] - b))]
+
+    return task_gradients(losses, variables)[0]
 
 
 @pytest.mark.parametrize("cls", STRATEGIES, ids=lambda cls: cls.__name__)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_mtl import metrics as metrics_lib
-from keras_mtl.metrics import MaskedMetric, TaskLossMeans, default_metrics, get
+from keras_mtl.metrics import MaskedMetric, TaskLossMeans, TaskWeights, default_metrics, get
 
 # (identifier, kind, units, the Keras class it must behave like)
 METRIC_CASES = [
@@ -293,8 +293,30 @@ def test_task_loss_means_config_round_trip():
     assert TaskLossMeans.from_config(config).get_config() == config
 
 
+# -- TaskWeights -------------------------------------------------------------------------
+
+def test_task_weights_keep_the_last_step_through_reset():
+    weights = TaskWeights(["car", "weather"])
+    assert {k: float(v) for k, v in weights.result().items()} == {"weight_car": 1.0, "weight_weather": 1.0}
+    weights.update_state(np.array([0.5, 1.5], np.float32))
+    weights.update_state(np.array([0.25, 2.0], np.float32))
+    weights.reset_state()  # an epoch's end or an evaluation: the last weights stay readable
+    found = {k: float(v) for k, v in weights.result().items()}
+    assert list(found) == ["weight_car", "weight_weather"]
+    assert found == {"weight_car": 0.25, "weight_weather": 2.0}
+
+
+def test_task_weights_config_round_trip():
+    weights = TaskWeights(["a", "b"], name="weights")
+    restored = keras.saving.deserialize_keras_object(
+        json.loads(json.dumps(keras.saving.serialize_keras_object(weights))))
+    assert isinstance(restored, TaskWeights)
+    assert (restored.task_names, restored.name) == (["a", "b"], "weights")
+    assert TaskWeights.from_config(weights.get_config()).get_config() == weights.get_config()
+
+
 def test_module_public_names():
     assert set(metrics_lib.__all__) == {
-        "MaskedMetric", "RegressionTaskMetrics", "SigmoidTaskMetrics", "TaskLossMeans",
+        "MaskedMetric", "RegressionTaskMetrics", "SigmoidTaskMetrics", "TaskLossMeans", "TaskWeights",
         "default_metrics", "get",
     }

@@ -56,17 +56,33 @@ def test_unfreeze_trains_the_trunk_and_keeps_compile_settings():
     assert not np.allclose(target.get_layer("hidden").get_weights()[0], before)
 
 
-def test_transfer_from_a_plain_keras_model_saves_and_exports(tmp_path):
+def plain_keras_transfer():
     inputs = keras.Input((5,), name="x")
     hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
     base = keras.Model(inputs, keras.layers.Dense(3, name="old_head")(hidden))
-    target = kmtl.transfer.new_heads(base, [kmtl.Task("b")], features="hidden")
+    return base, kmtl.transfer.new_heads(base, [kmtl.Task("b")], features="hidden")
+
+
+def test_transfer_from_a_plain_keras_model_saves_and_reloads(tmp_path):
+    base, target = plain_keras_transfer()
     assert "old_head" not in [layer.name for layer in target.layers]
     x = np.random.default_rng(2).normal(size=(4, 5)).astype("float32")
     expected = target.predict(x, verbose=0)["b"]
+    kernel, bias = base.get_layer("hidden").get_weights()
+    head_kernel, head_bias = target.get_layer("heads").get_weights()
+    np.testing.assert_allclose(expected, 1 / (1 + np.exp(-(np.maximum(x @ kernel + bias, 0) @ head_kernel
+                                                           + head_bias))), rtol=1e-5, atol=1e-6)
     target.save(tmp_path / "t.keras")
     reloaded = keras.saving.load_model(tmp_path / "t.keras")
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0)["b"], expected)
+
+
+def test_transfer_from_a_plain_keras_model_exports(tmp_path):
+    _, target = plain_keras_transfer()
+    if keras.backend.backend() == "torch":  # Keras exports SavedModels from TensorFlow and JAX only
+        with pytest.raises(NotImplementedError, match="SavedModel"):
+            kmtl.export_saved_model(target, tmp_path / "serving" / "1")
+        return
     kmtl.export_saved_model(target, tmp_path / "serving" / "1")
     assert kmtl.export.read_tasks(tmp_path / "serving" / "1")["tasks"][0]["name"] == "b"
 

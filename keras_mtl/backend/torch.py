@@ -6,6 +6,10 @@ import keras
 import torch
 
 
+# Two backward passes over one graph (the total, then the batched rows) are
+# what torch.compile's compiled backward refuses (donated buffers): with
+# jit_compile=True this step runs eagerly, the model's forward pass included.
+@torch.compiler.disable
 def train_step(model, data):
     """Keras's PyTorch training step, with the per-task gradients of the shared parameters.
 
