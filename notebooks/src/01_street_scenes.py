@@ -196,9 +196,11 @@ print("Test AUC, highest to lowest: " + ", ".join(
     f"{name} {aucs[name]:.3f}" for name in sorted(aucs, key=aucs.get, reverse=True)) + ".")
 print(f"Validation AUC gain from epoch {half} to epoch {EPOCHS}: " + ", ".join(
     f"{name} {late_gain[name]:+.3f}" for name in OBJECT_TASKS) + ".")
-if still_improving:
-    print(f"Still improving at the end (gain > 0.01): {', '.join(still_improving)}; "
-          f"levelled off: {', '.join(levelled) or 'none'} — more epochs would mostly help the former.")
+if still_improving and levelled:
+    print(f"Still improving at the end (gain > 0.01): {', '.join(still_improving)}; levelled off: "
+          f"{', '.join(levelled)} — more epochs would mostly help the former.")
+elif still_improving:
+    print("Every object was still improving at the end (gain > 0.01): more epochs would help all four.")
 else:
     print("Every object had levelled off (validation gain ≤ 0.01 over the second half of training).")
 gap = {name: float(train_auc[name][-1] - val_auc[name][-1]) for name in OBJECT_TASKS}

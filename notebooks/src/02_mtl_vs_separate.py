@@ -250,7 +250,8 @@ for kind, label in (("multi", "same architecture"), ("multi_equal_params", "same
         print(f"Relatedness {r:.0f}, {label}: one network better in {len(wins)} cell(s)"
               + (f" [{'; '.join(wins)}]" if wins else "")
               + f", worse in {len(losses)}" + (f" [{'; '.join(losses)}]" if losses else "")
-              + (f", no difference beyond the seed spread in {len(ties)}" if ties else "") + ".")
+              + (f", no difference beyond the seed spread in {len(ties)}" if ties else "")
+              + (" (one seed: the spread is not measured)." if len(SEEDS) < 2 else "."))
 
 for r in RELATEDNESS:
     scarce, plentiful = LABELLED[0], LABELLED[-1]
