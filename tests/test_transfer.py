@@ -50,10 +50,27 @@ def test_unfreeze_trains_the_trunk_and_keeps_compile_settings():
     kmtl.transfer.unfreeze(target, learning_rate=1e-3)
     assert len(target.trainable_variables) == 4
     assert target.loss_weights == {"b": 3.0}
-    assert target._compiled.loss.normalize == "labeled"
+    assert target.get_compile_config()["normalize"] == "labeled"
     assert float(target.optimizer.learning_rate) == pytest.approx(1e-3)
     target.fit(x, labels, epochs=1, verbose=0)
     assert not np.allclose(target.get_layer("hidden").get_weights()[0], before)
+
+
+def test_unfreeze_keeps_the_strategys_learned_state():
+    rng = np.random.default_rng(4)
+    source, x, z = pretrained(rng)
+    target = kmtl.transfer.new_heads(source, [kmtl.Task("b"), kmtl.Task("c", kind="regression")])
+    target.compile(keras.optimizers.Adam(0.05), balancing=kmtl.balancing.UncertaintyWeighting())
+    labels = {"b": (z[:, 1] > 0).astype("float32"), "c": 3.0 * z[:, 0].astype("float32")}
+    target.fit(x, labels, epochs=2, verbose=0)
+    learned = keras.ops.convert_to_numpy(target.balancing.log_variance).copy()
+    assert np.abs(learned).max() > 1e-3  # it did learn something
+    kmtl.transfer.unfreeze(target, learning_rate=1e-3)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(target.balancing.log_variance), learned)
+    # ... and keeps training it, with the trunk, under the new optimizer.
+    assert any(v is target.balancing.log_variance for v in target.trainable_variables)
+    target.fit(x, labels, epochs=1, verbose=0)
+    assert not np.allclose(keras.ops.convert_to_numpy(target.balancing.log_variance), learned)
 
 
 def plain_keras_transfer():
