@@ -1,4 +1,8 @@
-"""The ``keras-mtl`` command: ``demo``, ``export``, ``inspect``, ``bench``."""
+"""The ``keras-mtl`` command: ``demo``, ``export``, ``inspect``.
+
+Benchmarks are not part of the package: ``python benchmarks/run.py`` in a
+checkout of the repository runs them.
+"""
 
 from __future__ import annotations
 
@@ -133,19 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("directory", help="a version directory or a model base directory")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(run=_inspect)
-    # Listed for --help only: main() hands every argument after "bench" to the
-    # benchmark's own parser, since argparse's REMAINDER drops leading options.
-    commands.add_parser("bench", help="benchmark keras_mtl against plain Keras (keras-mtl bench --help)")
     return parser
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
-        from keras_mtl.bench import main as bench_main
-
-        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

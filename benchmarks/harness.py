@@ -1,8 +1,8 @@
-"""Benchmarks: keras_mtl against plain Keras on the same synthetic data.
+"""The benchmark rows of one Keras backend: keras_mtl against plain Keras.
 
-``keras-mtl bench`` (or ``python benchmarks/run.py``) trains, in one
-process and on one synthetic data set, an MLP trunk (784→512→256, relu,
-batch 256) with
+``python benchmarks/run.py`` runs this module under the backend of the
+process (``KERAS_BACKEND``; ``--backend`` sets it) and trains, on one
+synthetic data set, an MLP trunk (784→512→256, relu, batch 256) with
 
 * (a) keras_mtl, 4 binary tasks with 30 % of the labels missing;
 * (b) plain Keras, 4 named ``Dense(1, sigmoid)`` outputs and unmasked
@@ -13,28 +13,32 @@ batch 256) with
 * (d) keras_mtl with 100 named tasks; plain Keras with 100 named
   ``Dense(1)`` heads and 100 losses; plain Keras with one ``Dense(100)``
   head and one loss;
-* (e) every training row above with ``jit_compile=False`` and ``True``;
+* (e) every training row above also with ``jit_compile=True`` (the others
+  keep Keras's default, ``"auto"``);
 * (f) the input pipeline alone (``kmtl.data.from_arrays``);
 * (g) the achieved training GFLOP/s of (a) against a large ``tf.matmul``,
   plus (a) with ``steps_per_execution=8`` (every other row keeps Keras's
   default of 1);
-* (h) (a) under the ``mixed_bfloat16`` policy.
+* (h) (a) under the ``mixed_bfloat16`` policy;
+* (p) a plain PyTorch training loop of the same network (``torch_loop.py``).
 
 Each training row reports the steady-state throughput (examples/second
 from the end of an epoch's first step to the end of its last, median over
 the epochs after the first), the throughput over whole epochs (iterator
-creation and the pauses between epochs included) and the wall time of the
-first epoch (tracing and compilation included). Results go to
+creation and the pauses between epochs included), the wall time of the
+first epoch (tracing and compilation included) and the machine's 2048³
+``tf.matmul`` rate measured just before the row. Results go to
 ``bench.json`` and ``bench.png`` in the output directory.
 
 Example:
-    ``keras-mtl bench --only a,b,c --output bench_results``
+    ``python benchmarks/run.py --only a,b,c --output bench_results``
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import inspect
 import json
 import math
@@ -51,6 +55,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from load import CpuMeter, loadavg, wait_until_quiet  # noqa: E402
+from options import GROUPS, parse  # noqa: E402
 
 import keras_mtl as kmtl  # noqa: E402
 from keras_mtl import data as data_lib  # noqa: E402
@@ -59,7 +65,7 @@ from keras_mtl import model as model_lib  # noqa: E402
 
 __all__ = ["QUICK", "Row", "Settings", "Target", "main", "run"]
 
-GROUPS = "abcdefgh"
+TORCH_ROW = "torch"  # id of the plain PyTorch loop, group p
 XLA = "/xla"  # suffix of the jit_compile=True variant of a row id
 SPE_ROW = 8  # steps_per_execution of the extra row of (g); every other row uses Keras's default
 
@@ -82,6 +88,8 @@ class Settings:
         missing: share of labels missing.
         matmul_size: side of the square ``tf.matmul`` of row (g).
         matmul_repeats: timed repetitions of that matmul (the best counts).
+        row_matmul_repeats: repetitions of the same matmul timed just
+            before every row, printed beside its times (0: none).
         pipeline_epochs: timed passes over the data in rows (f).
         max_wait: seconds to wait, before each measurement, for other
             processes to leave the CPU.
@@ -106,6 +114,7 @@ class Settings:
     missing: float = 0.3
     matmul_size: int = 2048
     matmul_repeats: int = 10
+    row_matmul_repeats: int = 3
     pipeline_epochs: int = 10
     max_wait: float = 180.0
     quiet_cores: float = 0.5
@@ -121,7 +130,7 @@ class Settings:
 
 
 QUICK = Settings(batch_size=32, steps=2, timed_epochs=1, input_dim=16, hidden=(16, 8), many_tasks=6,
-                 matmul_size=128, matmul_repeats=2, pipeline_epochs=1, max_wait=0.0, retries=0,
+                 matmul_size=128, matmul_repeats=2, row_matmul_repeats=1, pipeline_epochs=1, max_wait=0.0, retries=0,
                  rounds=1, warm_up_epochs=0)
 """Tiny settings that exercise every row in seconds (numbers meaningless)."""
 
@@ -277,7 +286,7 @@ class TrainSpec:
             dataset)``.
         flops_tasks: output units, for the FLOP count of the row.
         steps_per_execution: passed to ``compile`` (Keras's default is 1).
-        both_jit: whether group ``e`` also runs the row with XLA.
+        both_jit: whether group ``e`` also runs the row with ``jit_compile=True``.
     """
 
     id: str
@@ -356,6 +365,11 @@ class Row:
         first_epoch_s: wall time of the first epoch, tracing included.
         epoch_s: wall time of every timed epoch after the first.
         jit_compile: ``model.jit_compile`` as resolved by Keras.
+        backend: the Keras backend the row trained on (``"torch"`` for
+            the plain PyTorch loop).
+        matmul_gflops: the ``tf.matmul`` rate (see ``Settings.matmul_size``)
+            measured just before the row, in GFLOP/s: how fast the machine
+            was at the time.
         compute_dtype: training rows: the compute dtype of the trunk.
         metrics: the metrics the row computed.
         loss: the training loss after each epoch.
@@ -374,6 +388,8 @@ class Row:
     first_epoch_s: float | None = None
     epoch_s: list[float] = field(default_factory=list)
     jit_compile: bool | None = None
+    backend: str = ""
+    matmul_gflops: float | None = None
     compute_dtype: str | None = None
     metrics: str = ""
     loss: list[float] = field(default_factory=list)
@@ -442,78 +458,14 @@ def targets() -> list[Target]:
     found += [Target(f"a{XLA}", "a"), Target(f"d{XLA}", "d"),
               Target("f/few", "a", minimum=10.0), Target("f/few", "a", "epoch_value"),
               Target("f/many", "d", minimum=10.0), Target("f/many", "d", "epoch_value"),
-              Target("h", "a")]
+              Target("h", "a"), Target("a", TORCH_ROW)]
     return found
 
 
-# -- load: other processes on the machine ----------------------------------------
+# -- repeated measurements ---------------------------------------------------------
 
-def _cpu_jiffies() -> tuple[float, float] | None:
-    """(busy, total) CPU seconds of the whole machine, from ``/proc/stat``."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [float(v) for v in stat.readline().split()[1:9]]
-    except OSError:
-        return None
-    hz = os.sysconf("SC_CLK_TCK")
-    busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
-    return busy / hz, sum(fields) / hz
-
-
-def _own_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-class CpuMeter:
-    """CPU cores used by *other* processes from construction to ``stop``."""
-
-    def __init__(self):
-        self._machine = _cpu_jiffies()
-        self._own = _own_cpu()
-        self._wall = time.perf_counter()
-
-    def stop(self) -> float | None:
-        """Average cores busy outside this process since construction."""
-        machine = _cpu_jiffies()
-        if machine is None or self._machine is None:
-            return None
-        wall = time.perf_counter() - self._wall
-        others = (machine[0] - self._machine[0]) - (_own_cpu() - self._own)
-        return max(others, 0.0) / max(wall, 1e-9)
-
-
-def loadavg() -> str:
-    """The first three fields of ``/proc/loadavg`` (empty if unavailable)."""
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return ""
-
-
-def wait_until_quiet(settings: Settings, log: Callable[[str], None]) -> float | None:
-    """Waits (up to ``settings.max_wait`` s) until other processes idle.
-
-    Returns:
-        The last measured CPU use of other processes, in cores.
-    """
-    if settings.max_wait <= 0:
-        return None
-    deadline = time.perf_counter() + settings.max_wait
-    announced = False
-    while True:
-        meter = CpuMeter()
-        time.sleep(0.5)
-        busy = meter.stop()
-        if busy is None or busy <= settings.quiet_cores or time.perf_counter() >= deadline:
-            if announced or (busy is not None and busy > settings.quiet_cores):
-                log(f"    (other processes use {busy:.1f} cores; loadavg {loadavg()})")
-            return busy
-        if not announced:
-            log(f"    waiting: other processes use {busy:.1f} cores (loadavg {loadavg()})")
-            announced = True
-        time.sleep(5.0)
+def _wait(settings: Settings, log: Callable[[str], None]) -> float | None:
+    return wait_until_quiet(settings.max_wait, settings.quiet_cores, log)
 
 
 def attempts(settings: Settings, measure: Callable[[], Row], log: Callable[[str], None]) -> list[Row]:
@@ -548,7 +500,8 @@ def best_of(found: Sequence[Row]) -> Row:
     firsts = [r.first_epoch_s for r in found if r.first_epoch_s is not None]
     best.first_epoch_s = min(firsts) if firsts else None
     best.attempts = [{"value": r.value, "epoch_value": r.epoch_value, "first_epoch_s": r.first_epoch_s,
-                      "other_cores": r.other_cores} for r in found]
+                      "matmul_gflops": r.matmul_gflops, "other_cores": r.other_cores, "loadavg": r.loadavg}
+                     for r in found]
     return best
 
 
@@ -597,7 +550,14 @@ def _fresh(settings: Settings):
     keras.utils.set_random_seed(settings.seed)
 
 
-def fit_row(settings: Settings, data: SyntheticData, spec: TrainSpec, jit: bool,
+def _machine_rate(settings: Settings) -> float | None:
+    """The matmul rate just before a row (``None`` when not measured)."""
+    if settings.row_matmul_repeats <= 0:
+        return None
+    return matmul_gflops(settings.matmul_size, settings.row_matmul_repeats)[0]
+
+
+def fit_row(settings: Settings, data: SyntheticData, spec: TrainSpec, jit: bool | None,
             log: Callable[[str], None], row_id: str | None = None, label: str | None = None,
             policy: str | None = None) -> Row:
     """Trains one row: the first epoch, then ``timed_epochs`` more.
@@ -606,9 +566,12 @@ def fit_row(settings: Settings, data: SyntheticData, spec: TrainSpec, jit: bool,
         settings: sizes.
         data: the shared data.
         spec: the row.
-        jit: ``jit_compile`` for ``compile``.
+        jit: ``jit_compile`` for ``compile``; ``None`` keeps Keras's
+            default ``"auto"`` (off on TensorFlow and PyTorch on a CPU, XLA
+            on JAX).
         log: where progress lines go.
-        row_id: id of the row (default: the spec's, plus ``XLA`` with jit).
+        row_id: id of the row (default: the spec's, plus ``XLA`` with
+            ``jit=True``).
         label: description (default: the spec's).
         policy: a ``keras.mixed_precision`` policy to build the row under
             (set after ``clear_session``, which resets it; the caller
@@ -623,11 +586,12 @@ def fit_row(settings: Settings, data: SyntheticData, spec: TrainSpec, jit: bool,
         examples/s over the median whole epoch.
     """
     _fresh(settings)
-    wait_until_quiet(settings, log)
+    _wait(settings, log)
     load = loadavg()
+    rate = _machine_rate(settings)
     if policy is not None:
         keras.mixed_precision.set_global_policy(policy)
-    options = {"jit_compile": jit}
+    options = {} if jit is None else {"jit_compile": jit}
     if spec.steps_per_execution != 1:
         options["steps_per_execution"] = spec.steps_per_execution
     model, dataset = spec.build(settings, data, options)
@@ -648,7 +612,8 @@ def fit_row(settings: Settings, data: SyntheticData, spec: TrainSpec, jit: bool,
     return Row(id=row_id or spec.id + (XLA if jit else ""), label=label or spec.label,
                value=statistics.median(steady) if steady else epoch_value, epoch_value=epoch_value,
                first_epoch_s=ends[1] - ends[0], epoch_s=epochs, jit_compile=bool(model.jit_compile),
-               metrics=spec.metrics, loss=loss, other_cores=other, loadavg=load, notes=notes,
+               backend=keras.backend.backend(), matmul_gflops=rate, metrics=spec.metrics, loss=loss,
+               other_cores=other, loadavg=load, notes=notes,
                compute_dtype=compute_dtype)
 
 
@@ -695,13 +660,14 @@ def pipeline_row(settings: Settings, data: SyntheticData, tasks: int, row_id: st
                  log: Callable[[str], None]) -> Row:
     """Rows (f): ``from_arrays`` alone, sentinel mapping included."""
     _fresh(settings)
-    other_before = wait_until_quiet(settings, log)
+    other_before = _wait(settings, log)
     load = loadavg()
+    rate = _machine_rate(settings)
     meter = CpuMeter()
     rate, per_pass, times = drain_rate(kmtl_pipeline(settings, data, tasks), settings.pipeline_epochs)
     other = meter.stop()
     return Row(id=row_id, label=f"kmtl.data.from_arrays, {tasks} tasks (pipeline alone)", value=rate,
-               epoch_value=per_pass, epoch_s=times,
+               epoch_value=per_pass, epoch_s=times, matmul_gflops=rate,
                other_cores=other if other is not None else other_before, loadavg=load)
 
 
@@ -732,13 +698,13 @@ def training_flops_per_example(settings: Settings, tasks: int) -> float:
 def matmul_row(settings: Settings, log: Callable[[str], None]) -> Row:
     """Row (g): the matmul ceiling of this machine."""
     _fresh(settings)
-    wait_until_quiet(settings, log)
+    _wait(settings, log)
     load = loadavg()
     meter = CpuMeter()
     gflops, times = matmul_gflops(settings.matmul_size, settings.matmul_repeats)
     s = settings.matmul_size
     return Row(id="g/matmul", label=f"tf.matmul {s}x{s}x{s} float32 (ceiling)", value=gflops,
-               unit="GFLOP/s", epoch_s=times, other_cores=meter.stop(), loadavg=load)
+               unit="GFLOP/s", epoch_s=times, matmul_gflops=gflops, other_cores=meter.stop(), loadavg=load)
 
 
 def achieved_row(settings: Settings, source: Row, tasks: int) -> Row:
@@ -746,14 +712,15 @@ def achieved_row(settings: Settings, source: Row, tasks: int) -> Row:
     flops = training_flops_per_example(settings, tasks)
     return Row(id=f"g/{source.id}", label=f"row {source.id} training ({flops / 1e6:.3g} MFLOP/example)",
                value=source.value * flops / 1e9, unit="GFLOP/s", jit_compile=source.jit_compile,
-               other_cores=source.other_cores, loadavg=source.loadavg)
+               backend=source.backend, matmul_gflops=source.matmul_gflops, other_cores=source.other_cores,
+               loadavg=source.loadavg)
 
 
 def bfloat16_row(settings: Settings, data: SyntheticData, spec: TrainSpec,
                  log: Callable[[str], None]) -> Row:
     """Row (h): row (a) under ``mixed_bfloat16``; checks that it trains."""
     try:
-        row = fit_row(settings, data, spec, False, log, row_id="h",
+        row = fit_row(settings, data, spec, None, log, row_id="h",
                       label=f"{spec.label}, mixed_bfloat16", policy="mixed_bfloat16")
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -764,12 +731,47 @@ def bfloat16_row(settings: Settings, data: SyntheticData, spec: TrainSpec,
     return row
 
 
+def _steady(stamps: Sequence[float], batch_size: int) -> float | None:
+    """Examples/s between the first and the last of a list of step ends."""
+    if len(stamps) < 2 or stamps[-1] <= stamps[0]:
+        return None
+    return (len(stamps) - 1) * batch_size / (stamps[-1] - stamps[0])
+
+
+def torch_row(settings: Settings, data: SyntheticData, log: Callable[[str], None]) -> Row:
+    """Row (p): the plain PyTorch loop of ``torch_loop.py``, 4 tasks, same labels.
+
+    Timed as :func:`fit_row` times a Keras row: steady rate within the
+    epochs after the first, whole epochs, first epoch.
+    """
+    import torch
+    import torch_loop
+
+    _wait(settings, log)
+    load = loadavg()
+    rate = _machine_rate(settings)
+    tasks = settings.few_tasks
+    meter = CpuMeter()
+    run = torch_loop.train(data.x, data.y[:, :tasks], data.missing[:, :tasks], settings.hidden,
+                           settings.batch_size, 1 + settings.timed_epochs, settings.seed)
+    other = meter.stop()
+    ends = run.epoch_ends
+    epochs = [b - a for a, b in zip(ends[1:-1], ends[2:], strict=True)]
+    epoch_value = settings.examples / statistics.median(epochs)
+    steady = [r for r in (_steady(s, settings.batch_size) for s in run.steps[1:]) if r is not None]
+    return Row(id=TORCH_ROW, label=f"plain PyTorch loop, {tasks} Linear heads, masked loss",
+               value=statistics.median(steady) if steady else epoch_value, epoch_value=epoch_value,
+               first_epoch_s=ends[1] - ends[0], epoch_s=epochs, jit_compile=False, backend="torch",
+               matmul_gflops=rate, metrics="none", loss=run.loss, other_cores=other, loadavg=load,
+               notes=f"torch {torch.__version__}, eager, {run.threads} threads")
+
+
 def warm_up(settings: Settings, data: SyntheticData) -> None:
     """Trains a throwaway plain-Keras model, so the first row is not slowed
     by the process's first use of its thread pools and kernels."""
     _fresh(settings)
     spec = next(s for s in train_specs(settings) if s.id == "b'")
-    model, dataset = spec.build(settings, data, {"jit_compile": False})
+    model, dataset = spec.build(settings, data, {})
     model.fit(dataset, epochs=settings.warm_up_epochs, verbose=0, shuffle=False)
 
 
@@ -797,6 +799,13 @@ def defaults() -> dict:
     }
 
 
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
 def machine_info() -> dict:
     """Versions, CPU and load of this machine."""
     cpu = platform.processor()
@@ -806,8 +815,11 @@ def machine_info() -> dict:
     except OSError:
         pass
     return {
+        "backend": keras.backend.backend(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "jax": _version("jax"),
+        "torch": _version("torch"),
         "keras_mtl": kmtl.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -818,22 +830,26 @@ def machine_info() -> dict:
     }
 
 
-def _selected_specs(settings: Settings, groups: str) -> list[tuple[TrainSpec, bool]]:
-    chosen = [s for s in train_specs(settings) if s.group in groups]
+def _selected_specs(settings: Settings, groups: str,
+                    ids: Sequence[str] | None) -> list[tuple[TrainSpec, bool | None]]:
+    chosen = [s for s in train_specs(settings) if s.group in groups and (ids is None or s.id in ids)]
     return [(spec, jit) for spec in chosen
-            for jit in ((False, True) if "e" in groups and spec.both_jit else (False,))]
+            for jit in ((None, True) if "e" in groups and spec.both_jit else (None,))]
 
 
-def run(settings: Settings, groups: str = GROUPS,
-        log: Callable[[str], None] = print) -> tuple[list[Row], list[Target]]:
+def run(settings: Settings, groups: str = GROUPS, log: Callable[[str], None] = print,
+        ids: Sequence[str] | None = None) -> tuple[list[Row], list[Target]]:
     """Runs the selected rows and returns them with the comparisons that apply.
 
     Args:
         settings: sizes of the run.
-        groups: letters of the rows to run (``"abcdefgh"`` for all; ``e``
+        groups: letters of the rows to run (``"abcdefghp"`` for all; ``e``
             adds the ``jit_compile=True`` variant of every training row, ``g``
-            the ``steps_per_execution`` row and the GFLOP/s rows).
+            the ``steps_per_execution`` row and the GFLOP/s rows, ``p`` the
+            plain PyTorch loop).
         log: where progress lines go.
+        ids: if given, only the training rows with these ids run (within
+            ``groups``).
 
     Returns:
         ``(rows, targets)``: every measured row, and the comparisons whose
@@ -841,7 +857,7 @@ def run(settings: Settings, groups: str = GROUPS,
     """
     data = make_data(settings)
     measurements: list[tuple[str, Callable[[], Row]]] = []
-    specs = _selected_specs(settings, groups)
+    specs = _selected_specs(settings, groups, ids)
     for spec, jit in specs:
         measurements.append((spec.id + (XLA if jit else ""),
                              lambda s=spec, j=jit: fit_row(settings, data, s, j, log)))
@@ -853,8 +869,10 @@ def run(settings: Settings, groups: str = GROUPS,
     if "h" in groups:
         spec = next(s for s in train_specs(settings) if s.id == "a")
         measurements.append(("h", lambda: bfloat16_row(settings, data, spec, log)))
+    if "p" in groups:
+        measurements.append((TORCH_ROW, lambda: torch_row(settings, data, log)))
 
-    if specs and settings.warm_up_epochs > 0:
+    if (specs or "p" in groups) and settings.warm_up_epochs > 0:
         warm_up(settings, data)
     found: dict[str, list[Row]] = {key: [] for key, _ in measurements}
     rounds = max(settings.rounds, 1)
@@ -901,7 +919,8 @@ def _progress_line(row: Row) -> str:
     unit = "" if row.unit == "GFLOP/s" else " examples/s"
     per_epoch = f" ({row.epoch_value:,.0f} per epoch)" if row.epoch_value is not None else ""
     notes = f"  [{row.notes}]" if row.notes else ""
-    return f"  {row.id:<12} {_value_text(row)}{unit}{per_epoch}{first}{other}  {row.label}{notes}"
+    machine = f", matmul {row.matmul_gflops:,.0f} GFLOP/s" if row.matmul_gflops and row.unit != "GFLOP/s" else ""
+    return f"  {row.id:<12} {_value_text(row)}{unit}{per_epoch}{first}{machine}{other}  {row.label}{notes}"
 
 
 def format_table(rows: Sequence[Row], comparisons: Sequence[Target], markdown: bool = False) -> str:
@@ -916,13 +935,14 @@ def format_table(rows: Sequence[Row], comparisons: Sequence[Target], markdown: b
         The table as text.
     """
     by_id = {r.id: r for r in rows}
-    header = ["row", "what", "examples/s", "range", "per epoch", "first epoch (s)", "other load",
-              "baseline", "ratio", "target", "met"]
+    header = ["row", "what", "examples/s", "range", "per epoch", "first epoch (s)", "matmul GFLOP/s",
+              "other load", "baseline", "ratio", "target", "met"]
     lines = []
     for row in rows:
         base = [row.id, row.label, _value_text(row), _range_text(row),
                 "" if row.epoch_value is None else f"{row.epoch_value:,.0f}",
                 "" if row.first_epoch_s is None else f"{row.first_epoch_s:.1f}",
+                "" if row.matmul_gflops is None else f"{row.matmul_gflops:,.0f}",
                 "" if row.other_cores is None else f"{row.other_cores:.1f}"]
         mine = [t for t in comparisons if t.row == row.id] or [None]
         for i, target in enumerate(mine):
@@ -950,12 +970,13 @@ def _comparison_cells(target: Target | None, rows: dict[str, Row]) -> list[str]:
 
 
 CHARTS = (
-    ("4 tasks, jit off", ("a", "a0", "b", "b'", "c")),
+    ("4 tasks, Keras default jit_compile", ("a", "a0", "b", "b'", "c")),
     ("4 tasks, XLA", tuple(i + XLA for i in ("a", "a0", "b", "b'", "c"))),
-    ("many tasks, jit off", ("d", "d0", "d-heads", "d-dense", "d-dense'")),
+    ("many tasks, Keras default jit_compile", ("d", "d0", "d-heads", "d-dense", "d-dense'")),
     ("many tasks, XLA", tuple(i + XLA for i in ("d", "d0", "d-heads", "d-dense", "d-dense'"))),
     ("pipeline alone vs model", ("f/few", "a", "f/many", "d")),
     ("mixed_bfloat16 vs float32", ("h", "a")),
+    ("plain PyTorch loop", ("a", "b", TORCH_ROW)),
     ("steps_per_execution", ("a", f"a-spe{SPE_ROW}", f"a{XLA}", f"a-spe{SPE_ROW}{XLA}")),
     ("GFLOP/s", ("g/matmul", "g/a", f"g/a{XLA}", f"g/a-spe{SPE_ROW}", f"g/a-spe{SPE_ROW}{XLA}")),
 )
@@ -975,7 +996,8 @@ def plot(rows: Sequence[Row], path: str) -> None:
     by_id = {r.id: r for r in rows}
     panels = [(title, [by_id[i] for i in ids if i in by_id]) for title, ids in CHARTS]
     panels = [(title, found) for title, found in panels if found]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.2 + 0.45 * sum(len(f) for _, f in panels)),
+    height = 1.2 + 0.6 * len(panels) + 0.45 * sum(len(f) for _, f in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, height),
                              squeeze=False, gridspec_kw={"height_ratios": [len(f) for _, f in panels]})
     for ax, (title, found) in zip(axes[:, 0], panels, strict=True):
         labels = [f"{r.id}: {r.label}" for r in found]
@@ -1020,70 +1042,35 @@ def write_results(rows: Sequence[Row], comparisons: Sequence[Target], settings: 
 
 # -- command line ------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    """Options of ``keras-mtl bench``."""
-    parser = argparse.ArgumentParser(
-        prog="keras-mtl bench",
-        description="Benchmark keras_mtl against plain Keras (throughput and first-epoch time).")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes that run every row in seconds (numbers meaningless)")
-    parser.add_argument("--only", default=",".join(GROUPS),
-                        help="comma-separated row groups among a,b,c,d,e,f,g,h (e: also run every "
-                             "training row with jit_compile=True); default: all")
-    parser.add_argument("--output", default="bench_results",
-                        help="directory for bench.json and bench.png (default: bench_results)")
-    parser.add_argument("--steps", type=_positive, help="steps per epoch (default 40)")
-    parser.add_argument("--epochs", type=_positive, help="timed epochs after the first (default 3)")
-    parser.add_argument("--rounds", type=_positive,
-                        help="passes over all rows; each row keeps its best (default 3; 1 with --quick)")
-    parser.add_argument("--max-wait", type=float,
-                        help="seconds to wait for other processes to go quiet before each row "
-                             "(default 180; 0 with --quick)")
-    return parser
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _groups(text: str) -> str:
-    letters = {g.strip().lower() for g in text.split(",") if g.strip()}
-    unknown = sorted(letters - set(GROUPS))
-    if unknown or not letters:
-        raise SystemExit(f"keras-mtl bench: --only takes letters among {','.join(GROUPS)}; "
-                         f"got {text!r}.")
-    return "".join(g for g in GROUPS if g in letters)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs the benchmark, prints the table and writes the results.
+def main(argv: list[str] | argparse.Namespace | None = None) -> int:
+    """Runs the benchmark on this process's backend, prints the table, writes the results.
 
     Args:
-        argv: command-line options (see ``keras-mtl bench --help``).
+        argv: command-line options (see ``python benchmarks/run.py --help``),
+            or options already parsed by ``options.parse``.
 
     Returns:
         The exit status, 0.
     """
-    argv = list(argv) if argv is not None else None
-    if argv and argv[0] == "--":  # ``keras-mtl bench -- --quick``
-        argv = argv[1:]
-    args = build_parser().parse_args(argv)
+    args = argv if isinstance(argv, argparse.Namespace) else parse(argv)
+    if args.backends:
+        raise SystemExit("--backends starts one process per backend: run python benchmarks/run.py.")
+    if args.backend and args.backend != keras.backend.backend():
+        raise SystemExit(f"--backend {args.backend}: Keras was imported with the "
+                         f"{keras.backend.backend()} backend; set KERAS_BACKEND before importing.")
     settings = QUICK if args.quick else Settings()
     overrides = {"steps": args.steps, "timed_epochs": args.epochs, "max_wait": args.max_wait,
-                 "rounds": args.rounds}
+                 "rounds": args.rounds, "retries": args.retries}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    groups = _groups(args.only)
+    groups = args.only or GROUPS
     machine = machine_info()
-    print(f"keras_mtl bench: TF {machine['tensorflow']}, Keras {machine['keras']}, "
+    print(f"keras_mtl benchmark on {machine['backend']}: TF {machine['tensorflow']}, Keras {machine['keras']}, "
           f"{machine['cpu_count']} CPUs ({machine['cpu']}), loadavg {machine['loadavg_start']}")
     print(f"  batch {settings.batch_size}, {settings.steps} steps/epoch, first epoch + "
           f"{settings.timed_epochs} timed epochs, best of {settings.rounds} round(s); "
-          f"rows {','.join(groups)}")
+          f"rows {','.join(groups)}" + (f" ({','.join(args.rows)})" if args.rows else ""))
     print("  defaults: " + "; ".join(f"{k} = {v}" for k, v in defaults().items()))
-    rows, comparisons = run(settings, groups)
+    rows, comparisons = run(settings, groups, ids=args.rows)
     print()
     print(format_table(rows, comparisons))
     json_path, png_path = write_results(rows, comparisons, settings, machine, args.output)
