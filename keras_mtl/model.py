@@ -358,6 +358,11 @@ class MultiTaskModel(keras.Model):
         """
         return self._strategy_slot[0] if self._strategy_slot else None
 
+    @property
+    def loss_metric(self):
+        """Keras's running mean of the total loss (the ``loss`` of the logs), found by its public name."""
+        return next(m for m in self.metrics if m.name == "loss")
+
     def _metric(self, cls):
         return next((m for m in self._metric_slot if isinstance(m, cls)), None)
 
@@ -467,8 +472,8 @@ class MultiTaskModel(keras.Model):
         # under tf.distribute every replica's step sets the same value).
         training = self._step_training
         if training and not self._compiled.log_every_task:
-            loss = next(m for m in self.metrics if m.name == "loss")
-            logs = {"loss": loss.result(), **task_metrics.task_means(self._metric(metrics_lib.TaskLossMeans))}
+            means = task_metrics.task_means(self._metric(metrics_lib.TaskLossMeans))
+            logs = {"loss": self.loss_metric.result(), **means}
         else:
             logs = self.get_metrics_result()
             if not training:

@@ -67,8 +67,7 @@ def train_step(model, state, data):
 
     batch_size = keras.tree.flatten(x)[0].shape[0]
     with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
-        loss = next(m for m in model.metrics if m.name == "loss")
-        loss.update_state(jnp.sum(rows), sample_weight=batch_size)
+        model.loss_metric.update_state(jnp.sum(rows), sample_weight=batch_size)
         logs = model.compute_metrics(x, y, y_pred, sample_weight)
     metrics_values = _current(scope, model.metrics_variables, metrics_values)
     return logs, (trainable, non_trainable, optimizer_values, metrics_values)

@@ -32,6 +32,6 @@ def train_step(model, data):
                  for j, v in zip(jacobians, selected)]
     model.optimizer.apply_gradients(zip(model.combine_gradients(gradients, jacobians, terms), variables))
     batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-    loss = next(m for m in model.metrics if m.name == "loss")
-    loss.update_state(distribute_lib.replica_estimate(terms.total, batch_size), sample_weight=batch_size)
+    model.loss_metric.update_state(distribute_lib.replica_estimate(terms.total, batch_size),
+                                   sample_weight=batch_size)
     return model.compute_metrics(x, y, y_pred, sample_weight)

@@ -39,6 +39,5 @@ def train_step(model, data):
     with torch.no_grad():
         model.optimizer.apply(updates, variables)
     batch_size = keras.tree.flatten(x)[0].shape[0]
-    loss = next(m for m in model.metrics if m.name == "loss")
-    loss.update_state(terms.total.detach(), sample_weight=batch_size)
+    model.loss_metric.update_state(terms.total.detach(), sample_weight=batch_size)
     return model.compute_metrics(x, y, y_pred, sample_weight)
