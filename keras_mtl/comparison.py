@@ -23,9 +23,8 @@ __all__ = ["CompareResult", "compare", "default_metric"]
 
 
 def default_metric(task: Task) -> str:
-    """The headline metric of a task: AUC, accuracy or MAE."""
-    return {"binary": "auc", "multilabel": "auc", "categorical": "accuracy",
-            "regression": "mae"}[task.kind]
+    """The headline metric of a task, its kind's first default: AUC, accuracy, MAE, …"""
+    return task.kind.headline_metric
 
 
 @dataclass
@@ -146,7 +145,7 @@ def compare(build_trunk: Callable[[], tuple], tasks: Sequence[Task], x, labels: 
     for task in tasks:
         metric = default_metric(task)
         single, multi = np.array(per_seed[(task.name, "single")]), np.array(per_seed[(task.name, "multi")])
-        sign = -1.0 if metric == "mae" else 1.0
+        sign = 1.0 if task.kind.higher_is_better(metric) else -1.0
         base = abs(single.mean())
         change = sign * (multi.mean() - single.mean()) / base if base > 0 else math.nan
         rows.append({"task": task.name, "metric": metric, "single": float(single.mean()),

@@ -20,24 +20,26 @@ for one).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from keras_mtl.missing import CLASS_KINDS, MISSING, MISSING_STRINGS, is_missing
-from keras_mtl.tasks import Task, check_tasks
+from keras_mtl.missing import MISSING, MISSING_STRINGS, is_missing
+from keras_mtl.tasks import Task, check_tasks, label_groups, label_width, packed_key
 
 __all__ = [
     "encode_labels",
     "from_arrays",
     "from_dataframe",
     "from_dataset",
+    "unpack_labels",
     "validate_labels",
 ]
 
 _AUTOTUNE = tf.data.AUTOTUNE
+PACK_LABELS_ABOVE = 16
+"""With more tasks than this, :func:`from_arrays` packs the labels by default."""
 _HOW_TO_MARK = "write missing labels as NaN, None, '?' or kmtl.MISSING"
 
 
@@ -91,18 +93,19 @@ def _numeric_values(task: Task, array: np.ndarray, missing: np.ndarray) -> np.nd
 
 
 def _expected_shape(task: Task, n: int) -> tuple:
-    return (n, task.units) if task.kind == "multilabel" else (n,)
+    return task.kind.label_shape(task, n)
 
 
 def _check_one(task: Task, values, n: int | None) -> np.ndarray:
     """Validates one task's labels; returns the raw array for the graph."""
     array = _as_array(values)
-    if array.ndim == 2 and array.shape[1] == 1 and task.kind != "multilabel":
+    one_per_example = len(_expected_shape(task, 1)) == 1
+    if array.ndim == 2 and array.shape[1] == 1 and one_per_example:
         array = array[:, 0]
     n = len(array) if n is None else n
     if array.shape != _expected_shape(task, n):
-        hint = (f"one row of {task.units} labels {task.labels} per example"
-                if task.kind == "multilabel" else "one label per example")
+        hint = ("one label per example" if one_per_example else
+                f"one row of {task.units} labels {task.kind.label_columns(task)} per example")
         _fail(task, f"labels have shape {array.shape}, expected {_expected_shape(task, n)} "
                     f"({hint}).")
     missing = is_missing(array, task.kind)
@@ -112,26 +115,14 @@ def _check_one(task: Task, values, n: int | None) -> np.ndarray:
 
 
 def _check_domain(task: Task, values: np.ndarray, missing: np.ndarray):
-    labelled = ~missing
-    if task.kind in ("binary", "multilabel"):
-        bad = labelled & (values != 0) & (values != 1)
-        fix = ("Binary labels are 0 or 1" + (
-            f"; if {task.name!r} has more classes use kmtl.Task({task.name!r}, "
-            f"kind='categorical', num_classes={int(np.nanmax(values[labelled])) + 1})"
-            if task.kind == "binary" and np.any(values[labelled] > 1)
-            and np.all(np.mod(values[labelled], 1) == 0) else ""))
-    elif task.kind == "categorical":
-        bad = labelled & ((values < 0) | (values >= task.num_classes) | (np.mod(values, 1) != 0))
-        fix = f"Categorical labels are class indices 0..{task.num_classes - 1}"
-    else:
-        bad = labelled & ~np.isfinite(values)
-        fix = "Regression targets must be finite numbers"
+    bad = ~missing & ~task.kind.domain(task).contains(values)
     if np.any(bad):
         index = tuple(int(i) for i in np.argwhere(bad)[0])
         where = index[0] if len(index) == 1 else index
         count = int(bad.sum())
         value = values[index]
         shown = int(value) if np.isfinite(value) and value == int(value) else float(value)
+        fix = task.kind.domain_hint(task, values[~missing])
         _fail(task, f"label {shown!r} at index {where} is not valid "
                     f"({count} invalid label{'s' if count > 1 else ''}). {fix}; {_HOW_TO_MARK}.")
 
@@ -216,11 +207,9 @@ def _encode_one(raw: tf.Tensor, task: Task, check: bool) -> tf.Tensor:
     else:
         values = tf.cast(raw, tf.float32)
         missing = tf.math.is_nan(values)
-    if task.kind in CLASS_KINDS:
-        missing = missing | tf.equal(values, float(MISSING))
-        sentinel = float(MISSING)
-    else:
-        sentinel = math.nan
+    sentinel = task.kind.sentinel
+    if task.kind.class_labels:
+        missing = missing | tf.equal(values, sentinel)
     # Clean first, so checks and casts never see a marker.
     values = tf.where(missing, tf.zeros_like(values), values)
     checks = []
@@ -233,17 +222,16 @@ def _encode_one(raw: tf.Tensor, task: Task, check: bool) -> tf.Tensor:
             summarize=8))
     with tf.control_dependencies(checks):
         encoded = tf.where(missing, tf.fill(tf.shape(values), sentinel), values)
-    if task.kind == "categorical":
-        return tf.cast(encoded, tf.int32)
-    return encoded
+    return tf.cast(encoded, task.kind.label_dtype)
 
 
 def _in_domain(values: tf.Tensor, task: Task) -> tf.Tensor:
-    if task.kind in ("binary", "multilabel"):
-        return tf.equal(values, 0.0) | tf.equal(values, 1.0)
-    if task.kind == "categorical":
-        return (values >= 0) & (values < task.num_classes) & tf.equal(values, tf.round(values))
-    return tf.math.is_finite(values)
+    """The graph's copy of the task's :class:`keras_mtl.kinds.LabelDomain` check."""
+    domain = task.kind.domain(task)
+    inside = tf.math.is_finite(values) & (values >= domain.low) & (values <= domain.high)
+    if domain.integer:
+        inside &= tf.equal(values, tf.round(values))
+    return inside
 
 
 def encode_labels(raw: Mapping, tasks, *, check: bool = False) -> dict[str, tf.Tensor]:
@@ -258,9 +246,10 @@ def encode_labels(raw: Mapping, tasks, *, check: bool = False) -> dict[str, tf.T
             task's domain (used for datasets not validated up front).
 
     Returns:
-        ``{task name: tensor}``: float32 labels with ``-1`` for missing
+        ``{task name: tensor}`` in the dtype of each task's kind, with its
+        sentinel for missing labels: float32 with ``-1`` for
         binary/multilabel labels, int32 with ``-1`` for categorical, float32
-        with ``NaN`` for regression.
+        with ``NaN`` for regression and counts.
     """
     return {task.name: _encode_one(tf.convert_to_tensor(raw[task.name]), task, check)
             for task in _tasks_of(tasks)}
@@ -304,7 +293,8 @@ def _finish(dataset: tf.data.Dataset, tasks: list[Task], check: bool) -> tf.data
 
 
 def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool = False,
-                seed: int | None = None, *, drop_remainder: bool = False) -> tf.data.Dataset:
+                seed: int | None = None, *, drop_remainder: bool = False,
+                pack_labels: bool | None = None) -> tf.data.Dataset:
     """A batched ``tf.data.Dataset`` of ``(x, {task: labels})`` from arrays.
 
     Args:
@@ -318,10 +308,17 @@ def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool =
         shuffle: reshuffle the examples every epoch.
         seed: shuffle seed, for reproducible order.
         drop_remainder: drop the last, smaller batch.
+        pack_labels: yield the labels of every label group (tasks of one
+            kind and loss) as one matrix under the key
+            ``"labels:<first task>:<count>"`` instead of one tensor per task,
+            which the model takes as they are; ``None`` packs with more than
+            16 tasks, where a tensor per task would cost more than training.
+            :func:`unpack_labels` gives the per-task view back.
 
     Returns:
         ``tf.data.Dataset`` yielding ``(x, {task: y})`` batches with the
-        sentinel in place of every missing label.
+        sentinel in place of every missing label (packed: ``(x, {group
+        key: matrix})``).
 
     Raises:
         ValueError: bad labels (see :func:`validate_labels`), mismatched
@@ -336,14 +333,20 @@ def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool =
     tasks = _tasks_of(tasks)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    pack = len(tasks) > PACK_LABELS_ABOVE if pack_labels is None else bool(pack_labels)
     x, n = _check_inputs(x, None)
     raw = validate_labels(labels, tasks, n)
     x_tensor = tf.nest.map_structure(tf.convert_to_tensor, x)
-    groups = _numeric_groups(tasks, raw)
-    grouped = {t.name for group in groups for t in group}
-    matrices = [tf.convert_to_tensor(np.concatenate([raw[t.name].reshape(n, -1) for t in group], axis=1))
-                for group in groups]
-    strings = {t.name: tf.convert_to_tensor(raw[t.name]) for t in tasks if t.name not in grouped}
+    groups = label_groups(tasks)
+    # A group whose labels are all numbers travels as one matrix (one gather and
+    # one encoding per batch however many tasks it holds); string labels per task.
+    sources = []
+    for group in groups:
+        if all(raw[t.name].dtype == np.float32 for t in group):
+            sources.append(tf.convert_to_tensor(
+                np.concatenate([raw[t.name].reshape(n, -1) for t in group], axis=1)))
+        else:
+            sources.append([tf.convert_to_tensor(raw[t.name]) for t in group])
     indices = tf.data.Dataset.range(n)
     if shuffle:
         indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
@@ -351,34 +354,54 @@ def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool =
 
     def gather_and_encode(batch_indices):
         take = lambda t: tf.gather(t, batch_indices)  # noqa: E731
-        y = {t.name: _encode_one(take(strings[t.name]), t, check=False) for t in tasks if t.name in strings}
-        for group, matrix in zip(groups, matrices):
-            y.update(_split_columns(_encode_one(take(matrix), group[0], check=False), group))
-        return tf.nest.map_structure(take, x_tensor), {t.name: y[t.name] for t in tasks}
+        y = {}
+        for group, source in zip(groups, sources):
+            if isinstance(source, list):
+                columns = [_encode_one(take(raw_labels), t, check=False) for t, raw_labels in zip(group, source)]
+                matrix = tf.concat([tf.reshape(c, (-1, label_width(t))) for c, t in zip(columns, group)], axis=1)
+            else:
+                matrix = _encode_one(take(source), group[0], check=False)
+            y.update({packed_key(group): matrix} if pack else _split_columns(matrix, group))
+        return tf.nest.map_structure(take, x_tensor), y if pack else {t.name: y[t.name] for t in tasks}
 
     return indices.map(gather_and_encode, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
 
 
-def _numeric_groups(tasks: list[Task], raw: Mapping) -> list[list[Task]]:
-    """Tasks with numeric labels, grouped by encoding (sentinel and dtype).
-
-    Each group travels as one label matrix: one gather and one encoding per
-    batch, however many tasks it holds.
-    """
-    groups: dict[str, list[Task]] = {}
-    for task in tasks:
-        if raw[task.name].dtype == np.float32:
-            key = "sigmoid" if task.kind in ("binary", "multilabel") else task.kind
-            groups.setdefault(key, []).append(task)
-    return list(groups.values())
-
-
 def _split_columns(matrix: tf.Tensor, group: list[Task]) -> dict[str, tf.Tensor]:
     """``{task: labels}`` from a group's encoded label matrix."""
-    if all(t.kind != "multilabel" for t in group):
+    widths = [label_width(t) for t in group]
+    one_per_example = [len(t.kind.label_shape(t, 1)) == 1 for t in group]
+    if all(w == 1 for w in widths) and all(one_per_example):
         return {t.name: column for t, column in zip(group, tf.unstack(matrix, axis=1))}
-    parts = tf.split(matrix, [t.units for t in group], axis=1)
-    return {t.name: part if t.kind == "multilabel" else part[:, 0] for t, part in zip(group, parts)}
+    parts = tf.split(matrix, widths, axis=1)
+    return {t.name: part[:, 0] if single else part for t, part, single in zip(group, parts, one_per_example)}
+
+
+def unpack_labels(y: Mapping, tasks) -> dict:
+    """``{task: labels}`` from a batch's labels, packed or not.
+
+    With many tasks :func:`from_arrays` packs each label group into one
+    matrix (keys ``"labels:<first task>:<count>"``); this gives the
+    per-task view back, e.g. to inspect a batch.
+
+    Example:
+        >>> import numpy as np, keras_mtl as kmtl
+        >>> tasks = [kmtl.Task("car"), kmtl.Task("bike")]
+        >>> ds = from_arrays(np.zeros((2, 1)), {"car": [1, 0], "bike": ["?", 1]}, tasks, pack_labels=True)
+        >>> _, y = next(iter(ds))
+        >>> sorted(y), unpack_labels(y, tasks)["bike"].numpy().tolist()
+        (['labels:car:2'], [-1.0, 1.0])
+    """
+    tasks = _tasks_of(tasks)
+    found = {t.name: y[t.name] for t in tasks if t.name in y}
+    for group in label_groups(tasks):
+        key = packed_key(group)
+        if key in y:
+            found.update(_split_columns(tf.convert_to_tensor(y[key]), group))
+    absent = [t.name for t in tasks if t.name not in found]
+    if absent:
+        raise ValueError(f"The labels hold no entry for task(s) {absent}; their keys are {sorted(y)}.")
+    return found
 
 
 def from_dataframe(frame, tasks, features: str | Sequence[str] | None = None,
@@ -404,7 +427,7 @@ def from_dataframe(frame, tasks, features: str | Sequence[str] | None = None,
     tasks = _tasks_of(tasks)
     label_columns = {}
     for task in tasks:
-        columns = task.labels if task.kind == "multilabel" else [task.name]
+        columns = task.kind.label_columns(task)
         absent = [c for c in columns if c not in frame.columns]
         if absent:
             raise ValueError(
@@ -429,8 +452,8 @@ def from_dataframe(frame, tasks, features: str | Sequence[str] | None = None,
     labels = {}
     for task in tasks:
         columns = label_columns[task.name]
-        labels[task.name] = (frame[columns].to_numpy(dtype=object) if task.kind == "multilabel"
-                             else frame[columns[0]].to_numpy(dtype=object))
+        one_per_example = len(task.kind.label_shape(task, 1)) == 1
+        labels[task.name] = (frame[columns[0]] if one_per_example else frame[columns]).to_numpy(dtype=object)
     return from_arrays(x, labels, tasks, batch_size, shuffle, seed, **kwargs)
 
 
@@ -499,7 +522,7 @@ def from_dataset(dataset: tf.data.Dataset, tasks, *, batch_size: int | None = No
         )
     first_x = tf.nest.flatten(first[0])[0]
     unbatched = [t.name for t in tasks if t.name in first[1]
-                 and len(first[1][t.name].shape) < (2 if t.kind == "multilabel" else 1)]
+                 and len(first[1][t.name].shape) < len(t.kind.label_shape(t, 1))]
     if len(first_x.shape) == 0 or unbatched:
         raise ValueError("The dataset yields single examples: pass batch_size=... to batch them.")
     batch_labels = {k: _decoded(v.numpy()) for k, v in first[1].items()}

@@ -75,7 +75,7 @@ def _output_names(model) -> list[str]:
     names = []
     for task in model.tasks:
         names.append(task.name)
-        if task.kind == "categorical":
+        if task.kind.class_output:
             names.append(f"{task.name}_class")
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
@@ -99,7 +99,7 @@ def _user_outputs(model, outputs: dict) -> dict[str, tf.Tensor]:
     named = {}
     for task in model.tasks:
         named[task.name] = outputs[task.name]
-        if task.kind == "categorical":
+        if task.kind.class_output:
             named[f"{task.name}_class"] = tf.argmax(outputs[task.name], axis=-1, output_type=tf.int64)
     return named
 
@@ -150,7 +150,7 @@ def serving_signature(model) -> dict:
     outputs = {}
     for task in model.tasks:
         outputs[task.name] = {"shape": [-1, task.units], "dtype": "float32"}
-        if task.kind == "categorical":
+        if task.kind.class_output:
             outputs[f"{task.name}_class"] = {"shape": [-1], "dtype": "int64"}
     return {
         "inputs": {s.name: {"shape": [-1] + list(s.shape[1:]), "dtype": s.dtype.name}
@@ -163,14 +163,15 @@ def _tasks_metadata(model, specs) -> dict:
     """The JSON stored with the export: tasks, outputs and inputs."""
     tasks = []
     for task in model.tasks:
-        entry = {"name": task.name, "kind": task.kind, "units": task.units,
+        entry = {"name": task.name, "kind": task.kind.name, "units": task.units,
                  "output": task.name, "unit_names": task.output_names,
                  "loss_weight": task.loss_weight}
-        if task.kind == "multilabel":
+        if task.labels is not None:
             entry["labels"] = list(task.labels)
-        if task.kind == "categorical":
+        if task.num_classes is not None:
             entry["num_classes"] = task.num_classes
             entry["class_names"] = task.output_names
+        if task.kind.class_output:
             entry["class_output"] = f"{task.name}_class"
         tasks.append(entry)
     inputs = [{"name": s.name, "dtype": s.dtype.name, "shape": [-1] + list(s.shape[1:]),

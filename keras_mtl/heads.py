@@ -17,26 +17,19 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mtl import metrics as metrics_lib
-from keras_mtl.losses import (
-    binary_crossentropy_entries,
-    categorical_crossentropy_entries,
-    check_normalize,
-    global_counts,
-    squared_error_entries,
-)
-from keras_mtl.tasks import Task
+from keras_mtl.losses import check_normalize, global_counts
+from keras_mtl.tasks import Task, label_groups, label_width, packed_key
 
 __all__ = [
     "ForwardRecord",
     "FusedTaskLoss",
     "HeadLayout",
+    "LabelGroup",
     "TaskHeads",
     "TaskMetrics",
     "TaskOutput",
     "logits_from_outputs",
     "stack_groups",
-    "stack_labels",
     "stack_weights",
 ]
 
@@ -48,44 +41,93 @@ class _Block:
     stop: int
 
 
-class HeadLayout:
-    """Where each task's units sit in the fused logits.
+class LabelGroup:
+    """Tasks whose labels form one matrix and whose loss is computed together.
 
-    Columns ``[0, num_sigmoid)`` hold every binary and multilabel unit,
-    the next ``num_regression`` columns the regression units, and each
-    categorical task follows as its own block.
+    Attributes:
+        tasks: the tasks, in column order.
+        start, stop: the group's columns in the fused logits.
+        elementwise: one loss term per unit (the label matrix is
+            ``(batch, units)``); otherwise one class index per task and
+            example (``(batch, number of tasks)``), one loss per task block.
+        label_columns: ``{task name: (lo, hi)}``, the task's columns in the
+            group's label matrix.
+        key: the name the group's label matrix travels under in a packed
+            batch (:func:`keras_mtl.data.from_arrays`).
+    """
+
+    def __init__(self, tasks, start):
+        self.tasks = list(tasks)
+        self.kind = self.tasks[0].kind
+        self.elementwise = self.kind.elementwise
+        self.start = start
+        self.stop = start + sum(t.units for t in self.tasks)
+        self.label_columns = {}
+        column = 0
+        for task in self.tasks:
+            width = label_width(task)
+            self.label_columns[task.name] = (column, column + width)
+            column += width
+        self.width = column
+        self.key = packed_key(self.tasks)
+        # Column → task (within the group), for per-task sums of elementwise terms.
+        self.segments = np.repeat(np.arange(len(self.tasks)), [t.units for t in self.tasks]).astype("int32")
+        self.single_units = len(self.segments) == len(self.tasks)
+        weighted = [t for t in self.tasks if t.class_weight_table is not None]
+        self.class_weight_tables = None
+        if weighted:
+            # Tasks without class weights weigh every class 1.
+            self.class_weight_tables = [
+                t.class_weight_table if t.class_weight_table is not None
+                else t.kind.class_weight_table(t, None) for t in self.tasks]
+
+    def labels_of(self, matrix, task):
+        """``task``'s labels, sliced from the group's label matrix."""
+        lo, hi = self.label_columns[task.name]
+        if hi - lo == 1 and len(task.kind.label_shape(task, 1)) == 1:
+            return matrix[:, lo]
+        return matrix[:, lo:hi]
+
+
+class HeadLayout:
+    """Where each task's units sit in the fused logits, by label group.
+
+    The columns hold the groups of :func:`keras_mtl.tasks.label_groups` one
+    after the other: every binary and multilabel unit first, then the
+    regression units, then other elementwise groups, then one block per
+    categorical task.
 
     Example:
         >>> layout = HeadLayout([Task("weather", kind="categorical", num_classes=3),
         ...                      Task("car"), Task("distance", kind="regression")])
         >>> [(name, b.start, b.stop) for name, b in layout.blocks.items()]
         [('car', 0, 1), ('distance', 1, 2), ('weather', 2, 5)]
+        >>> [group.key for group in layout.groups]
+        ['labels:car:1', 'labels:distance:1', 'labels:weather:1']
     """
 
     def __init__(self, tasks: list[Task]):
         self.tasks = list(tasks)
-        sigmoid = [t for t in tasks if t.kind in ("binary", "multilabel")]
-        regression = [t for t in tasks if t.kind == "regression"]
-        categorical = [t for t in tasks if t.kind == "categorical"]
-        self.blocks: dict[str, _Block] = {}
+        self.groups: list[LabelGroup] = []
         column = 0
-        for task in sigmoid + regression + categorical:
+        for group_tasks in label_groups(self.tasks):
+            group = LabelGroup(group_tasks, column)
+            self.groups.append(group)
+            column = group.stop
+        self.units = column
+        self.blocks: dict[str, _Block] = {}
+        ordered = [t for g in self.groups for t in g.tasks]
+        column = 0
+        for task in ordered:
             self.blocks[task.name] = _Block(task, column, column + task.units)
             column += task.units
-        self.units = column
         # Task index (in the user's order) of every column.
-        self.column_tasks = [tasks.index(task) for task in sigmoid + regression + categorical
-                             for _ in range(task.units)]
-        self.sigmoid = sigmoid
-        self.regression = regression
-        self.categorical = categorical
-        self.num_sigmoid = sum(t.units for t in sigmoid)
-        self.num_regression = len(regression)
-        # Column → task index (in the sigmoid group) for per-task sums.
-        self.sigmoid_segments = np.repeat(np.arange(len(sigmoid)), [t.units for t in sigmoid])
+        index = {t.name: i for i, t in enumerate(self.tasks)}
+        self.column_tasks = [index[t.name] for t in ordered for _ in range(t.units)]
         # Position of every task's loss in the group order → user order.
-        group_order = [t.name for t in sigmoid + regression + categorical]
-        self.to_user_order = np.array([group_order.index(t.name) for t in tasks], dtype="int32")
+        position = {t.name: i for i, t in enumerate(ordered)}
+        self.to_user_order = np.array([position[t.name] for t in self.tasks], dtype="int32")
+        self.group_of = {t.name: g for g in self.groups for t in g.tasks}
 
     def block(self, name: str) -> _Block:
         return self.blocks[name]
@@ -241,53 +283,81 @@ class TaskOutput(keras.layers.Layer):
 def logits_from_outputs(y_pred: dict, layout: HeadLayout, epsilon: float = 1e-7):
     """Fused logits recovered from outputs in user units (for foreign predictions).
 
-    Probabilities are clipped to ``[ε, 1 − ε]`` first, as Keras does for
-    losses on probabilities: exact up to that clipping.
+    Each kind inverts its activation; probabilities are clipped to
+    ``[ε, 1 − ε]`` first, as Keras does for losses on probabilities: exact
+    up to that clipping.
     """
     columns = []
-    for task in layout.tasks:  # columns are grouped by kind: put each block in place
+    for task in layout.tasks:
         value = ops.cast(ops.convert_to_tensor(y_pred[task.name]), "float32")
         value = ops.reshape(value, (ops.shape(value)[0], task.units))
-        if task.activation == "sigmoid":
-            p = ops.clip(value, epsilon, 1.0 - epsilon)
-            value = ops.log(p) - ops.log1p(-p)
-        elif task.activation == "softmax":
-            value = ops.log(ops.clip(value, epsilon, 1.0))
-        columns.append((layout.block(task.name).start, value))
+        columns.append((layout.block(task.name).start, task.kind.logits_from_outputs(value, epsilon)))
     columns.sort(key=lambda c: c[0])
     return ops.concatenate([c[1] for c in columns], axis=1)
 
 
-def stack_labels(y, tasks, batch_size, dtype="float32"):
-    """Stacks the labels of ``tasks`` into one (batch, units) matrix."""
-    columns = [ops.cast(ops.convert_to_tensor(y[task.name]), dtype) for task in tasks]
+def _label_columns(y, group: LabelGroup, batch_size, dtype):
+    columns = [ops.cast(ops.convert_to_tensor(y[task.name]), dtype) for task in group.tasks]
     if all(len(column.shape) == 1 for column in columns):
         return ops.stack(columns, axis=1)  # one label per example and task: one op
-    columns = [ops.reshape(column, (batch_size, task.units)) for column, task in zip(columns, tasks)]
+    columns = [ops.reshape(column, (batch_size, hi - lo))
+               for column, (lo, hi) in zip(columns, group.label_columns.values())]
     return columns[0] if len(columns) == 1 else ops.concatenate(columns, axis=1)
 
 
-def stack_groups(y, layout: HeadLayout, batch_size) -> dict:
-    """The labels of each fused group, ``{"sigmoid": …, "regression": …}``.
+def stack_groups(y, layout: HeadLayout, batch_size) -> list:
+    """The label matrix of every group, in group order.
 
-    Stacked once per step and shared by the loss and the metrics.
+    From a packed batch (one matrix per group, under the group's key) the
+    matrices are taken as they are; from ``{task: labels}`` each group's
+    columns are stacked once per step, shared by the loss and the metrics.
     """
-    return {name: stack_labels(y, tasks, batch_size)
-            for name, tasks in (("sigmoid", layout.sigmoid), ("regression", layout.regression)) if tasks}
+    # Stacked as float32 whatever the kind: NaN, a missing mark of labels that did not
+    # come through kmtl.data, would not survive a cast to integers.
+    return [y[group.key] if group.key in y else _label_columns(y, group, batch_size, "float32")
+            for group in layout.groups]
 
 
-def stack_weights(sample_weight, tasks, batch_size, dtype="float32"):
-    """Per-entry weights (batch, units) from per-example weights."""
+def stack_weights(sample_weight, tasks, batch_size, dtype="float32", per_unit=True):
+    """Per-entry weights ``(batch, units)`` (or ``(batch, tasks)``) from per-example weights."""
     columns = []
     for task in tasks:
         weight = sample_weight[task.name] if isinstance(sample_weight, dict) else sample_weight
         weight = ops.reshape(ops.cast(weight, dtype), (batch_size, 1))
-        columns.append(ops.repeat(weight, task.units, axis=1) if task.units > 1 else weight)
+        columns.append(ops.repeat(weight, task.units, axis=1) if per_unit and task.units > 1 else weight)
     return columns[0] if len(columns) == 1 else ops.concatenate(columns, axis=1)
 
 
-def _logistic_entries(y_true, logits):
-    return binary_crossentropy_entries(y_true, logits, from_logits=True)
+def _group_terms(group: LabelGroup, labels, logits, sample_weight, batch_size):
+    """Summed losses and (weighted) labelled counts of a group's tasks, ``(tasks,)`` each."""
+    if group.elementwise:
+        losses, mask = group.tasks[0].entries(labels, logits[:, group.start:group.stop])
+        if group.class_weight_tables is not None:
+            weights = group.kind.class_weights(labels, np.concatenate(group.class_weight_tables))
+            losses, mask = losses * weights, mask * weights
+        if sample_weight is not None:
+            weights = stack_weights(sample_weight, group.tasks, batch_size)
+            losses, mask = losses * weights, mask * weights
+        total, count = ops.sum(losses, axis=0), ops.sum(mask, axis=0)
+        if not group.single_units:  # multilabel heads: one value per task
+            total = ops.segment_sum(total, group.segments, len(group.tasks))
+            count = ops.segment_sum(count, group.segments, len(group.tasks))
+        return total, count
+    totals, counts, column = [], [], group.start
+    for j, task in enumerate(group.tasks):
+        y = labels[:, j]
+        losses, mask = task.entries(y, logits[:, column:column + task.units])
+        losses, mask = losses[:, 0], mask[:, 0]
+        column += task.units
+        if group.class_weight_tables is not None:
+            weights = task.kind.class_weights(y, group.class_weight_tables[j])
+            losses, mask = losses * weights, mask * weights
+        if sample_weight is not None:
+            weights = stack_weights(sample_weight, [task], batch_size)[:, 0]
+            losses, mask = losses * weights, mask * weights
+        totals.append(ops.sum(losses))
+        counts.append(ops.sum(mask))
+    return ops.stack(totals), ops.stack(counts)
 
 
 class FusedTaskLoss:
@@ -312,7 +382,8 @@ class FusedTaskLoss:
         """Per-task losses, shape ``(num_tasks,)``, float32.
 
         Args:
-            y: dict ``{task name: encoded labels}``.
+            y: dict ``{task name: encoded labels}``, or a packed batch
+                (one matrix per label group).
             logits: fused logits ``(batch, layout.units)``.
             sample_weight: optional per-example weights ``(batch,)`` or a
                 dict of them per task.
@@ -328,35 +399,10 @@ class FusedTaskLoss:
         if stacked is None:
             stacked = stack_groups(y, layout, batch_size)
         totals, counts = [], []
-        groups = (
-            ("sigmoid", layout.sigmoid, 0, layout.num_sigmoid, _logistic_entries),
-            ("regression", layout.regression, layout.num_sigmoid,
-             layout.num_sigmoid + layout.num_regression, squared_error_entries),
-        )
-        for group, tasks, start, stop, entries in groups:
-            if not tasks:
-                continue
-            y_group = stacked[group]
-            losses, mask = entries(y_group, logits[:, start:stop])
-            if sample_weight is not None:
-                weights = stack_weights(sample_weight, tasks, batch_size, "float32")
-                losses, mask = losses * weights, mask * weights
-            total, count = ops.sum(losses, axis=0), ops.sum(mask, axis=0)
-            if tasks is layout.sigmoid and layout.num_sigmoid > len(tasks):
-                # Multilabel heads: sum their columns into one value per task.
-                total = ops.segment_sum(total, layout.sigmoid_segments, len(tasks))
-                count = ops.segment_sum(count, layout.sigmoid_segments, len(tasks))
+        for group, labels in zip(layout.groups, stacked):
+            total, count = _group_terms(group, labels, logits, sample_weight, batch_size)
             totals.append(total)
             counts.append(count)
-        for task in layout.categorical:
-            block = layout.block(task.name)
-            losses, mask = categorical_crossentropy_entries(
-                y[task.name], logits[:, block.start:block.stop], from_logits=True)
-            if sample_weight is not None:
-                weights = stack_weights(sample_weight, [task], batch_size, "float32")[:, 0]
-                losses, mask = losses * weights, mask * weights
-            totals.append(ops.reshape(ops.sum(losses), (1,)))
-            counts.append(ops.reshape(ops.sum(mask), (1,)))
         total = ops.take(ops.concatenate(totals, axis=0), layout.to_user_order, axis=0)
         local_count = ops.take(ops.concatenate(counts, axis=0), layout.to_user_order, axis=0)
         # Each replica's share is its own sum over the global denominator
@@ -369,15 +415,18 @@ class FusedTaskLoss:
 class TaskMetrics(keras.metrics.Metric):
     """The metrics of every task of a model, as one Keras metric.
 
-    Tasks left on their default metrics share fused metric objects (one
-    :class:`keras_mtl.metrics.SigmoidTaskMetrics` for all binary and
+    Tasks of a label group left on their default metrics share one fused
+    metric object where their kind has one (one
+    :class:`keras_mtl.metrics.SigmoidTaskMetrics` for the binary and
     multilabel tasks, one :class:`keras_mtl.metrics.RegressionTaskMetrics`
-    for all regression tasks), so the cost per step does not grow with a
-    Python loop over tasks; tasks given their own metrics, and categorical
-    tasks, get one :class:`keras_mtl.metrics.MaskedMetric` each.
+    for the regression tasks), so the cost per step does not grow with a
+    Python loop over tasks; tasks given their own metrics, and tasks of
+    other kinds (categorical, counts), get one
+    :class:`keras_mtl.metrics.MaskedMetric` each.
 
-    ``update_state(y, y_pred, sample_weight)`` takes the labels and the
-    model's outputs as dicts keyed by task; ``result()`` returns
+    ``update_state(y, y_pred, sample_weight)`` takes the labels (a dict
+    keyed by task, or a packed batch) and the model's outputs (a dict keyed
+    by task); ``result()`` returns
     ``{"<task>_<metric>": value}`` for every task, and :meth:`task_means`
     the mean over tasks of each figure.
 
@@ -390,31 +439,65 @@ class TaskMetrics(keras.metrics.Metric):
     def __init__(self, layout: HeadLayout, chosen: dict, name="task_metrics"):
         super().__init__(name=name)
         self.layout = layout
-        default = {t.name for t in layout.tasks if chosen[t.name] is None}
-        self.sigmoid_tasks = [t for t in layout.sigmoid if t.name in default]
-        self.regression_tasks = [t for t in layout.regression if t.name in default]
         self.fused = []
-        if self.sigmoid_tasks:
-            self.fused.append(metrics_lib.SigmoidTaskMetrics(
-                [t.name for t in self.sigmoid_tasks], [t.units for t in self.sigmoid_tasks]))
-        if self.regression_tasks:
-            self.fused.append(metrics_lib.RegressionTaskMetrics([t.name for t in self.regression_tasks]))
-        self.groups = [tasks for tasks in (self.sigmoid_tasks, self.regression_tasks) if tasks]
-        self.per_task = {t.name: t.build_metrics(chosen[t.name]) for t in layout.tasks
-                         if t.name not in default or t.kind == "categorical"}
+        self._fused_parts = []  # (group, tasks, label columns or None, logit columns or None)
+        self.per_task = {}
+        for group in layout.groups:
+            default = [t for t in group.tasks if chosen[t.name] is None]
+            metric = None
+            if default and group.elementwise:
+                metric = group.kind.fused_metrics([t.name for t in default], [t.units for t in default])
+            fused = {t.name for t in default} if metric is not None else set()
+            if metric is not None:
+                self.fused.append(metric)
+                self._fused_parts.append((group, default, *self._columns(group, default)))
+            for task in group.tasks:
+                if task.name not in fused:
+                    self.per_task[task.name] = task.build_metrics(chosen[task.name])
 
-    def update_state(self, y, y_pred, sample_weight=None):
+    @staticmethod
+    def _columns(group, tasks):
+        """The columns of ``tasks`` in the group's label matrix and logits (``None``: all)."""
+        if len(tasks) == len(group.tasks):
+            return None, None
+        labels = np.concatenate([np.arange(*group.label_columns[t.name]) for t in tasks]).astype("int32")
+        return labels, labels + group.start
+
+    def update_state(self, y, y_pred, sample_weight=None, logits=None, stacked=None):
+        """Updates every task's metrics.
+
+        Args:
+            y: labels ``{task: labels}`` or a packed batch.
+            y_pred: the model's outputs ``{task: output}``.
+            sample_weight: optional per-example weights, or a dict per task.
+            logits: the fused logits behind ``y_pred``, if known: the fused
+                metrics then activate them once instead of concatenating
+                every task's output.
+            stacked: the groups' label matrices, if already computed.
+        """
         batch_size = ops.shape(y_pred[self.layout.tasks[0].name])[0]
-        for metric, tasks in zip(self.fused, self.groups):
-            labels = stack_labels(y, tasks, batch_size)
-            values = [ops.reshape(y_pred[t.name], (batch_size, t.units)) for t in tasks]
-            values = values[0] if len(values) == 1 else ops.concatenate(values, axis=1)
+        if stacked is None:
+            stacked = stack_groups(y, self.layout, batch_size)
+        matrices = dict(zip((g.key for g in self.layout.groups), stacked))
+        for metric, (group, tasks, label_columns, logit_columns) in zip(self.fused, self._fused_parts):
+            labels = matrices[group.key]
+            if label_columns is not None:
+                labels = ops.take(labels, label_columns, axis=1)
+            if logits is not None:
+                part = (logits[:, group.start:group.stop] if logit_columns is None
+                        else ops.take(logits, logit_columns, axis=1))
+                values = ops.cast(group.kind.activate(part), "float32")  # as TaskOutput computes it
+            else:
+                values = [ops.reshape(y_pred[t.name], (batch_size, t.units)) for t in tasks]
+                values = values[0] if len(values) == 1 else ops.concatenate(values, axis=1)
             weights = None if sample_weight is None else stack_weights(sample_weight, tasks, batch_size)
             metric.update_state(labels, values, weights)
         for name, task_metrics in self.per_task.items():
+            group = self.layout.group_of[name]
+            labels = group.labels_of(matrices[group.key], self.layout.block(name).task)
             weight = sample_weight.get(name) if isinstance(sample_weight, dict) else sample_weight
             for metric in task_metrics:
-                metric.update_state(y[name], y_pred[name], sample_weight=weight)
+                metric.update_state(labels, y_pred[name], sample_weight=weight)
 
     def result(self):
         found = {}

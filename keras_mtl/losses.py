@@ -24,7 +24,7 @@ import keras
 from keras import ops
 
 from keras_mtl.distribute import cross_replica_sum, num_replicas
-from keras_mtl.missing import label_mask
+from keras_mtl.missing import labelled as labelled_entries
 
 __all__ = [
     "NORMALIZATIONS",
@@ -101,7 +101,7 @@ def binary_crossentropy_entries(y_true, y_pred, *, from_logits: bool = False):
     """
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = _match_rank(ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype), y_pred)
-    labelled = label_mask(y_true, "binary")
+    labelled = labelled_entries(y_true, class_labels=True)
     y = ops.where(labelled, y_true, ops.zeros_like(y_true))
     if from_logits:
         # max(z, 0) − z·y + log(1 + e^−|z|): finite loss and gradient for any z.
@@ -137,7 +137,7 @@ def categorical_crossentropy_entries(y_true, y_pred, *, from_logits: bool = Fals
             )
         y_true = ops.squeeze(y_true, -1)
     _check_shapes(tuple(y_true.shape) + (y_pred.shape[-1],), y_pred.shape)
-    labelled = label_mask(y_true, "categorical")
+    labelled = labelled_entries(y_true, class_labels=True)
     classes = ops.cast(ops.where(labelled, y_true, ops.zeros_like(y_true)), "int32")
     one_hot = ops.one_hot(classes, y_pred.shape[-1], dtype=y_pred.dtype)
     if from_logits:
@@ -162,7 +162,7 @@ def squared_error_entries(y_true, y_pred):
     """
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = _match_rank(ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype), y_pred)
-    labelled = label_mask(y_true, "regression")
+    labelled = labelled_entries(y_true, class_labels=False)
     y = ops.where(labelled, y_true, y_pred)
     mask = ops.cast(labelled, y_pred.dtype)
     return ops.square(y_pred - y) * mask, mask

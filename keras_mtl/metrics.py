@@ -13,35 +13,74 @@ import numpy as np
 from keras import ops
 
 from keras_mtl.missing import label_mask
+from keras_mtl.missing import labelled as labelled_entries
 
 __all__ = [
+    "HIGHER_IS_BETTER",
     "MaskedMetric",
+    "PoissonDeviance",
     "RegressionTaskMetrics",
     "SigmoidTaskMetrics",
     "TaskLossMeans",
     "TaskWeights",
     "default_metrics",
     "get",
+    "higher_is_better",
+    "poisson_deviance",
 ]
 
-# Short names that mean a different Keras class per kind of task.
-_BY_KIND = {
-    "auc": {k: keras.metrics.AUC for k in ("binary", "multilabel")},
-    "accuracy": {
-        "binary": keras.metrics.BinaryAccuracy,
-        "multilabel": keras.metrics.BinaryAccuracy,
-        "categorical": keras.metrics.SparseCategoricalAccuracy,
-    },
-    "mae": {"regression": keras.metrics.MeanAbsoluteError},
-    "mse": {"regression": keras.metrics.MeanSquaredError},
-    "rmse": {"regression": keras.metrics.RootMeanSquaredError},
-}
-_DEFAULTS = {
-    "binary": ("auc", "accuracy"),
-    "multilabel": ("auc", "accuracy"),
-    "categorical": ("accuracy",),
-    "regression": ("mae",),
-}
+HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "mae": False, "mse": False, "rmse": False,
+                    "deviance": False, "loss": False}
+"""Which way the short-named metrics are better; the names a task's kind resolves to a Keras class."""
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better (``"auc"`` yes, ``"mae"`` no).
+
+    Names outside :data:`HIGHER_IS_BETTER` count as better when larger
+    unless they name an error or a loss.
+
+    Example:
+        >>> higher_is_better("auc"), higher_is_better("mae"), higher_is_better("my_error")
+        (True, False, False)
+    """
+    short = metric.lower()
+    if short in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[short]
+    return not any(word in short for word in ("error", "loss", "deviance", "mae", "mse"))
+
+
+def _kind(kind):
+    """The kind object for a kind or its name."""
+    from keras_mtl import kinds  # the kinds are built on this module, hence the late import
+
+    return kinds.get(kind)
+
+
+def poisson_deviance(y_true, y_pred, epsilon: float = 1e-7):
+    """Mean Poisson deviance ``2 · (y log(y/μ) − (y − μ))`` over the last axis.
+
+    Example:
+        >>> round(float(poisson_deviance([[2.0]], [[1.0]])[0]), 4)   # 2·(2 log 2 − 1)
+        0.7726
+    """
+    y = ops.cast(ops.convert_to_tensor(y_true), "float32")
+    mu = ops.maximum(ops.cast(ops.convert_to_tensor(y_pred), "float32"), epsilon)
+    positive = y > 0
+    log_ratio = ops.log(ops.where(positive, y, 1.0) / mu)
+    term = ops.where(positive, y * log_ratio, 0.0) - (y - mu)
+    return 2.0 * ops.mean(term, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class PoissonDeviance(keras.metrics.MeanMetricWrapper):
+    """Running mean of :func:`poisson_deviance` (the default metric of count tasks)."""
+
+    def __init__(self, name="deviance", dtype=None):
+        super().__init__(poisson_deviance, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -51,8 +90,9 @@ class MaskedMetric(keras.metrics.Metric):
     Args:
         metric: a ``keras.metrics.Metric`` instance (or its serialised
             config) that accepts ``sample_weight``.
-        kind: task kind, which decides what a missing label looks like
-            (``-1``/``NaN`` for class kinds, ``NaN`` for regression).
+        kind: the task's kind (object or name), which decides what a
+            missing label looks like (``-1``/``NaN`` for class kinds,
+            ``NaN`` for regression).
         name: metric name, e.g. ``"car_auc"``; defaults to the wrapped
             metric's name.
         dtype: metric dtype.
@@ -74,14 +114,15 @@ class MaskedMetric(keras.metrics.Metric):
             )
         super().__init__(name=name or metric.name, dtype=dtype)
         self.metric = metric
-        self.kind = kind
+        self.kind = _kind(kind)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.convert_to_tensor(y_pred)
         y_true = ops.convert_to_tensor(y_true)
-        if len(y_true.shape) == len(y_pred.shape) - 1 and self.kind != "categorical":
+        # One label per unit (elementwise kinds) or one class index per example.
+        if len(y_true.shape) == len(y_pred.shape) - 1 and self.kind.elementwise:
             y_true = ops.expand_dims(y_true, -1)
-        elif len(y_true.shape) == len(y_pred.shape) and self.kind == "categorical":
+        elif len(y_true.shape) == len(y_pred.shape) and not self.kind.elementwise:
             y_true = ops.squeeze(y_true, -1)
         labelled = label_mask(y_true, self.kind)
         y_true = ops.where(labelled, y_true, ops.zeros_like(y_true))
@@ -100,9 +141,11 @@ class MaskedMetric(keras.metrics.Metric):
         self.metric.reset_state()
 
     def get_config(self):
+        from keras_mtl import kinds
+
         return {
             "metric": keras.saving.serialize_keras_object(self.metric),
-            "kind": self.kind,
+            "kind": kinds.serialize(self.kind),
             "name": self.name,
             "dtype": self.dtype,
         }
@@ -115,7 +158,7 @@ def get(identifier, kind: str, task_name: str | None = None) -> MaskedMetric:
         identifier: ``"auc"``, ``"accuracy"``, ``"mae"``, ``"mse"``,
             ``"rmse"``, any name ``keras.metrics.get`` knows, a metric class,
             or a metric instance (wrapped unless already masked).
-        kind: the task's kind; ``"accuracy"`` means binary accuracy for
+        kind: the task's kind (object or name); ``"accuracy"`` means binary accuracy for
             binary/multilabel tasks and sparse categorical accuracy for
             categorical ones.
         task_name: if given, the metric is named ``"<task>_<metric>"`` so
@@ -128,19 +171,20 @@ def get(identifier, kind: str, task_name: str | None = None) -> MaskedMetric:
         >>> get("auc", "binary", "car").name
         'car_auc'
     """
+    kind = _kind(kind)
     if isinstance(identifier, MaskedMetric):
         metric = identifier
     else:
         if isinstance(identifier, str):
             short = identifier.lower()
-            if short in _BY_KIND:
-                if kind not in _BY_KIND[short]:
-                    raise ValueError(
-                        f"Metric {identifier!r} does not apply to {kind} task "
-                        f"{task_name!r}; metrics for {kind} tasks include "
-                        f"{[n for n, by in _BY_KIND.items() if kind in by]}."
-                    )
-                inner = _BY_KIND[short][kind](name=short)
+            if short in kind.metric_classes:
+                inner = kind.metric_classes[short](name=short)
+            elif short in HIGHER_IS_BETTER:
+                raise ValueError(
+                    f"Metric {identifier!r} does not apply to {kind} task "
+                    f"{task_name!r}; metrics for {kind} tasks include "
+                    f"{sorted(kind.metric_classes)}."
+                )
             else:
                 inner = keras.metrics.get(identifier)
         elif isinstance(identifier, type):
@@ -162,13 +206,13 @@ def get(identifier, kind: str, task_name: str | None = None) -> MaskedMetric:
     return metric
 
 
-def default_metrics(kind: str, task_name: str | None = None) -> list[MaskedMetric]:
-    """The metrics a task gets unless told otherwise.
+def default_metrics(kind, task_name: str | None = None) -> list[MaskedMetric]:
+    """The metrics a task gets unless told otherwise: its kind's ``default_metrics``.
 
     binary and multilabel: AUC and accuracy; categorical: accuracy;
-    regression: mean absolute error.
+    regression: mean absolute error; poisson: MAE and deviance.
     """
-    return [get(name, kind, task_name) for name in _DEFAULTS[kind]]
+    return [get(name, kind, task_name) for name in _kind(kind).default_metrics]
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -251,7 +295,7 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
         """``y_true``, ``y_pred``: ``(batch, units)``; labels −1/NaN where missing."""
         y_pred = ops.cast(y_pred, self.dtype)
         y_true = ops.cast(y_true, self.dtype)
-        labelled = label_mask(y_true, "binary")
+        labelled = labelled_entries(y_true, class_labels=True)
         y_clean = ops.where(labelled, y_true, ops.zeros_like(y_true))
         weight = ops.cast(labelled, self.dtype)
         if sample_weight is not None:
@@ -314,7 +358,7 @@ class RegressionTaskMetrics(keras.metrics.Metric):
         """``y_true``, ``y_pred``: ``(batch, tasks)``; ``NaN`` where missing."""
         y_pred = ops.cast(y_pred, self.dtype)
         y_true = ops.cast(y_true, self.dtype)
-        labelled = label_mask(y_true, "regression")
+        labelled = labelled_entries(y_true, class_labels=False)
         weight = ops.cast(labelled, self.dtype)
         if sample_weight is not None:
             weight = weight * ops.cast(sample_weight, self.dtype)

@@ -4,10 +4,14 @@ A label that nobody annotated is written by users as ``NaN``, ``None``,
 ``"?"`` or :data:`MISSING`. Inside the model and the losses a missing entry
 is represented by one sentinel per kind of task:
 
-* class-valued tasks (``binary``, ``multilabel``, ``categorical``): ``-1``
-  (:data:`MISSING`), which is never a valid class;
-* ``regression``: ``NaN`` (:data:`MISSING_REGRESSION`), because every real
-  number, ``-1`` included, is a valid regression target.
+* tasks whose labels are classes (``binary``, ``multilabel``,
+  ``categorical``): ``-1`` (:data:`MISSING`), which is never a valid class;
+* real-valued tasks (``regression``, ``poisson``): ``NaN``
+  (:data:`MISSING_REGRESSION`), because every real number, ``-1`` included,
+  may be a target.
+
+Which of the two a task uses is its kind's ``class_labels``
+(:mod:`keras_mtl.kinds`); the functions here take the kind.
 
 This module holds the NumPy side (recognising markers in user arrays) and the
 backend-agnostic masks the losses and metrics use (``keras.ops``). The
@@ -22,12 +26,12 @@ import numpy as np
 from keras import ops
 
 __all__ = [
-    "CLASS_KINDS",
     "MISSING",
     "MISSING_REGRESSION",
     "MISSING_STRINGS",
     "is_missing",
     "label_mask",
+    "labelled",
 ]
 
 
@@ -61,8 +65,15 @@ MISSING_REGRESSION = math.nan
 MISSING_STRINGS = ("?", "", "nan", "NaN", "None", "NA", "N/A", "null")
 """Strings that mark a missing label (besides a non-string ``NaN``/``None``)."""
 
-CLASS_KINDS = ("binary", "multilabel", "categorical")
-"""Task kinds whose labels are classes and whose sentinel is ``MISSING``."""
+
+def _class_labels(kind) -> bool:
+    """Whether ``kind`` (a kind object or its name) has class labels, sentinel ``MISSING``."""
+    if isinstance(kind, str):
+        # The string shorthand; the kinds are built on this module, hence the late import.
+        from keras_mtl.kinds import get
+
+        kind = get(kind)
+    return bool(kind.class_labels)
 
 
 def _missing_singleton() -> _MissingLabel:
@@ -77,30 +88,30 @@ def _is_minus_one_text(text: str) -> bool:
         return False
 
 
-def _is_missing_scalar(value: object, kind: str) -> bool:
+def _is_missing_scalar(value: object, class_labels: bool) -> bool:
     # pandas.NA and NaT are recognised by type name: no pandas import needed.
     if value is None or value is MISSING or type(value).__name__ in ("NAType", "NaTType"):
         return True
     if isinstance(value, (str, bytes)):
         text = (value.decode() if isinstance(value, bytes) else value).strip()
-        return text in MISSING_STRINGS or (kind in CLASS_KINDS and _is_minus_one_text(text))
+        return text in MISSING_STRINGS or (class_labels and _is_minus_one_text(text))
     if isinstance(value, (bool, np.bool_)):
         return False
     if isinstance(value, (int, float, np.number)):
         if math.isnan(float(value)):
             return True
-        return kind in CLASS_KINDS and float(value) == -1.0
+        return class_labels and float(value) == -1.0
     return False
 
 
-def is_missing(labels: object, kind: str = "binary") -> np.ndarray:
+def is_missing(labels: object, kind="binary") -> np.ndarray:
     """Returns a boolean array: where ``labels`` holds a missing marker.
 
     Args:
         labels: array-like of labels as a user writes them (numbers, strings,
             ``None``, ``NaN``, :data:`MISSING`).
-        kind: task kind. For class kinds ``-1`` is missing; for
-            ``"regression"`` a numeric ``-1`` is a real target and only
+        kind: task kind (object or name). For class kinds ``-1`` is
+            missing; for ``"regression"`` a numeric ``-1`` is a real target and only
             ``NaN``, ``None``, ``"?"`` or the :data:`MISSING` object itself
             (in a list or object array) mean missing.
 
@@ -113,47 +124,59 @@ def is_missing(labels: object, kind: str = "binary") -> np.ndarray:
         >>> is_missing([-1.0, MISSING], kind="regression").tolist()
         [False, True]
     """
+    class_labels = _class_labels(kind)
     # Lists and tuples keep their objects, so MISSING stays distinct from -1.0.
     array = np.asarray(labels, dtype=object) if isinstance(labels, (list, tuple)) else np.asarray(labels)
     if array.dtype == object:
-        flat = [_is_missing_scalar(v, kind) for v in array.ravel()]
+        flat = [_is_missing_scalar(v, class_labels) for v in array.ravel()]
         return np.asarray(flat, dtype=bool).reshape(array.shape)
     if array.dtype.kind in "US":
         text = np.char.strip(array.astype(str))
         missing = np.isin(text, MISSING_STRINGS)
-        if kind in CLASS_KINDS:
+        if class_labels:
             missing |= np.vectorize(_is_minus_one_text, otypes=[bool])(text)
         return missing
     if array.dtype.kind == "f":
         missing = np.isnan(array)
-        if kind in CLASS_KINDS:
+        if class_labels:
             missing |= array == -1.0
         return missing
-    if array.dtype.kind in "iu" and kind in CLASS_KINDS:
+    if array.dtype.kind in "iu" and class_labels:
         return array == -1
     return np.zeros(array.shape, dtype=bool)
 
 
-def label_mask(y_true, kind: str):
+def label_mask(y_true, kind):
     """Boolean tensor: ``True`` where ``y_true`` holds a real label.
 
     ``y_true`` is already encoded (sentinel ``-1`` for class kinds, ``NaN``
-    for regression). ``NaN`` is treated as missing for every kind, so a
+    for real-valued ones). ``NaN`` is treated as missing for every kind, so a
     ``NaN`` that reached a class label (e.g. from a user's own pipeline)
     never turns into a ``NaN`` loss.
 
     Args:
         y_true: tensor of encoded labels, any shape.
-        kind: one of ``"binary"``, ``"multilabel"``, ``"categorical"``,
-            ``"regression"``.
+        kind: the task's kind (object or name, e.g. ``"binary"``).
 
     Returns:
         Boolean tensor with the shape of ``y_true``.
     """
+    return labelled(y_true, _class_labels(kind))
+
+
+def labelled(y_true, class_labels: bool):
+    """:func:`label_mask` for labels that are classes (``class_labels``) or real values.
+
+    Example:
+        >>> ops.convert_to_numpy(labelled([1.0, -1.0, float("nan")], class_labels=True)).tolist()
+        [True, False, False]
+        >>> ops.convert_to_numpy(labelled([1.0, -1.0, float("nan")], class_labels=False)).tolist()
+        [True, True, False]
+    """
     y_true = ops.convert_to_tensor(y_true)
     if "int" in str(y_true.dtype):
-        return ops.not_equal(y_true, MISSING) if kind in CLASS_KINDS else ops.ones_like(y_true, "bool")
-    labelled = ops.logical_not(ops.isnan(y_true))
-    if kind in CLASS_KINDS:
-        labelled = ops.logical_and(labelled, ops.not_equal(y_true, float(MISSING)))
-    return labelled
+        return ops.not_equal(y_true, MISSING) if class_labels else ops.ones_like(y_true, "bool")
+    mask = ops.logical_not(ops.isnan(y_true))
+    if class_labels:
+        mask = ops.logical_and(mask, ops.not_equal(y_true, float(MISSING)))
+    return mask

@@ -246,15 +246,16 @@ class MultiTaskModel(keras.Model):
                 ``loss`` and the task means (``mean_task_loss``,
                 ``mean_auc``, …) while ``evaluate`` and validation still
                 report every task.
-            loss: not accepted — the losses follow from the tasks' kinds.
+            loss: not accepted — the losses follow from the tasks (their
+                kinds, or ``kmtl.Task(..., loss=...)``).
             **kwargs: passed to ``keras.Model.compile`` (``jit_compile``,
                 ``steps_per_execution``, ``run_eagerly``, …).
         """
         if loss is not None:
             raise ValueError(
-                "MultiTaskModel builds the masked loss of each task from its kind; do "
-                "not pass loss=. Change a task's loss through kmtl.Task(kind=...), "
-                "loss_weights={...} or normalize=..."
+                "MultiTaskModel builds the masked loss of each task from the task; do "
+                "not pass loss=. Give a task its own loss with kmtl.Task(name, loss=...), "
+                "or change kind=..., loss_weights={...} or normalize=..."
             )
         if kwargs.pop("weighted_metrics", None) is not None:
             raise ValueError(
@@ -383,6 +384,16 @@ class MultiTaskModel(keras.Model):
             raise ValueError(
                 f"Labels must be a dict keyed by task name {names}; got {type(y).__name__}."
             )
+        packed = [k for k in y if k.startswith("labels:")]
+        if packed:
+            expected = [g.key for g in self._layout.groups]
+            if sorted(packed) != sorted(expected) or len(packed) != len(y):
+                raise ValueError(
+                    f"The batch's packed labels {sorted(y)} are not this model's label groups "
+                    f"{expected}: the pipeline was built for other tasks. Build it with "
+                    "kmtl.data.from_arrays(x, labels, model.tasks, ...)."
+                )
+            return y
         unknown = sorted(set(y) - set(names))
         absent = [n for n in names if n not in y]
         if unknown or absent:
@@ -425,7 +436,8 @@ class MultiTaskModel(keras.Model):
         if logits is None:  # predictions that did not come from this model's forward pass
             logits = logits_from_outputs(self._labels_by_task(y_pred), self._layout)
         stacked = stack_groups(y, self._layout, ops.shape(logits)[0])
-        task_losses, counts = self._compiled.loss(y, logits, sample_weight, return_counts=True, stacked=stacked)
+        task_losses, counts = self._compiled.loss(y, logits, sample_weight, return_counts=True,
+                                                  stacked=stacked)
         present = counts > 0
         balancer = self.balancing
         weights, extra = balancer.combine(task_losses, present, training=training)
@@ -467,7 +479,8 @@ class MultiTaskModel(keras.Model):
         self._require_compiled()
         y = self._labels_by_task(y)
         task_metrics = self._metric(TaskMetrics)
-        task_metrics.update_state(y, self._labels_by_task(y_pred), sample_weight)
+        task_metrics.update_state(y, self._labels_by_task(y_pred), sample_weight,
+                                  logits=self._record.logits_for(y_pred))
         # Set by loss_terms earlier in the same step (the same trace on every backend;
         # under tf.distribute every replica's step sets the same value).
         training = self._step_training

@@ -1,21 +1,27 @@
-"""Task: what one output head predicts, how it is scored and weighted."""
+"""Task: what one output head predicts, how it is scored and weighted.
+
+What a task's labels and outputs mean is its kind's business
+(:mod:`keras_mtl.kinds`); a task adds its name, its options, its weight, and
+optionally its own loss and class weights.
+"""
 
 from __future__ import annotations
 
-import difflib
+import json
 import math
-import numbers
 import re
 from collections.abc import Sequence
 
 import keras
+import numpy as np
+from keras import ops
 
-from keras_mtl import losses as losses_lib
+from keras_mtl import kinds as kinds_lib
 from keras_mtl import metrics as metrics_lib
+from keras_mtl.kinds import KINDS
 
-__all__ = ["KINDS", "Task", "check_tasks"]
+__all__ = ["KINDS", "Task", "check_tasks", "label_groups", "label_width", "packed_key"]
 
-KINDS = ("binary", "multilabel", "categorical", "regression")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # Names the model uses for its own layers or History entries.
 _RESERVED = {"loss", "heads", "features"}
@@ -34,45 +40,75 @@ class Task:
         name: the task's name; names the output, the History entries
             (``<name>_loss``, ``<name>_auc``) and the serving output. Letters,
             digits and underscores, starting with a letter.
-        kind: ``"binary"`` (default: one sigmoid unit), ``"multilabel"`` (one
+        kind: what the task predicts (:mod:`keras_mtl.kinds`):
+            ``"binary"`` (default: one sigmoid unit), ``"multilabel"`` (one
             sigmoid unit per name in ``labels``), ``"categorical"`` (softmax
-            over ``num_classes``) or ``"regression"`` (one linear unit).
+            over ``num_classes``), ``"regression"`` (one linear unit),
+            ``"poisson"`` (a count), or a kind object, e.g. one of your own.
         loss_weight: the task's weight in the total loss (finite, ≥ 0).
         num_classes: number of classes of a categorical task.
         labels: label names of a multilabel task (one unit each).
         class_names: optional names of a categorical task's classes
             (``num_classes`` is then inferred).
         metrics: metric names or objects for this task (see
-            :func:`keras_mtl.metrics.get`); ``None`` gives AUC and accuracy
-            for binary/multilabel, accuracy for categorical, MAE for
-            regression.
+            :func:`keras_mtl.metrics.get`); ``None`` gives the kind's
+            defaults (AUC and accuracy for binary/multilabel, accuracy for
+            categorical, MAE for regression).
+        loss: the task's own elementwise loss instead of the kind's: a
+            ``keras.losses.Loss`` such as ``keras.losses.Huber()`` or
+            ``keras.losses.BinaryFocalCrossentropy()``, or a function of
+            ``(y_true, y_pred)`` reducing only the last axis. It receives the
+            outputs in user units (the logits if it has
+            ``from_logits=True``); missing labels add nothing to it or its
+            gradient. Tasks with the same loss are computed together.
+        class_weight: ``{class: weight}`` for a task whose labels are
+            classes (binary, multilabel, categorical): each labelled entry's
+            loss is multiplied by its class's weight (classes not named
+            weigh 1). :func:`keras_mtl.data.balanced_class_weight` computes
+            balanced weights from the labelled entries.
 
     Example:
         >>> Task("weather", kind="categorical", num_classes=4).units
         4
         >>> Task("objects", kind="multilabel", labels=["car", "bike"]).units
         2
+        >>> Task("price", kind="regression", loss=keras.losses.Huber())
+        Task('price', kind='regression', loss=Huber)
     """
 
     def __init__(
         self,
         name: str,
-        kind: str = "binary",
+        kind="binary",
         *,
         loss_weight: float = 1.0,
         num_classes: int | None = None,
         labels: Sequence[str] | None = None,
         class_names: Sequence[str] | None = None,
         metrics: Sequence | None = None,
+        loss=None,
+        class_weight: dict | None = None,
     ):
         self.name = self._check_name(name)
-        self.kind = self._check_kind(kind)
+        try:
+            self.kind = kinds_lib.get(kind)
+        except ValueError as error:
+            raise ValueError(f"Task {self.name!r}: {error}") from None
         self.loss_weight = self._check_weight(loss_weight, self.name)
-        self.labels = self._check_labels(labels)
-        self.class_names, self.num_classes = self._check_classes(num_classes, class_names)
+        options = self.kind.check_options(self.name, labels=labels, num_classes=num_classes,
+                                          class_names=class_names)
+        self.labels = options.get("labels")
+        self.num_classes = options.get("num_classes")
+        self.class_names = options.get("class_names")
         self.metrics = list(metrics) if metrics is not None else None
         if self.metrics is not None:
             self.build_metrics()  # fail now, not at compile time
+        self.loss = self._check_loss(loss)
+        self.class_weight = None
+        self.class_weight_table = None
+        if class_weight is not None:
+            self.class_weight_table = self.kind.class_weight_table(self, class_weight)
+            self.class_weight = {int(k): float(v) for k, v in class_weight.items()}
 
     # -- validation ---------------------------------------------------------
 
@@ -91,15 +127,6 @@ class Task:
             )
         return name
 
-    def _check_kind(self, kind) -> str:
-        if kind not in KINDS:
-            close = difflib.get_close_matches(str(kind), KINDS, n=1)
-            hint = f" Did you mean kind={close[0]!r}?" if close else ""
-            raise ValueError(
-                f"Task {self.name!r}: kind={kind!r} is not one of {KINDS}.{hint}"
-            )
-        return kind
-
     @staticmethod
     def _check_weight(weight, name) -> float:
         try:
@@ -113,91 +140,56 @@ class Task:
             )
         return value
 
-    def _check_labels(self, labels):
-        if self.kind != "multilabel":
-            if labels is not None:
-                raise ValueError(
-                    f"Task {self.name!r}: labels=... is for multilabel tasks; write "
-                    f"kmtl.Task({self.name!r}, kind='multilabel', labels={list(labels)!r})."
-                )
+    def _check_loss(self, loss):
+        if loss is None:
             return None
-        if labels is None or isinstance(labels, str) or len(labels) == 0:
+        if isinstance(loss, (str, dict)):
+            loss = keras.losses.get(loss)
+        if not callable(loss):
             raise ValueError(
-                f"Task {self.name!r}: a multilabel task needs the names of its labels, "
-                f"e.g. kmtl.Task({self.name!r}, kind='multilabel', labels=['car', 'bike'])."
+                f"Task {self.name!r}: loss={loss!r} is not a loss; pass a keras.losses.Loss "
+                "(e.g. keras.losses.Huber()) or a function of (y_true, y_pred)."
             )
-        labels = [str(label) for label in labels]
-        if len(set(labels)) != len(labels):
-            duplicates = sorted({x for x in labels if labels.count(x) > 1})
+        if getattr(loss, "reduction", None) is not None and not isinstance(loss, keras.losses.Loss):
+            raise ValueError(f"Task {self.name!r}: loss={loss!r} is not a keras.losses.Loss.")
+        # Try it on two unlabelled examples: an unsuitable loss fails here, not in fit.
+        y = ops.full((2,) + ((self.units,) if self.kind.elementwise else ()), self.kind.sentinel)
+        try:
+            values, _ = self.kind.loss_entries(loss, y, ops.zeros((2, self.units)))
+            np.asarray(ops.convert_to_numpy(values))
+        except Exception as error:  # noqa: BLE001 - any failure means the loss does not fit
             raise ValueError(
-                f"Task {self.name!r}: duplicate label names {duplicates}; give each label "
-                "a unique name (one output unit each)."
-            )
-        return labels
-
-    def _check_classes(self, num_classes, class_names):
-        if self.kind != "categorical":
-            if num_classes is not None or class_names is not None:
-                raise ValueError(
-                    f"Task {self.name!r}: num_classes/class_names are for categorical "
-                    f"tasks; write kmtl.Task({self.name!r}, kind='categorical', "
-                    f"num_classes={num_classes if num_classes is not None else len(class_names)})."
-                )
-            return None, None
-        if class_names is not None:
-            class_names = [str(c) for c in class_names]
-            if num_classes is None:
-                num_classes = len(class_names)
-            if len(class_names) != num_classes:
-                raise ValueError(
-                    f"Task {self.name!r}: {len(class_names)} class_names given for "
-                    f"num_classes={num_classes}; give one name per class."
-                )
-        if isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, bool):
-            num_classes = int(num_classes)  # e.g. np.int64 from y.max() + 1
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(
-                f"Task {self.name!r}: a categorical task needs num_classes, an integer "
-                f"≥ 2 (got {num_classes!r}); e.g. kmtl.Task({self.name!r}, "
-                "kind='categorical', num_classes=4). For a yes/no task use kind='binary'."
-            )
-        return class_names, num_classes
+                f"Task {self.name!r} ({self.kind}): loss={loss!r} cannot be used as a task loss: "
+                f"{error}"
+            ) from error
+        return loss
 
     # -- what the model needs -----------------------------------------------
 
     @property
     def units(self) -> int:
         """Number of output units of the task's head."""
-        if self.kind == "multilabel":
-            return len(self.labels)
-        if self.kind == "categorical":
-            return self.num_classes
-        return 1
+        return self.kind.units(self)
 
     @property
     def activation(self) -> str:
         """Activation that turns the head's logits into user units."""
-        return {"binary": "sigmoid", "multilabel": "sigmoid",
-                "categorical": "softmax", "regression": "linear"}[self.kind]
+        return self.kind.activation
 
     @property
     def output_names(self) -> list[str]:
         """Human-readable meaning of each output unit."""
-        if self.kind == "multilabel":
-            return list(self.labels)
-        if self.kind == "categorical":
-            return self.class_names or [str(i) for i in range(self.num_classes)]
-        return [self.name]
+        return self.kind.output_names(self)
+
+    def entries(self, y_true, logits):
+        """The task's masked per-entry loss from its logits (its own loss, or its kind's)."""
+        if self.loss is None:
+            return self.kind.entries(y_true, logits)
+        return self.kind.loss_entries(self.loss, y_true, logits)
 
     def build_loss(self, normalize: str = "batch", from_logits: bool = True) -> keras.losses.Loss:
-        """The task's masked loss (a ``keras.losses.Loss``)."""
-        if self.kind == "regression":
-            return losses_lib.MaskedMeanSquaredError(normalize=normalize, name=f"{self.name}_loss")
-        if self.kind == "categorical":
-            return losses_lib.MaskedCategoricalCrossentropy(
-                normalize=normalize, from_logits=from_logits, name=f"{self.name}_loss")
-        return losses_lib.MaskedBinaryCrossentropy(
-            normalize=normalize, from_logits=from_logits, name=f"{self.name}_loss")
+        """The kind's masked loss as a ``keras.losses.Loss`` (for use outside the model)."""
+        return self.kind.masked_loss(normalize=normalize, from_logits=from_logits, name=f"{self.name}_loss")
 
     def build_metrics(self, metrics: Sequence | None = None) -> list[metrics_lib.MaskedMetric]:
         """Fresh masked metric objects named ``<task>_<metric>``."""
@@ -208,6 +200,13 @@ class Task:
             chosen = [chosen]
         return [metrics_lib.get(m, self.kind, self.name) for m in chosen]
 
+    @property
+    def loss_key(self) -> str:
+        """Tasks with equal keys share one loss computation (kind family and loss)."""
+        loss = "" if self.loss is None else json.dumps(
+            keras.saving.serialize_keras_object(self.loss), sort_keys=True, default=str)
+        return f"{self.kind.fuses_with or self.kind.name}|{self.activation}|{loss}"
+
     # -- serialisation ------------------------------------------------------
 
     def get_config(self) -> dict:
@@ -215,15 +214,21 @@ class Task:
         if self.metrics is not None:
             metrics = [m if isinstance(m, str) else keras.saving.serialize_keras_object(m)
                        for m in self.metrics]
-        return {
+        config = {
             "name": self.name,
-            "kind": self.kind,
+            "kind": kinds_lib.serialize(self.kind),
             "loss_weight": self.loss_weight,
             "num_classes": self.num_classes,
             "labels": self.labels,
             "class_names": self.class_names,
             "metrics": metrics,
         }
+        if self.loss is not None:
+            config["loss"] = keras.saving.serialize_keras_object(self.loss)
+        if self.class_weight is not None:
+            # JSON keys are strings: the classes travel as a list of pairs.
+            config["class_weight"] = [[k, v] for k, v in sorted(self.class_weight.items())]
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> Task:
@@ -231,22 +236,34 @@ class Task:
         if config.get("metrics") is not None:
             config["metrics"] = [m if isinstance(m, str) else keras.saving.deserialize_keras_object(m)
                                  for m in config["metrics"]]
+        if isinstance(config.get("kind"), dict):
+            config["kind"] = keras.saving.deserialize_keras_object(config["kind"])
+        if config.get("loss") is not None:
+            config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        if config.get("class_weight") is not None:
+            config["class_weight"] = {int(k): float(v) for k, v in config["class_weight"]}
         return cls(**config)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Task) and self.get_config() == other.get_config()
 
     def __hash__(self) -> int:
-        return hash((self.name, self.kind))
+        return hash((self.name, self.kind.name))
 
     def __repr__(self) -> str:
         extras = ""
-        if self.kind == "multilabel":
+        if self.labels is not None:
             extras = f", labels={self.labels!r}"
-        elif self.kind == "categorical":
+        elif self.num_classes is not None:
             extras = f", num_classes={self.num_classes}"
+        kind = repr(self.kind.name) if kinds_lib.serialize(self.kind) == self.kind.name else repr(self.kind)
         weight = f", loss_weight={self.loss_weight:g}" if self.loss_weight != 1.0 else ""
-        return f"Task({self.name!r}, kind={self.kind!r}{extras}{weight})"
+        loss = ""
+        if self.loss is not None:
+            shown = type(self.loss).__name__ if isinstance(self.loss, keras.losses.Loss) else self.loss
+            loss = f", loss={getattr(shown, '__name__', shown)}"
+        class_weight = f", class_weight={self.class_weight}" if self.class_weight is not None else ""
+        return f"Task({self.name!r}, kind={kind}{extras}{weight}{loss}{class_weight})"
 
 
 def check_tasks(tasks) -> list[Task]:
@@ -269,3 +286,47 @@ def check_tasks(tasks) -> list[Task]:
             "Rename one, e.g. 'car_front' and 'car_rear'."
         )
     return tasks
+
+
+def label_groups(tasks) -> list[list[Task]]:
+    """The tasks whose labels travel as one matrix and share one loss computation.
+
+    Elementwise tasks group by :attr:`Task.loss_key` (binary and multilabel
+    tasks on the default loss form one group, regression tasks another, each
+    distinct custom loss its own); tasks of non-elementwise kinds
+    (categorical) group by label encoding and keep one loss each. Groups
+    come in the column order of the fused logits: the logistic group, the
+    squared-error group, other elementwise groups, then the blocks.
+
+    Example:
+        >>> groups = label_groups([Task("w", kind="categorical", num_classes=3), Task("car"),
+        ...                        Task("d", kind="regression"), Task("bike")])
+        >>> [[t.name for t in group] for group in groups]
+        [['car', 'bike'], ['d'], ['w']]
+    """
+    groups: dict[str, list[Task]] = {}
+    rank: dict[str, int] = {}
+    for task in tasks:
+        kind = task.kind
+        if kind.elementwise:
+            key = f"entries|{task.loss_key}"
+            rank.setdefault(key, kind.layout_rank if task.loss is None else 2)
+        else:
+            key = f"blocks|{kind.label_dtype}|{kind.class_labels}"
+            rank.setdefault(key, 3)
+        groups.setdefault(key, []).append(task)
+    order = sorted(groups, key=lambda k: (rank[k], list(groups).index(k)))
+    return [groups[k] for k in order]
+
+
+def label_width(task: Task) -> int:
+    """Columns ``task`` takes in its group's label matrix: its units, or 1 for a class index."""
+    return task.units if task.kind.elementwise else 1
+
+
+def packed_key(group) -> str:
+    """The key of a label group in a packed batch: ``labels:<first task>:<count>``.
+
+    Task names cannot hold ``:``, so the key never collides with a task name.
+    """
+    return f"labels:{group[0].name}:{len(group)}"

@@ -317,6 +317,6 @@ def test_task_weights_config_round_trip():
 
 def test_module_public_names():
     assert set(metrics_lib.__all__) == {
-        "MaskedMetric", "RegressionTaskMetrics", "SigmoidTaskMetrics", "TaskLossMeans", "TaskWeights",
-        "default_metrics", "get",
+        "HIGHER_IS_BETTER", "MaskedMetric", "PoissonDeviance", "RegressionTaskMetrics", "SigmoidTaskMetrics",
+        "TaskLossMeans", "TaskWeights", "default_metrics", "get", "higher_is_better", "poisson_deviance",
     }
