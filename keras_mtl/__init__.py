@@ -1,6 +1,6 @@
 """keras_mtl: multi-task learning for Keras 3 with missing labels."""
 
-from keras_mtl import balancing, data, distribute, losses, metrics, sharing, transfer
+from keras_mtl import balancing, data, distribute, kinds, losses, metrics, missing, sharing, transfer
 from keras_mtl.comparison import CompareResult, compare
 from keras_mtl.export import export_saved_model
 from keras_mtl.missing import MISSING, MISSING_REGRESSION
@@ -21,8 +21,10 @@ __all__ = [
     "data",
     "distribute",
     "export_saved_model",
+    "kinds",
     "losses",
     "metrics",
+    "missing",
     "sharing",
     "transfer",
 ]

@@ -69,10 +69,10 @@ class CompareResult:
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(1.6 * len(self.rows) + 2, 3.6))
         positions = np.arange(len(self.rows))
-        for offset, kind, colour in ((-0.2, "single", "tab:gray"), (0.2, "multi", "tab:blue")):
-            ax.bar(positions + offset, [r[kind] for r in self.rows], 0.38,
-                   yerr=[r[f"{kind}_std"] for r in self.rows], capsize=3, color=colour,
-                   label="separate networks" if kind == "single" else "one multi-task network")
+        for offset, setup, colour in ((-0.2, "single", "tab:gray"), (0.2, "multi", "tab:blue")):
+            ax.bar(positions + offset, [r[setup] for r in self.rows], 0.38,
+                   yerr=[r[f"{setup}_std"] for r in self.rows], capsize=3, color=colour,
+                   label="separate networks" if setup == "single" else "one multi-task network")
         ax.set_xticks(positions, [f"{r['task']}\n({r['metric']})" for r in self.rows])
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)

@@ -29,6 +29,7 @@ from keras_mtl.missing import MISSING, MISSING_STRINGS, is_missing
 from keras_mtl.tasks import Task, check_tasks, label_groups, label_width, packed_key
 
 __all__ = [
+    "balanced_class_weight",
     "encode_labels",
     "from_arrays",
     "from_dataframe",
@@ -194,6 +195,52 @@ def validate_labels(labels: Mapping, tasks, n: int | None = None) -> dict[str, n
         if len(raw[task.name]) == 0:
             raise ValueError(f"Task {task.name!r}: no examples (empty label array).")
     return raw
+
+
+def balanced_class_weight(labels, task: Task) -> dict[int, float]:
+    """Class weights that make every class weigh the same in ``task``'s loss.
+
+    Counted over the labelled entries only (missing labels are neither
+    counted nor weighted)::
+
+        w_c = n / (K · n_c)
+
+    with ``n`` labelled entries, ``n_c`` of them of class ``c``, and ``K``
+    classes (2 for binary and multilabel tasks, whose labels count over all
+    units together). Every class then contributes ``n / K`` weighted
+    entries; the same formula as scikit-learn's ``class_weight="balanced"``.
+
+    Args:
+        labels: the task's labels as for :func:`from_arrays` (missing as
+            ``NaN``, ``None``, ``"?"`` or ``kmtl.MISSING``).
+        task: a :class:`keras_mtl.Task` whose labels are classes.
+
+    Returns:
+        ``{class: weight}``, for ``kmtl.Task(..., class_weight=...)``.
+
+    Raises:
+        ValueError: invalid labels, a task without classes, or a class with
+            no labelled example.
+
+    Example:
+        >>> import keras_mtl as kmtl
+        >>> balanced_class_weight([0, 0, 0, 1, "?", None], kmtl.Task("defect"))
+        {0: 0.6666666666666666, 1: 2.0}
+    """
+    raw = validate_labels({task.name: labels}, [task])[task.name]
+    table = task.kind.class_weight_table(task, None)  # raises for kinds without classes
+    classes = table.shape[-1]
+    missing = is_missing(raw, task.kind)
+    values = _numeric_values(task, raw, missing)[~missing].astype(np.int64)
+    counts = np.bincount(values.ravel(), minlength=classes)
+    empty = [c for c in range(classes) if counts[c] == 0]
+    if empty:
+        raise ValueError(
+            f"Task {task.name!r}: no labelled example of class(es) {empty}, so no balanced weight "
+            "exists; give those weights by hand, e.g. class_weight={0: 1.0, 1: 20.0}."
+        )
+    total = counts.sum()
+    return {c: float(total / (classes * counts[c])) for c in range(classes)}
 
 
 # -- Graph side: markers → sentinels on whole batches ------------------------

@@ -16,6 +16,7 @@ __all__ = [
     "plot_predictions",
     "plot_scenes",
     "plot_sharing",
+    "plot_task_metrics",
     "plot_task_weights",
 ]
 
@@ -238,6 +239,60 @@ def plot_task_weights(history, task_names=None, path=None):
     ax.set_title("Task weights during training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_task_metrics(results: dict, task_names, metric: str = "auc", labelled: int = 40, path=None):
+    """One metric of every task, sorted best first: which tasks learned, which did not.
+
+    Readable at 1,000 tasks: with up to ``labelled`` tasks each gets a named
+    bar; with more, the sorted values are drawn as one curve over the task
+    rank, with the best and worst tasks named.
+
+    Args:
+        results: ``{"<task>_<metric>": value}``, e.g.
+            ``model.evaluate(data, return_dict=True)``.
+        task_names: the tasks (e.g. ``model.task_names``); tasks without
+            ``<task>_<metric>`` in ``results`` are left out.
+        metric: the metric suffix, e.g. ``"auc"``, ``"accuracy"``, ``"mae"``;
+            whether larger is better follows
+            :func:`keras_mtl.metrics.higher_is_better`.
+        labelled: up to this many tasks, one named bar each.
+        path: optional PNG path.
+
+    Raises:
+        ValueError: no task has the metric in ``results``.
+    """
+    from keras_mtl.metrics import higher_is_better
+
+    plt = _pyplot()
+    found = {n: float(results[f"{n}_{metric}"]) for n in task_names if f"{n}_{metric}" in results}
+    if not found:
+        raise ValueError(
+            f"results has no '<task>_{metric}' entry for tasks {list(task_names)[:5]}…; pass "
+            "model.evaluate(data, return_dict=True) and a metric the tasks have (e.g. 'auc', 'mae')."
+        )
+    better_high = higher_is_better(metric)
+    ordered = sorted(found.items(), key=lambda item: -item[1] if better_high else item[1])
+    names, values = [n for n, _ in ordered], np.array([v for _, v in ordered])
+    if len(names) <= labelled:
+        fig, ax = plt.subplots(figsize=(6, 0.8 + 0.22 * len(names)))
+        ax.barh(np.arange(len(names)), values, color="tab:blue")
+        ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(metric)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        ax.plot(np.arange(1, len(names) + 1), values, color="tab:blue")
+        for rank in (0, 1, 2, len(names) - 3, len(names) - 2, len(names) - 1):
+            ax.annotate(names[rank], (rank + 1, values[rank]), fontsize=7,
+                        xytext=(4, 0), textcoords="offset points")
+        ax.set_xlabel("task rank (best first)")
+        ax.set_ylabel(metric)
+    ax.set_title(f"{metric} of {len(names)} tasks: median {np.median(values):.3f}, "
+                 f"range {values.min():.3f}–{values.max():.3f}")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
 

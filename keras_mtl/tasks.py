@@ -144,25 +144,53 @@ class Task:
         if loss is None:
             return None
         if isinstance(loss, (str, dict)):
-            loss = keras.losses.get(loss)
+            try:
+                loss = keras.losses.get(loss)
+            except ValueError as error:
+                raise ValueError(f"Task {self.name!r}: loss={loss!r}: {error}; pass a keras.losses.Loss "
+                                 "such as keras.losses.Huber(), or a function of (y_true, y_pred).") from None
         if not callable(loss):
             raise ValueError(
                 f"Task {self.name!r}: loss={loss!r} is not a loss; pass a keras.losses.Loss "
                 "(e.g. keras.losses.Huber()) or a function of (y_true, y_pred)."
             )
-        if getattr(loss, "reduction", None) is not None and not isinstance(loss, keras.losses.Loss):
-            raise ValueError(f"Task {self.name!r}: loss={loss!r} is not a keras.losses.Loss.")
-        # Try it on two unlabelled examples: an unsuitable loss fails here, not in fit.
-        y = ops.full((2,) + ((self.units,) if self.kind.elementwise else ()), self.kind.sentinel)
+        # Try it on two labelled examples: an unsuitable loss fails here, not in fit.
+        y, logits = self._probe()
         try:
-            values, _ = self.kind.loss_entries(loss, y, ops.zeros((2, self.units)))
-            np.asarray(ops.convert_to_numpy(values))
+            values = ops.convert_to_numpy(self.kind.loss_entries(loss, y, logits)[0])
         except Exception as error:  # noqa: BLE001 - any failure means the loss does not fit
             raise ValueError(
                 f"Task {self.name!r} ({self.kind}): loss={loss!r} cannot be used as a task loss: "
                 f"{error}"
             ) from error
+        self._check_loss_round_trip(loss, y, logits, values)
         return loss
+
+    def _probe(self):
+        """Two labelled examples at the ends of the label domain, and logits for them."""
+        domain = self.kind.domain(self)
+        low = domain.low if math.isfinite(domain.low) else -3.0
+        high = domain.high if math.isfinite(domain.high) else low + 6.0
+        width = self.units if self.kind.elementwise else 1
+        y = np.repeat([[low], [high]], width, axis=1).astype(self.kind.label_dtype)
+        y = y if self.kind.elementwise else y[:, 0]
+        logits = np.linspace(-0.7, 0.4, 2 * self.units, dtype="float32").reshape(2, self.units)
+        return ops.convert_to_tensor(y), ops.convert_to_tensor(logits)
+
+    def _check_loss_round_trip(self, loss, y, logits, values):
+        """Raises if the loss's config does not rebuild the same loss (a .keras file would change it)."""
+        try:
+            restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+        except Exception:  # noqa: BLE001 - not serialisable: saving the model will say so
+            return
+        again = ops.convert_to_numpy(self.kind.loss_entries(restored, y, logits)[0])
+        if not np.allclose(again, values, rtol=1e-5, atol=1e-7):
+            raise ValueError(
+                f"Task {self.name!r}: loss={loss!r} does not keep its settings in get_config(), so a "
+                "saved model would reload a different loss (Keras 3.15's Huber drops delta=). Use a "
+                "registered function instead, e.g. @keras.saving.register_keras_serializable() "
+                "def huber2(y_true, y_pred): return keras.losses.huber(y_true, y_pred, delta=2.0)."
+            )
 
     # -- what the model needs -----------------------------------------------
 
@@ -203,8 +231,12 @@ class Task:
     @property
     def loss_key(self) -> str:
         """Tasks with equal keys share one loss computation (kind family and loss)."""
-        loss = "" if self.loss is None else json.dumps(
-            keras.saving.serialize_keras_object(self.loss), sort_keys=True, default=str)
+        loss = ""
+        if self.loss is not None:
+            try:
+                loss = json.dumps(keras.saving.serialize_keras_object(self.loss), sort_keys=True, default=str)
+            except Exception:  # noqa: BLE001 - e.g. a lambda: only this very object shares its loss
+                loss = f"object:{id(self.loss)}"
         return f"{self.kind.fuses_with or self.kind.name}|{self.activation}|{loss}"
 
     # -- serialisation ------------------------------------------------------

@@ -307,9 +307,9 @@ def _lay_out(sc: _Scene) -> None:
 
     scale, x, y_b = {}, {}, {}
     for layer in _LAYERS:
-        kind = "car" if layer.startswith("car") else layer
+        thing = "car" if layer.startswith("car") else layer
         s = uni(0.6, 1.4, n).astype(np.float32)
-        if kind.startswith("blob"):
+        if thing.startswith("blob"):
             # Blobs float anywhere below the horizon; their base is their bottom.
             r = (s * 4.0 * u).astype(np.float32)
             x[layer] = uni(0, size, n).astype(np.float32)
@@ -324,10 +324,10 @@ def _lay_out(sc: _Scene) -> None:
             u,
             s,
             y_h,
-            _HEIGHT[kind],
-            _HALF_WIDTH[kind],
+            _HEIGHT[thing],
+            _HALF_WIDTH[thing],
             # Cars may be cut by the image border, as in street photos.
-            overhang=0.6 if kind == "car" else 0.0,
+            overhang=0.6 if thing == "car" else 0.0,
         )
     bases = np.stack([y_b[layer] for layer in _LAYERS], axis=1)
     ranks = np.argsort(np.argsort(bases, axis=1), axis=1) + 1
