@@ -37,6 +37,7 @@ __all__ = ["ROWS", "Target", "main", "merge", "side_by_side", "targets"]
 ROWS = ("a", "b", "d", "d-dense")  # the Keras rows run on every backend
 TORCH_ROW = "torch"  # the plain PyTorch loop (harness.TORCH_ROW)
 RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")  # committed result files
 MAX_WAIT = 30.0  # seconds each row waits for a quiet machine (the harness alone waits 180)
 
 
@@ -189,6 +190,7 @@ def main(args: argparse.Namespace) -> int:
     each backend's machine record, the load average at start and end) and
     ``backends.md`` (the tables in Markdown) into ``args.output``; each
     round's own ``bench.json`` lies in ``<output>/<backend>/round_<n>/``.
+    With ``args.json``, ``backends.json`` also goes to ``benchmarks/results/``.
 
     Returns:
         0 if every backend ran, 1 if one failed (its error is printed).
@@ -222,6 +224,7 @@ def main(args: argparse.Namespace) -> int:
     report = {
         "start": start, "end": end, "backends": backends, "rounds": rounds,
         "machine": {b: r[0]["machine"] for b, r in reports.items() if r},
+        "settings": {b: r[0]["settings"] for b, r in reports.items() if r},
         "rows": rows, "errors": errors,
         "targets": [dict(what=t.what, row=t.row, baseline=t.baseline, minimum=t.minimum,
                          ratio=_ratio(t, rows), met=_met(t, rows) or None) for t in found],
@@ -231,4 +234,9 @@ def main(args: argparse.Namespace) -> int:
     with open(os.path.join(args.output, "backends.md"), "w") as f:
         f.write(side_by_side(rows, backends, errors, markdown=True) + "\n")
     print(f"Wrote {os.path.join(args.output, 'backends.json')} and backends.md")
+    if args.json:  # the file the READMEs' figures are rendered from (benchmarks/prose.py)
+        os.makedirs(RESULTS, exist_ok=True)
+        with open(os.path.join(RESULTS, "backends.json"), "w") as f:
+            json.dump(report, f, indent=2, default=str)
+        print(f"Wrote {os.path.join(RESULTS, 'backends.json')}: python benchmarks/prose.py renders the READMEs")
     return 1 if errors else 0

@@ -1029,8 +1029,9 @@ def write_results(rows: Sequence[Row], comparisons: Sequence[Target], settings: 
         "settings": dataclasses.asdict(settings),
         "defaults": defaults(),
         "rows": [dataclasses.asdict(r) for r in rows],
-        "targets": [dict(dataclasses.asdict(t), ratio=t.ratio(by_id), met=t.met(by_id))
-                    for t in comparisons],
+        # float() and bool(): NumPy scalars would be written as the strings "True" / "False"
+        "targets": [dict(dataclasses.asdict(t), ratio=float(t.ratio(by_id)),
+                         met=None if t.met(by_id) is None else bool(t.met(by_id))) for t in comparisons],
     }
     json_path = os.path.join(directory, "bench.json")
     with open(json_path, "w") as f:

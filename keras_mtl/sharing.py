@@ -113,6 +113,14 @@ class SoftSharing(_Towers):
             hard sharing.
         activation: activation of every tower layer.
 
+    Example:
+        >>> layer = SoftSharing(units=2, strength=0.5, num_tasks=2)
+        >>> tuple(layer(ops.ones((4, 3))).shape)   # (batch, tasks, units)
+        (4, 2, 2)
+        >>> _ = layer.kernels[0].assign(ops.stack([ops.zeros((3, 2)), ops.ones((3, 2))]))
+        >>> float(ops.convert_to_numpy(layer.penalty()))   # 0.5 · (6 + 6) entries · (1/2)²
+        1.5
+
     References:
         Duong, L., Cohn, T., Bird, S., Cook, P. (2015). Low Resource
         Dependency Parsing: Cross-lingual Parameter Sharing in a Neural
@@ -160,6 +168,13 @@ class CrossStitch(_Towers):
             at ``(1 − self_weight) / (T − 1)`` so each row sums to 1 (with a
             single task, ``α = [[1]]``).
         activation: activation of every tower layer.
+
+    Example:
+        >>> layer = CrossStitch(units=(4,), self_weight=0.8, num_tasks=3)
+        >>> tuple(layer(ops.ones((2, 5))).shape)
+        (2, 3, 4)
+        >>> ops.convert_to_numpy(layer.stitches[0]).astype(float).round(3).tolist()
+        [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]]
 
     References:
         Misra, I., Shrivastava, A., Gupta, A., Hebert, M. (2016).
@@ -223,6 +238,15 @@ class MMoE(SharingLayer):
 
     The gate weights are available from
     :meth:`keras_mtl.MultiTaskModel.sharing_weights` (``"gates"``).
+
+    Example:
+        >>> layer = MMoE(num_experts=4, units=(8, 3), num_tasks=2)
+        >>> features = ops.ones((5, 6))
+        >>> tuple(layer(features).shape)
+        (5, 2, 3)
+        >>> _ = layer.gate_kernel.assign(ops.zeros((6, 2, 4)))   # equal logits: uniform gates
+        >>> ops.convert_to_numpy(layer.gates(features))[0].astype(float).round(3).tolist()
+        [[0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]]
 
     References:
         Ma, J., Zhao, Z., Yi, X., Chen, J., Hong, L., Chi, E. H. (2018).
@@ -290,6 +314,15 @@ class PLE(SharingLayer):
     The last level's gate weights are available from
     :meth:`keras_mtl.MultiTaskModel.sharing_weights` (``"gates"``, over the
     task's own experts then the shared ones).
+
+    Example:
+        >>> layer = PLE(num_levels=2, num_shared_experts=2, num_task_experts=1, units=4, num_tasks=3)
+        >>> features = ops.ones((5, 6))
+        >>> tuple(layer(features).shape)
+        (5, 3, 4)
+        >>> gates = ops.convert_to_numpy(layer.gates(features))   # own expert, then 2 shared
+        >>> gates.shape, bool(abs(gates.sum(axis=-1) - 1).max() < 1e-6)
+        ((5, 3, 3), True)
 
     References:
         Tang, H., Liu, J., Zhao, M., Gong, X. (2020). Progressive Layered

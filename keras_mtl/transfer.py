@@ -67,6 +67,17 @@ def new_heads(model, tasks, *, features: str | None = None, freeze: bool = True,
     Returns:
         An uncompiled :class:`keras_mtl.MultiTaskModel` sharing the trunk's
         layers and weights with ``model``.
+
+    Example:
+        >>> import keras_mtl as kmtl
+        >>> inputs = keras.Input((4,), name="x")
+        >>> features = keras.layers.Dense(8, name="trunk")(inputs)
+        >>> source = kmtl.MultiTaskModel(inputs, features, [kmtl.Task("a")])
+        >>> target = new_heads(source, [kmtl.Task("b"), kmtl.Task("c", kind="regression")])
+        >>> target.task_names, target.get_layer("trunk") is source.get_layer("trunk")
+        (['b', 'c'], True)
+        >>> [(layer.name, layer.trainable) for layer in trunk_layers(target)]
+        [('trunk', False)]
     """
     if isinstance(model, MultiTaskModel):
         # By default the whole trunk; a layer name cuts lower (more general features).
@@ -108,6 +119,19 @@ def unfreeze(model: MultiTaskModel, *, learning_rate: float = 1e-4, optimizer=No
 
     Returns:
         ``model``, recompiled.
+
+    Example:
+        >>> import keras_mtl as kmtl
+        >>> inputs = keras.Input((4,), name="x")
+        >>> source = kmtl.MultiTaskModel(inputs, keras.layers.Dense(8, name="trunk")(inputs),
+        ...                              [kmtl.Task("a")])
+        >>> target = new_heads(source, [kmtl.Task("b")])
+        >>> target.compile(optimizer="adam")
+        >>> len(target.trainable_weights)   # the new head's kernel and bias
+        2
+        >>> target = unfreeze(target, learning_rate=1e-4)
+        >>> len(target.trainable_weights), round(float(target.optimizer.learning_rate.numpy()), 6)
+        (4, 0.0001)
     """
     for layer in trunk_layers(model):
         layer.trainable = True

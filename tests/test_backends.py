@@ -27,7 +27,7 @@ HERE = Path(__file__).parent
 BACKENDS = ("tensorflow", "jax", "torch")
 # The tests that do not depend on the backend; the rest (data pipelines, export,
 # tf.distribute, notebooks, the CLI) are TensorFlow's.
-PORTABLE = ["test_losses.py", "test_metrics.py", "test_tasks.py", "test_missing.py", "test_model.py",
+PORTABLE = ["test_losses.py", "test_metrics.py", "test_tasks.py", "test_missing.py", "test_model.py", "test_layers.py",
             "test_balancing.py", "test_sharing.py", "test_transfer.py", "test_comparison.py", "test_workarounds.py",
             "test_combinations.py", "test_kinds.py"]
 ON_TENSORFLOW = pytest.mark.skipif(

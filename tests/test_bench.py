@@ -51,11 +51,23 @@ def test_quick_run_writes_every_row(tmp_path, capsys):
     assert "finite" in rows["h"]["notes"]
     assert keras.mixed_precision.global_policy().name == "float32"
     targets = {(t["row"], t["baseline"], t["quantity"]): t for t in report["targets"]}
-    assert targets[("a", "b", "value")]["minimum"] == 0.95
-    assert targets[("a", "c", "value")]["minimum"] == 1.0
-    assert targets[("d", "d-dense", "first_epoch_s")]["maximum"] == 3.0
-    assert ("a", "torch", "value") in targets
-    assert all(t["ratio"] > 0 for t in report["targets"])
+    assert {("a", "b", "value"), ("a", "c", "value"), ("d", "d-dense", "first_epoch_s"),
+            ("a", "torch", "value"), ("g/a", "g/matmul", "value")} <= set(targets)
+    for (row, baseline, quantity), target in targets.items():  # each ratio and verdict by hand
+        ratio = rows[row][quantity] / rows[baseline][quantity]
+        assert target["ratio"] == pytest.approx(ratio, rel=1e-12), (row, baseline, quantity)
+        if target["minimum"] is not None:
+            assert target["met"] is (ratio >= target["minimum"])
+        elif target["maximum"] is not None:
+            assert target["met"] is (ratio <= target["maximum"])
+        else:
+            assert target["met"] is None
+    # training GFLOP/s: examples/s × 3 × Σ 2·in·out over the Dense layers of the settings' network
+    settings = report["settings"]
+    sizes = [settings["input_dim"], *settings["hidden"], settings["few_tasks"]]
+    flops = 3 * sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    assert rows["g/a"]["value"] == pytest.approx(rows["a"]["value"] * flops / 1e9, rel=1e-12)
+    assert rows["g/matmul"]["matmul_gflops"] == rows["g/matmul"]["value"]
     assert report["machine"]["cpu_count"] >= 1
     assert report["machine"]["backend"] == keras.backend.backend()
     assert report["machine"]["tensorflow"] and report["machine"]["keras"]
@@ -64,6 +76,12 @@ def test_quick_run_writes_every_row(tmp_path, capsys):
     assert os.path.getsize(tmp_path / "bench.png") > 0
     printed = capsys.readouterr().out
     assert "examples/s" in printed and "first epoch (s)" in printed and "matmul GFLOP/s" in printed
+    table = {line.split()[0]: line for line in printed.split("\nrow ", 1)[1].splitlines()[2:]
+             if line and not line[0].isspace()}  # a row's first line (further comparisons are indented)
+    assert f"{rows['g/matmul']['value']:,.1f} GFLOP/s" in table["g/matmul"]  # the machine's rate, printed
+    for row_id in TRAINING_ROWS:  # and beside every row, the rate measured just before it
+        assert f"  {rows[row_id]['matmul_gflops']:,.0f}  " in table[row_id], row_id
+        assert f"{rows[row_id]['value']:,.0f}" in table[row_id], row_id
 
 
 def test_rows_and_jit_variants_are_selected(tmp_path):
@@ -88,10 +106,18 @@ def test_backends_run_in_subprocesses_side_by_side(tmp_path):
     assert all(row["value"] > 0 and row["matmul_gflops"] > 0 for row in rows.values())
     assert report["machine"]["tensorflow"]["backend"] == "tensorflow"
     ratios = {t["what"]: t for t in report["targets"]}
-    assert ratios["tensorflow: keras_mtl 4 tasks / plain Keras 4 heads"]["minimum"] == 0.95
-    assert ratios["fastest backend (tensorflow): keras_mtl 4 tasks / plain PyTorch loop"]["minimum"] == 1.2
+    masking = ratios["tensorflow: keras_mtl 4 tasks / plain Keras 4 heads"]
+    assert masking["ratio"] == pytest.approx(rows["a"]["value"] / rows["b"]["value"], rel=1e-12)
+    loop = ratios["fastest backend (tensorflow): keras_mtl 4 tasks / plain PyTorch loop"]
+    assert loop["ratio"] == pytest.approx(rows["a"]["value"] / rows["torch"]["value"], rel=1e-12)
+    assert loop["met"] == ("yes" if loop["ratio"] >= loop["minimum"] else "NO")
+    assert report["settings"]["tensorflow"]["steps"] == harness.QUICK.steps
     assert "tensorflow ex/s" in result.stdout and "matmul GFLOP/s" in result.stdout
-    assert (tmp_path / "backends.md").read_text().startswith("| row |")
+    for row_id in ("a", "d"):  # each row's throughput and the matmul rate measured before it
+        line = next(line for line in result.stdout.splitlines() if line.startswith(f"{row_id} "))
+        assert f"{rows[row_id]['value']:,.0f}" in line and f"{rows[row_id]['matmul_gflops']:,.0f}" in line
+    markdown = backends.side_by_side(report["rows"], ["tensorflow"], markdown=True) + "\n"
+    assert (tmp_path / "backends.md").read_text() == markdown
 
 
 def _row(row_id, value, label="a row"):

@@ -1,9 +1,11 @@
-"""The examples in docstrings run and print what they claim."""
+"""The examples in docstrings run and print what they claim; every public module has some."""
 
 import doctest
 import importlib
 
 import pytest
+
+NO_EXAMPLES_YET = pytest.mark.xfail(strict=True, reason="examples come with the kinds refactor")
 
 MODULES = [
     "keras_mtl.missing",
@@ -19,7 +21,8 @@ MODULES = [
     "keras_mtl.balancing",
     "keras_mtl.sharing",
     "keras_mtl.transfer",
-    "keras_mtl.comparison",
+    "keras_mtl.plotting",  # switches matplotlib to Agg when there is no display
+    pytest.param("keras_mtl.comparison", marks=NO_EXAMPLES_YET),
 ]
 
 
@@ -29,3 +32,4 @@ def test_docstring_examples(name):
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.IGNORE_EXCEPTION_DETAIL
     result = doctest.testmod(module, optionflags=flags, verbose=False)
     assert result.failed == 0
+    assert result.attempted > 0, f"{name} has no docstring example"

@@ -80,6 +80,12 @@ def headline_of(executed, name):
     return run.headline
 
 
+def printed(executed, name):
+    """Everything the notebook printed, in order (its readings are built from its numbers)."""
+    return "".join(out.get("text", "") for cell in executed(name).notebook.cells if cell.cell_type == "code"
+                   for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+
+
 def test_there_are_notebooks():
     assert SOURCES, "notebooks/src holds no notebook source"
 
@@ -142,11 +148,27 @@ def test_02_mtl_vs_separate_headline(executed):
     # 0.222 (traffic light) / 0.103 (car) / 0.114 (pedestrian) in seeds 0/1/2 — which task varies by seed.
     gaps = [v for k, v in head["task_gap_widest"].items() if k.startswith("r0/n800/")]
     assert min(gaps) <= -0.06
+    # The reading states these numbers, and its words follow their signs.
+    text = printed(executed, "02")
+    scarce, plentiful, width = head["labelled"][0], head["labelled"][-1], head["widths"][-1]
+    for r in head["relatedness"]:
+        d_scarce, d_plenty = diff[f"multi/r{r:.0f}/n{scarce}/w{width}"], diff[f"multi/r{r:.0f}/n{plentiful}/w{width}"]
+        toward = "the multi-task network" if d_plenty > d_scarce else "the separate networks"
+        assert (f"Relatedness {r:.0f}, width {width}: multi − separate is {d_scarce:+.3f} with {scarce} labels per "
+                f"task and {d_plenty:+.3f} with {plentiful}: more labels per task moved the difference by "
+                f"{abs(d_plenty - d_scarce):.3f} toward {toward}.") in text
+        if len(head["seeds"]) == 1:  # no spread: every cell counts by its sign
+            cells = [v for k, v in diff.items() if k.startswith(f"multi/r{r:.0f}/")]
+            better, worse = sum(v > 0 for v in cells), sum(v < 0 for v in cells)
+            line = next(line for line in text.splitlines()
+                        if line.startswith(f"Relatedness {r:.0f}, same architecture: "))
+            assert f"one network better in {better} cell(s)" in line and f", worse in {worse}" in line, line
 
 
 def test_03_sharing_headline(executed):
     head = headline_of(executed, "03")
-    # Too little training to rank the architectures (their street-scene means overlap across seeds);
+    # Too little training to rank the architectures (their street-scene means overlap across seeds),
+    # so the ranking is not asserted, only that the reading states the run's own ranking;
     # what holds: the unrelated parity task is learnable alone (single-task AUC 1.000 for seeds
     # 0/1/2), hard sharing learns the street tasks above chance (mean AUC 0.663/0.628/0.676), and
     # pairing the stop sign with parity costs the stop sign (negative transfer): the stop-sign
@@ -155,6 +177,17 @@ def test_03_sharing_headline(executed):
     assert head["street_mean_auc"]["hard"] >= 0.58
     transfer = head["stop_sign_transfer"]
     assert sum(transfer.values()) / len(transfer) <= -0.04
+    for arch, aucs in head["street_auc"].items():  # the mean is the mean of the four tasks
+        assert head["street_mean_auc"][arch] == pytest.approx(sum(aucs.values()) / len(aucs), abs=1e-6)
+    text = printed(executed, "03")
+    means = head["street_mean_auc"]
+    ranking = sorted(means, key=means.get, reverse=True)
+    assert (f"mean test AUC over the four tasks ranges from {means[ranking[-1]]:.3f} ({ranking[-1]}) "
+            f"to {means[ranking[0]]:.3f} ({ranking[0]}).") in text
+    assert f"{ranking[0]} was ahead of {ranking[1]} by {means[ranking[0]] - means[ranking[1]]:.3f}" in text
+    negative = [arch for arch, value in transfer.items() if value < 0]
+    assert (f"Mean stop-sign transfer was negative for {len(negative)} of {len(transfer)} architectures"
+            + (f" ({', '.join(negative)})." if negative else ".")) in text
 
 
 def test_04_many_tasks_headline(executed):
@@ -180,10 +213,22 @@ def test_05_transfer_learning_headline(executed):
     assert probe["objects, no border"] <= probe["untrained trunk, relatedness 0"] + 0.03
     assert probe["unrelated (brightness)"] <= probe["untrained trunk, relatedness 1"] + 0.03
     # Transfer from 60 labels did not beat scratch at the small size for any source (best minus scratch:
-    # shared border −0.207/−0.122/−0.139, no border −0.167/−0.147/−0.137). Not asserted
-    # beyond what holds: B is learnable from its 60 images (scratch at relatedness 1: 0.838/0.705/0.721).
+    # shared border −0.207/−0.122/−0.139, no border −0.167/−0.147/−0.137): the sign is not asserted,
+    # but B is learnable from its 60 images (scratch at relatedness 1: 0.838/0.705/0.721).
     assert head["auc"]["scratch, relatedness 1"] >= 0.62
     assert head["source_auc"]["objects, shared border"] >= 0.72   # 0.896/0.791/0.907
+    # Each source's reading follows its own numbers: "carry" iff the probe gains more than 0.05 over
+    # random features, "better" iff the best transfer beats scratch, by the difference of the two AUCs.
+    text = printed(executed, "05")
+    for source, found in head["by_source"].items():
+        assert found["best_auc"] == pytest.approx(head["auc"][found["best_variant"]], abs=1e-9)
+        assert found["best_minus_scratch"] == pytest.approx(found["best_auc"] - found["scratch_auc"], abs=1e-9)
+        assert found["best_auc"] == max(v for k, v in head["auc"].items() if k.startswith(source + ","))
+        carries = "carry" if found["probe_gain_over_random"] > 0.05 else "do not carry"
+        better = "better" if found["best_minus_scratch"] > 0 else "worse"
+        assert (f"({found['probe_gain_over_random']:+.3f}: the features {carries} B's information)") in text, source
+        assert (f"{found['best_auc']:.3f} against {found['scratch_auc']:.3f} from scratch: {better} by "
+                f"{abs(found['best_minus_scratch']):.3f} ({found['verdict']})") in text, source
 
 
 def test_06_balancing_headline(executed):
@@ -200,9 +245,22 @@ def test_06_balancing_headline(executed):
     assert abs(mae["PCGrad"] - mae["FixedWeights"]) <= 0.05 * mae["FixedWeights"]
     # The defect gains measured at full size (GradNorm +0.06, PCGrad +0.02) do not hold across seeds
     # at the small size: defect AUC stays ≤ 0.56 under every strategy (equal weights 0.527/0.552/0.520,
-    # GradNorm 0.546/0.548/0.551, PCGrad 0.548/0.556/0.528; lowest of all 0.516). Asserted is only
-    # that no strategy breaks the task (a NaN or a collapsed head fails this).
-    assert min(auc.values()) >= 0.45
+    # GradNorm 0.546/0.548/0.551, PCGrad 0.548/0.556/0.528; lowest of all 0.516). What holds: some
+    # strategy learns the defect above chance (best 0.548/0.556/0.551), and the reading states the
+    # run's own differences, with "improved" for exactly the strategies whose AUC is higher.
+    assert max(auc.values()) > 0.52
+    text = printed(executed, "06")
+    base_auc, base_mae = auc["FixedWeights"], mae["FixedWeights"]
+    barely = " — the trunk barely learns the defect task under equal weights." if base_auc < 0.6 else "."
+    assert f"Equal weights: defect AUC {base_auc:.3f}{barely} Price MAE {base_mae:.2f}." in text
+    for name in auc:
+        if name != "FixedWeights":
+            assert (f"{name}: defect AUC {auc[name] - base_auc:+.3f}, price MAE {mae[name] - base_mae:+.2f} "
+                    "vs equal weights.") in text
+    if len(head["seeds"]) == 1:  # no spread: a higher AUC is an improvement
+        improved = [name for name in auc if name != "FixedWeights" and auc[name] > base_auc]
+        assert (("these strategies improved the drowned-out task: " + ", ".join(improved) + ".") if improved
+                else "No strategy improved the drowned-out task") in text
 
 
 def test_07_real_digits_headline(executed):

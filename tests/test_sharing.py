@@ -179,18 +179,7 @@ def randomise(layer, seed):
         v.assign(rng.normal(scale=0.5, size=v.shape).astype("float32"))
 
 
-# -- construction, config -------------------------------------------------------
-
-@pytest.mark.parametrize("cls", [sharing_lib.SoftSharing, sharing_lib.CrossStitch, sharing_lib.MMoE,
-                                 sharing_lib.PLE])
-def test_config_round_trip_of_the_layer(cls):
-    layer = cls()  # every architecture has defaults
-    config = layer.get_config()
-    clone = cls.from_config(config)
-    assert clone.get_config() == config
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert type(restored) is cls and restored.get_config() == config
-
+# -- outputs, config (the layers' own contract: tests/test_layers.py) --------------
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_model_outputs_match_numpy_reference(arch):

@@ -1,0 +1,355 @@
+"""The benchmark figures the READMEs quote, rendered from the committed result files.
+
+``python benchmarks/prose.py`` rewrites every marked block of ``README.md``
+and ``benchmarks/README.md``; ``--check`` only reports the blocks that differ
+from their result files (exit status 1). A block is the text between
+``<!-- figures:NAME -->`` and ``<!-- /figures -->``; everything outside the
+markers is left alone. The figures come from ``benchmarks/results/*.json``,
+which the benchmarks write with ``--json`` (``backends.json``: ``python
+benchmarks/run.py --backends tensorflow,jax,torch --json``).
+
+Every figure and every word that depends on one (faster or slower, met or
+not, which backend) is computed here from the file, so a new run cannot
+leave a stale number or a stale conclusion in the prose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from backends import MAX_WAIT, ROWS, TORCH_ROW, side_by_side
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.DOTALL)
+
+
+def load(name: str = "backends") -> dict:
+    """A result file of ``benchmarks/results``."""
+    with open(RESULTS / f"{name}.json") as f:
+        return json.load(f)
+
+
+# -- figures from a --backends report ------------------------------------------
+
+def _value(report, backend, row_id) -> float:
+    return report["rows"][backend][row_id]["value"]
+
+
+def _ratio(report, row, baseline) -> float:
+    return _value(report, *row) / _value(report, *baseline)
+
+
+def _keras_backends(report) -> list[str]:
+    return [b for b in report["backends"] if "a" in report["rows"].get(b, {})]
+
+
+def _fastest(report) -> str:
+    return max(_keras_backends(report), key=lambda b: _value(report, b, "a"))
+
+
+def _torch_at(report) -> str | None:
+    return next((b for b in report["backends"] if TORCH_ROW in report["rows"].get(b, {})), None)
+
+
+def _masking_target(report) -> float:
+    """The minimum of the a / b targets (the same on every backend)."""
+    return next(t["minimum"] for t in report["targets"]
+                if t["what"].endswith("keras_mtl 4 tasks / plain Keras 4 heads"))
+
+
+def _loop_target(report) -> dict | None:
+    """The fastest backend's row a against the plain PyTorch loop: ratio and minimum."""
+    target = next((t for t in report["targets"] if "plain PyTorch loop" in t["what"]), None)
+    if target is None:
+        return None
+    ratio = _value(report, _fastest(report), "a") / _value(report, _torch_at(report), TORCH_ROW)
+    return {"ratio": ratio, "minimum": target["minimum"]}
+
+
+def _spread(report, backend, rows=None) -> float:
+    """The largest slowest-to-fastest round factor of a backend's rows."""
+    found = [row for row_id, row in report["rows"][backend].items() if rows is None or row_id in rows]
+    return max(max(r["value"] for r in row["rounds"]) / min(r["value"] for r in row["rounds"]) for row in found)
+
+
+def _times(values: list[str]) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
+def _versions(report) -> str:
+    machine = report["machine"][report["backends"][0]]
+    kernel = machine["platform"].split("-")[1]
+    parts = [f"Python {machine['python']}", f"TensorFlow {machine['tensorflow']}", f"Keras {machine['keras']}"]
+    if machine.get("jax"):
+        parts.append(f"JAX {machine['jax']}")
+    if machine.get("torch"):
+        torch, _, build = machine["torch"].partition("+")
+        parts.append(f"PyTorch {torch}" + (f" ({build.upper()})" if build else ""))
+    parts.append(f"keras_mtl {machine['keras_mtl']}")
+    gpus = "no GPU" if not machine["gpus"] else f"{machine['gpus']} GPU(s)"
+    return (f"{machine['cpu_count']} vCPU {machine['cpu']}, {gpus}; Linux {kernel}; " + ", ".join(parts[:-1])
+            + f", {parts[-1]}")
+
+
+def _command(report) -> str:
+    command = f"python benchmarks/run.py --backends {','.join(report['backends'])}"
+    settings = report.get("settings", {}).get(report["backends"][0], {})
+    if settings.get("max_wait") is not None and settings["max_wait"] != MAX_WAIT:
+        command += f" --max-wait {settings['max_wait']:g}"
+    return command
+
+
+def _rounds(report):
+    return [r for b in report["rows"] for row in report["rows"][b].values() for r in row["rounds"]]
+
+
+def _best(report):
+    return [row for b in report["rows"] for row in report["rows"][b].values()]
+
+
+def _date(stamp: str) -> tuple[str, str]:
+    day, clock, *_ = stamp.split()
+    return day, clock[:5]
+
+
+def _conditions(report) -> str:
+    """When, what, on which machine, and how busy it was."""
+    day, start = _date(report["start"]["time"])
+    _, end = _date(report["end"]["time"])
+    cores = report["machine"][report["backends"][0]]["cpu_count"]
+    others = max(r["other_cores"] for r in _rounds(report))
+    best_others = max(row["other_cores"] for row in _best(report))
+    all_rates = [r["matmul_gflops"] for r in _rounds(report)]
+    best_rates = [row["matmul_gflops"] for row in _best(report)]
+    quiet = (f"every best round below ran while they used {best_others:.1f}" if best_others < 0.05 else
+             f"during the best rounds below they used up to {best_others:.1f}")
+    return _wrap(f"{day}, {start}–{end} UTC, `{_command(report)}` ({report['rounds']} interleaved rounds). "
+                 f"{_versions(report)}. Load average {report['start']['loadavg']} at the start and "
+                 f"{report['end']['loadavg']} at the end: other processes shared the {cores} cores. Other "
+                 f"processes used up to {others:.1f} cores during a row; {quiet}. The TF 2048³ matmul rate "
+                 f"ranged over {min(all_rates):.0f}–{max(all_rates):.0f} GFLOP/s through the run and "
+                 f"{min(best_rates):.0f}–{max(best_rates):.0f} GFLOP/s at the rows' best rounds (columns "
+                 '"matmul GFLOP/s").')
+
+
+def _ranges(report) -> str:
+    backends = report["backends"]
+    lines = [f"Range over the {report['rounds']} rounds (examples/s, slowest–fastest):", "",
+             "| row | " + " | ".join(backends) + " |", "|---|" + "---|" * len(backends)]
+    for row_id in [*ROWS, TORCH_ROW]:
+        cells = []
+        for backend in backends:
+            row = report["rows"].get(backend, {}).get(row_id)
+            values = [r["value"] for r in row["rounds"]] if row else []
+            cells.append(f"{min(values):,.0f}–{max(values):,.0f}" if values else "")
+        if any(cells):
+            label = "torch (plain PyTorch loop)" if row_id == TORCH_ROW else row_id
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _speed_against_others(report, row_id, fastest) -> list[tuple[str, float]]:
+    return [(b, _value(report, fastest, row_id) / _value(report, b, row_id))
+            for b in _keras_backends(report) if b != fastest]
+
+
+def _reading(report) -> str:
+    backends = _keras_backends(report)
+    fastest = _fastest(report)
+    masking = {b: _ratio(report, (b, "a"), (b, "b")) for b in backends}
+    many = {b: _ratio(report, (b, "d"), (b, "d-dense")) for b in backends}
+    minimum = _masking_target(report)
+    bullets = []
+
+    failing = [b for b in backends if masking[b] < minimum]
+    figures = _times([f"{masking[b]:.2f}× ({NAMES[b]})" for b in backends])
+    head = "Masking costs nothing on any backend" if not failing else "Masking costs time on " + _times(
+        [NAMES[b] for b in failing])
+    count = {2: "both", 3: "all three"}.get(len(backends), f"all {len(backends)}")
+    met = (f"the {minimum:g} target is met on {count}" if not failing else
+           f"the {minimum:g} target is missed on " + _times([NAMES[b] for b in failing]))
+    bullets.append(f"**{head}**: keras_mtl with 4 tasks and 30 % missing labels runs at {figures} plain Keras "
+                   f"with complete labels and the same metrics — {met}.")
+
+    faster = _times([f"{factor:.2f}× {NAMES[b] if b != 'torch' else 'the Keras PyTorch backend'}"
+                     for b, factor in _speed_against_others(report, "a", fastest)])
+    many_faster = ", ".join(f"{factor:.2f}× {NAMES[b]}" for b, factor in
+                            _speed_against_others(report, "d", fastest) if b == "tensorflow")
+    jit = report["rows"][fastest]["a"]["jit_compile"]
+    bullets.append(f"**{NAMES[fastest]} is the fastest backend**: {faster} for row a"
+                   + (f" ({many_faster} for 100 tasks)" if many_faster else "")
+                   + (", with XLA on by Keras's default there." if jit else ", without XLA."))
+
+    loop = _loop_target(report)
+    if loop:
+        torch_at = _torch_at(report)
+        verdict = "met" if loop["ratio"] >= loop["minimum"] else "not met"
+        bullets.append(
+            f"**Against a plain PyTorch loop** the fastest backend reaches {loop['ratio']:.2f}× "
+            f"({_value(report, fastest, 'a'):,.0f} against {_value(report, torch_at, TORCH_ROW):,.0f} "
+            f"examples/s): the {loop['minimum']:g} target is {verdict}. The loop has no metrics, while "
+            "rows a and b compute AUC and accuracy per task.")
+
+    worst = min(backends, key=many.get)
+    listed = [f"{many[b]:.2f}× on {NAMES[b]}" for b in backends]
+    text = f"**100 tasks against one `Dense(100)`**: {_times(listed)}"
+    if many[worst] < 0.8 * min(v for b, v in many.items() if b != worst):
+        also = (", while with 4 tasks it is faster than plain Keras there too" if masking[worst] > 1 else "")
+        text += (f": on the {NAMES[worst]} backend keras_mtl's 100 named tasks cost much more than plain "
+                 f"Keras's one head{also}")
+    bullets.append(text + ".")
+
+    keras_rows = set(ROWS)
+    spread = {b: _spread(report, b, keras_rows) for b in backends}
+    busiest = max(backends, key=spread.get)
+    row = max((r for i, r in report["rows"][busiest].items() if i in keras_rows),
+              key=lambda r: max(x["value"] for x in r["rounds"]) / min(x["value"] for x in r["rounds"]))
+    slow = min(row["rounds"], key=lambda r: r["value"])
+    fast = max(row["rounds"], key=lambda r: r["value"])
+    loop_spread = (f" (the plain PyTorch loop {_spread(report, _torch_at(report), {TORCH_ROW}):.0f}×)"
+                   if busiest == _torch_at(report) else "")
+    rest = _times([f"{NAMES[b]}'s up to {spread[b]:.1f}×" for b in backends if b != busiest])
+    bullets.append(
+        f"**A busy machine slows the {NAMES[busiest]} backend most**: between its slowest and fastest rounds "
+        f"(other processes using {slow['other_cores']:.1f} cores, then {fast['other_cores']:.1f}) its rows "
+        f"varied up to {spread[busiest]:.0f}×{loop_spread}, {rest}. Compare absolute figures only beside their "
+        "matmul rate.")
+    return "Reading:\n\n" + "\n".join(_wrap(f"- {b}", indent="  ") for b in bullets)
+
+
+def backends_section(report: dict) -> str:
+    """benchmarks/README.md: the run, its tables, the ranges and the reading."""
+    day, _ = _date(report["start"]["time"])
+    failed = list(report.get("errors", {}))
+    tables = side_by_side(report["rows"], report["backends"], failed, markdown=True)
+    source = ("The figures of this section are rendered from `benchmarks/results/backends.json` by "
+              "`python benchmarks/prose.py`; edit that script, not the text.")
+    return "\n\n".join([f"### Every backend side by side ({day})", _wrap(source), _conditions(report), tables,
+                        _ranges(report), _reading(report)]) + "\n"
+
+
+SUMMARY_ROWS = [
+    ("a", "keras_mtl, 4 tasks, 30 % missing"),
+    ("b", "plain Keras, 4 heads, complete labels, same metrics"),
+    (("a", "b"), None),
+    ("d", "keras_mtl, 100 named tasks"),
+    ("d-dense", "plain Keras, one `Dense(100)` head"),
+    (("d", "d-dense"), "ratio"),
+]
+
+
+def backends_summary(report: dict) -> str:
+    """README.md: the headline table and which backend to pick."""
+    backends = _keras_backends(report)
+    day, _ = _date(report["start"]["time"])
+    best_rates = [row["matmul_gflops"] for row in _best(report)]
+    lines = [f"Measured on the 2-core development machine ({day}, {report['rounds']} interleaved rounds,",
+             f"best round per row; load average {report['start']['loadavg']} at the start, "
+             f"{report['end']['loadavg']} at the end; matmul",
+             f"{min(best_rates):.0f}–{max(best_rates):.0f} GFLOP/s at the best rounds), in steady-state examples/s:",
+             "", "| what | " + " | ".join(NAMES[b] for b in backends) + " |", "|---|" + "---|" * len(backends)]
+    for row, label in SUMMARY_ROWS:
+        if isinstance(row, tuple):
+            label = label or f"ratio (target ≥ {_masking_target(report):g})"
+            cells = [f"{_ratio(report, (b, row[0]), (b, row[1])):.2f}" for b in backends]
+        else:
+            cells = [f"{_value(report, b, row):,.0f}" for b in backends]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    torch_at = _torch_at(report)
+    if torch_at:
+        cells = ["" if b != torch_at else f"{_value(report, b, TORCH_ROW):,.0f}" for b in backends]
+        lines.append("| plain PyTorch loop (`torch.nn`, eager, no metrics) | " + " | ".join(cells) + " |")
+
+    fastest = _fastest(report)
+    against = _times([f"{factor:.2f}× faster {'there ' if i == 0 else ''}than on "
+                      + ("the PyTorch backend" if b == "torch" else NAMES[b])
+                      for i, (b, factor) in enumerate(_speed_against_others(report, "a", fastest))])
+    xla = [NAMES[b] for b in backends if report["rows"][b]["a"]["jit_compile"]]
+    no_xla = [NAMES[b] for b in backends if not report["rows"][b]["a"]["jit_compile"]]
+    text = f"**For speed, pick {NAMES[fastest]}**: keras_mtl trains {against}"
+    if xla and no_xla:
+        text += (f" (Keras's default `jit_compile=\"auto\"` turns XLA on for {_times(xla)}; on {_times(no_xla)} "
+                 "it stays off on a CPU)")
+    loop = _loop_target(report)
+    if loop:
+        verdict = "met" if loop["ratio"] >= loop["minimum"] else "not met"
+        text += f", and {loop['ratio']:.2f}× as fast as the plain PyTorch loop (target {loop['minimum']:g}: {verdict})"
+    text += "."
+    minimum = _masking_target(report)
+    failing = [NAMES[b] for b in backends if _ratio(report, (b, "a"), (b, "b")) < minimum]
+    text += (" On every backend masking the missing labels costs nothing against plain Keras on complete labels."
+             if not failing else f" Masking the missing labels costs more than the target allows on {_times(failing)}.")
+    many = {b: _ratio(report, (b, "d"), (b, "d-dense")) for b in backends}
+    worst = min(backends, key=many.get)
+    busiest = max(backends, key=lambda b: _spread(report, b, set(ROWS)))
+    if many[worst] < 0.8:
+        text += f" Avoid the {NAMES[worst]} backend for many tasks ({many[worst]:.2f}× of one `Dense(100)` head there)"
+        text += " and on a busy machine, where it slows down most." if busiest == worst else "."
+    if busiest != worst or many[worst] >= 0.8:
+        text += f" On a busy machine the {NAMES[busiest]} backend slows down most."
+    return "\n".join(lines) + "\n\n" + _wrap(text) + "\n"
+
+
+def _wrap(text: str, width: int = 78, indent: str = "") -> str:
+    """Breaks a paragraph at spaces (never inside a backtick span) into lines of about ``width``."""
+    lines, line, ticks = [], "", 0
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width and ticks % 2 == 0:
+            lines.append(line)
+            line = indent + word
+        else:
+            line = f"{line} {word}" if line else word
+        ticks += word.count("`")
+    return "\n".join([*lines, line])
+
+
+# -- the files and their blocks ------------------------------------------------
+
+RENDERERS = {"backends": backends_section, "backends-summary": backends_summary}
+FILES = ("README.md", "benchmarks/README.md")
+
+
+def render(text: str, report: dict) -> str:
+    """``text`` with every figures block rendered from ``report``."""
+    def block(match):
+        name = match.group("name")
+        if name not in RENDERERS:
+            raise KeyError(f"unknown figures block {name!r}; known: {sorted(RENDERERS)}")
+        return match.group(1) + RENDERERS[name](report) + match.group(4)
+
+    return BLOCK.sub(block, text)
+
+
+def blocks(text: str) -> list[str]:
+    """The names of the figures blocks in ``text``, in order."""
+    return [m.group("name") for m in BLOCK.finditer(text)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/prose.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="report stale blocks (exit 1), change nothing")
+    args = parser.parse_args(argv)
+    report = load("backends")
+    stale = []
+    for name in FILES:
+        path = ROOT / name
+        text = path.read_text()
+        rendered = render(text, report)
+        if rendered != text:
+            stale.append(name)
+            if not args.check:
+                path.write_text(rendered)
+    verb = "stale" if args.check else "rewritten"
+    print(f"{verb}: {', '.join(stale)}" if stale else "every figures block matches benchmarks/results")
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,75 @@
+"""Every layer keras_mtl defines keeps the layer contract (tests/layer_contract.py)."""
+
+import inspect
+
+import keras
+import pytest
+from layer_contract import run_layer_test
+
+import keras_mtl as kmtl
+from keras_mtl import heads, sharing
+
+T = 3  # tasks
+UNUSED_SHARED_GATE = pytest.mark.xfail(
+    strict=True, reason="PLE builds a shared gate on every level but the last even without shared "
+                        "experts for it to feed: those weights never get a gradient")
+# class, constructor arguments, input shape, output shape (both without the batch axis), trainable weights
+CASES = [
+    pytest.param(sharing.SoftSharing, dict(units=(8, 5), strength=0.01, num_tasks=T), (6,), (T, 5), 4,
+                 id="soft_sharing"),
+    pytest.param(sharing.SoftSharing, dict(units=4, strength=0.0, num_tasks=T), (6,), (T, 4), 2,
+                 id="soft_sharing_untied"),
+    # kernels and biases of two layers, one α per layer
+    pytest.param(sharing.CrossStitch, dict(units=(8, 5), self_weight=0.7, num_tasks=T), (6,), (T, 5), 6,
+                 id="cross_stitch"),
+    pytest.param(sharing.CrossStitch, dict(units=(4,), num_tasks=1), (6,), (1, 4), 3,
+                 id="cross_stitch_one_task"),
+    # expert kernels and biases of two layers, gate kernel and bias
+    pytest.param(sharing.MMoE, dict(num_experts=3, units=(8, 5), num_tasks=T), (6,), (T, 5), 6, id="mmoe"),
+    # level 1: task, shared, gate and shared-gate kernels and biases; the last level has no shared gate
+    pytest.param(sharing.PLE, dict(num_levels=2, num_shared_experts=2, num_task_experts=1, units=5,
+                                   num_tasks=T), (6,), (T, 5), 8 + 6, id="ple"),
+    pytest.param(sharing.PLE, dict(num_levels=2, num_shared_experts=0, num_task_experts=2, units=4,
+                                   num_tasks=T), (6,), (T, 4), 6 + 4, id="ple_no_shared_experts",
+                 marks=UNUSED_SHARED_GATE),
+    pytest.param(sharing.PLE, dict(num_levels=1, num_shared_experts=3, num_task_experts=0, units=4,
+                                   num_tasks=T), (6,), (T, 4), 4, id="ple_no_task_experts"),
+    pytest.param(heads.TaskHeads, dict(units=7), (6,), (7,), 2, id="task_heads"),
+    # per-task features (T, d) → the fused columns, in the layout's column order
+    pytest.param(heads.TaskHeads, dict(units=5, task_units=[3, 1, 1], column_tasks=[1, 2, 0, 0, 0]),
+                 (T, 6), (5,), 2, id="task_heads_per_task"),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, input_shape, output_shape, trainable", CASES)
+def test_layer_contract(cls, kwargs, input_shape, output_shape, trainable):
+    run_layer_test(cls, kwargs, input_shape, expected_output_shape=output_shape,
+                   expected_trainable=trainable)
+
+
+@pytest.mark.parametrize("activation, units", [("softmax", 3), ("sigmoid", 2), ("linear", 1)])
+def test_task_output_contract(activation, units):
+    # A slice and an activation: no weights of its own; float32 outputs under any policy.
+    run_layer_test(heads.TaskOutput, dict(start=1, stop=1 + units, activation=activation), (7,),
+                   expected_output_shape=(units,), expected_trainable=0, output_dtype="float32")
+
+
+# Layers that are not tensor-to-tensor maps, with the file that tests them.
+NOT_TENSOR_LAYERS = {
+    kmtl.balancing.Balancer: "task-weighting state, set up by compile: tests/test_balancing.py",
+}
+
+
+def test_every_layer_of_the_package_is_covered():
+    covered = {case.values[0] for case in CASES} | {heads.TaskOutput}
+    found = set()
+    for module in (sharing, heads, kmtl.balancing, kmtl.model, kmtl.metrics):
+        for _, value in inspect.getmembers(module, inspect.isclass):
+            if (issubclass(value, keras.layers.Layer) and not issubclass(value, keras.Model)
+                    and value.__module__.startswith("keras_mtl")):
+                found.add(value)
+    bases = {sharing.SharingLayer}  # abstract: the classes above derive from it
+    uncovered = {cls for cls in found - covered - bases if not cls.__name__.startswith("_")
+                 and not any(issubclass(cls, base) for base in NOT_TENSOR_LAYERS)}
+    assert not uncovered, f"layers without a contract test: {sorted(c.__name__ for c in uncovered)}"
+    assert covered <= found
