@@ -37,7 +37,9 @@ ON_TENSORFLOW = pytest.mark.skipif(
 
 def run(backend, *args, env=None, timeout=1800):
     """Runs ``python *args`` with ``KERAS_BACKEND=backend``; fails the test with its output."""
-    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    # PYTHONSAFEPATH: the child, started in the checkout, imports the installed keras_mtl as this process does.
+    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONSAFEPATH": "1",
+                   **(env or {})}
     done = subprocess.run([sys.executable, *args], env=environment, cwd=HERE.parent, capture_output=True,
                           text=True, timeout=timeout)
     if done.returncode != 0:

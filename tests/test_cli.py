@@ -1,17 +1,22 @@
-"""The ``keras-mtl export`` and ``keras-mtl inspect`` commands."""
+"""The ``keras-mtl export`` and ``keras-mtl inspect`` commands; the suite runs the installed package."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import CHECKOUT, checkout_import_problem, editable_from_checkout, package_dir, require
 
 import keras_mtl as kmtl
 from keras_mtl import cli
+
+# Python >= 3.11: `python -m`/`-c` started in the checkout does not put it first on sys.path.
+CHILD_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONSAFEPATH": "1"}
 
 TASKS = [
     kmtl.Task("car"),
@@ -51,9 +56,8 @@ def serve(version_dir, x):
 
 def test_export_in_fresh_process_then_next_version_and_inspect(saved, tmp_path, capsys):
     base = tmp_path / "serving" / "street"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-m", "keras_mtl.cli", "export", str(saved["path"]), str(base)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=CHILD_ENV, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"to {base / '1'}" in proc.stdout
     # The fresh process loaded the .keras file: its export predicts what the model did.
@@ -157,3 +161,21 @@ def test_inspect_errors(tmp_path, capsys):
     (tmp_path / "m" / "2").mkdir()  # an empty version directory holds no SavedModel
     assert cli.main(["inspect", str(tmp_path / "m")]) == 2
     assert "no SavedModel in" in capsys.readouterr().err
+
+
+def test_the_suite_imports_the_installed_package():
+    # Under CI=true (.ci/run installs with `pip install .`) keras_mtl must come from
+    # site-packages; an editable install of this checkout counts as installed.
+    problem = checkout_import_problem()
+    require(problem is None, f"{problem}; allowed outside CI (e.g. PYTHONPATH=$PWD)")
+    assert Path(kmtl.__file__).resolve().parent == package_dir()
+    if not editable_from_checkout():
+        assert CHECKOUT not in Path(kmtl.__file__).resolve().parents
+
+
+def test_processes_started_in_the_checkout_import_the_same_package():
+    # As tests/test_backends.py starts pytest under the other backends: cwd = the checkout.
+    script = "import importlib.util; print(importlib.util.find_spec('keras_mtl').origin)"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=CHECKOUT, env=CHILD_ENV, capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert Path(proc.stdout.strip()).resolve().parent == package_dir()

@@ -5,14 +5,21 @@ context, and workers need their own ``TF_CONFIG``: each scenario runs in a
 fresh subprocess (``python tests/test_distribute.py mirrored|worker ...``)
 that writes its results as JSON; the tests read them. Every subprocess has a
 timeout, so a hung collective fails the test instead of the run.
+
+The multi-worker job is killed for real: worker 1 gets SIGKILL in the middle
+of the second epoch; the chief, blocked in a collective with a dead peer, is
+killed too (as a cluster manager restarts a failed job), and the relaunched
+job resumes from BackupAndRestore's last completed epoch.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import traceback
 
 import keras
@@ -24,8 +31,8 @@ import keras_mtl as kmtl
 from keras_mtl import distribute
 from keras_mtl.heads import FusedTaskLoss, HeadLayout
 
-TIMEOUT = 150
-N, BATCH, EPOCHS = 24, 8, 2
+TIMEOUT = 300  # per job; generous for a loaded 2-core machine, and a hung collective still fails
+N, BATCH, EPOCHS = 24, 8, 3  # DWA's weights move after epoch 2: three epochs train with them
 TASKS = [kmtl.Task("a"), kmtl.Task("b"), kmtl.Task("c", kind="categorical", num_classes=3),
          kmtl.Task("r", kind="regression")]
 REMOVE = "remove the workaround in keras_mtl/distribute.py ({}) and this check"
@@ -76,7 +83,36 @@ def train(init, normalize, balancing, strategy=None, shard=False, epochs=EPOCHS,
         model.compile(optimizer=keras.optimizers.SGD(0.1), normalize=normalize, balancing=balancing)
     history = model.fit(dataset(x, labels, shard), validation_data=dataset(x, labels, shard), epochs=epochs,
                         callbacks=callbacks, verbose=0)
-    return history.history, [w.tolist() for w in model.get_weights()], model
+    return history.history, variables_of(model), model
+
+
+def state_key(model, variable):
+    """A variable's path; ``balancing/<name>`` for the strategy's (its layer name is numbered per process)."""
+    own = {id(v) for v in model.balancing.variables}
+    return f"balancing/{variable.name}" if id(variable) in own else variable.path
+
+
+def variables_of(model):
+    """Every model variable (weights, the balancing strategy's state) by ``state_key``."""
+    return {state_key(model, v): keras.ops.convert_to_numpy(v).tolist() for v in model.variables}
+
+
+def make_balancing(name):
+    return kmtl.balancing._STRATEGIES[name]()
+
+
+def replica_strategies():
+    """The registered strategies that train under a strategy with several replicas."""
+    return [name for name, cls in kmtl.balancing._STRATEGIES.items() if cls.distributed_error is None]
+
+
+def mirrored_cases():
+    """``{strategy: normalize}``: each replica strategy, the two normalisations in turn."""
+    return {name: ("batch", "labeled")[i % 2] for i, name in enumerate(replica_strategies())}
+
+
+def refusing_strategies():
+    return [name for name, cls in kmtl.balancing._STRATEGIES.items() if cls.distributed_error is not None]
 
 
 class _null:
@@ -144,31 +180,29 @@ def mirrored_main(out_dir):
                                        normalize).tolist(),
         }
 
-    # fit on one device and on two replicas from the same weights.
+    # fit on two replicas, for every strategy that can (the test process trains on one device).
     init = initial_weights()
-    cases = {"fixed_batch": ("batch", None), "uncertainty_labeled": ("labeled", "uncertainty"),
-             "gradnorm_labeled": ("labeled", "gradnorm")}
-    strategies = {"uncertainty": kmtl.balancing.UncertaintyWeighting, "gradnorm": kmtl.balancing.GradNorm}
-    for case, (normalize, balancing) in cases.items():
-        make = strategies.get(balancing, lambda: None)
-        one_history, one_weights, _ = train(init, normalize, make())
-        two_history, two_weights, model = train(init, normalize, make(), strategy)
-        results[case] = {"one": {"history": one_history, "weights": one_weights},
-                         "two": {"history": two_history, "weights": two_weights}}
-        if case == "uncertainty_labeled":
+    for name, normalize in mirrored_cases().items():
+        two_history, two_variables, model = train(init, normalize, make_balancing(name), strategy)
+        # Each replica's copy of the strategy's state: one value, the same on both.
+        copies = {state_key(model, v): [np.asarray(c).tolist() for c in strategy.experimental_local_results(v.value)]
+                  for v in model.balancing.variables}
+        results[name] = {"copies": copies, "two": {"history": two_history, "variables": two_variables}}
+        if name == "UncertaintyWeighting":
             x, _ = make_data()
             model.save(os.path.join(out_dir, "mirrored.keras"))
             np.save(os.path.join(out_dir, "mirrored_predictions.npy"),
                     model.predict(x, verbose=0)["c"])
 
-    for balancing in (kmtl.balancing.PCGrad(seed=0), kmtl.balancing.RandomLossWeighting(seed=0)):
+    results["refused"] = {}
+    for name in refusing_strategies():
         with strategy.scope():
             model = build_model()
             try:
-                model.compile(optimizer="sgd", balancing=balancing)
-                results[type(balancing).__name__] = None
+                model.compile(optimizer="sgd", balancing=make_balancing(name))
+                results["refused"][name] = None
             except ValueError as error:
-                results[type(balancing).__name__] = str(error)
+                results["refused"][name] = str(error)
     with open(os.path.join(out_dir, "mirrored.json"), "w") as f:
         json.dump(results, f)
 
@@ -205,22 +239,32 @@ def _plain_keras_bugs(strategy):
     return found
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
+KILL_IN_EPOCH = 1  # worker 1 dies in the second epoch, after the first one's backup
+BATCH_SECONDS = 0.3  # a slow epoch in the first launch, so the kill lands inside it
 
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("simulated worker failure")
+
+class _EpochMarker(keras.callbacks.Callback):
+    """Writes ``started<worker>_<epoch>`` when an epoch begins; sleeps after every batch."""
+
+    def __init__(self, out_dir, index, batch_seconds):
+        super().__init__()
+        self.out_dir, self.index, self.batch_seconds = out_dir, index, batch_seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        with open(os.path.join(self.out_dir, f"started{self.index}_{epoch}"), "w") as f:
+            f.write(str(time.time()))
+
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(self.batch_seconds)
 
 
 def worker_main(out_dir, phase):
+    """One worker of a 2-worker job; ``phase`` is ``killed`` (the test kills it) or ``resumed``."""
     config = json.loads(os.environ["TF_CONFIG"])
     index = config["task"]["index"]
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     results = {"replicas": strategy.num_replicas_in_sync}
-    if phase == "interrupted":
+    if phase == "resumed":
         results["bugs"] = _plain_keras_bugs(strategy)
     init = [np.asarray(w) for w in np.load(os.path.join(out_dir, "init.npz")).values()]
     chief = index == 0
@@ -228,15 +272,13 @@ def worker_main(out_dir, phase):
                   else os.path.join(out_dir, f"worker{index}", "ignored.keras"))
     os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
     callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out_dir, f"backup{index}")),
-                 keras.callbacks.ModelCheckpoint(checkpoint)]
-    if phase == "interrupted":
-        callbacks.append(_Interrupt(epoch=0))
-    try:
-        history, weights, _ = train(init, "labeled", kmtl.balancing.UncertaintyWeighting(), strategy, shard=True,
-                                    callbacks=callbacks)
-        results.update(history=history, weights=weights)
-    except RuntimeError as error:
-        results["interrupted"] = str(error)
+                 keras.callbacks.ModelCheckpoint(checkpoint),
+                 _EpochMarker(out_dir, f"{phase}{index}", BATCH_SECONDS if phase == "killed" else 0.0)]
+    history, variables, model = train(init, "labeled", kmtl.balancing.UncertaintyWeighting(), strategy,
+                                      shard=True, callbacks=callbacks)
+    results.update(history=history, variables=variables,
+                   balancing={state_key(model, v): keras.ops.convert_to_numpy(v).tolist()
+                              for v in model.balancing.variables})
     with open(os.path.join(out_dir, f"{phase}{index}.json"), "w") as f:
         json.dump(results, f)
     sys.stdout.flush()
@@ -245,23 +287,31 @@ def worker_main(out_dir, phase):
 
 # -- the tests -------------------------------------------------------------------
 
-def _run(args, env, cwd):
-    return subprocess.Popen([sys.executable, __file__, *args], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _run(args, env, cwd, log):
+    with open(log, "w") as out:  # a file, not a pipe: nobody reads while the job runs
+        return subprocess.Popen([sys.executable, __file__, *args], env=env, cwd=cwd,
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait(processes):
-    outputs = []
+def _kill(processes):
     for process in processes:
-        try:
-            out, _ = process.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            for other in processes:
-                other.kill()
-            pytest.fail(f"a subprocess did not finish within {TIMEOUT} s (hung collective?)")
-        outputs.append(out)
-        assert process.returncode == 0, out[-4000:]
-    return outputs
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def _wait(processes, logs):
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        for process, log in zip(processes, logs):
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 1))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"a subprocess did not finish within {TIMEOUT} s (hung collective?): "
+                            f"{log.read_text()[-3000:]}")
+            assert process.returncode == 0, log.read_text()[-4000:]
+    finally:
+        _kill(processes)
 
 
 def _env(**extra):
@@ -271,19 +321,58 @@ def _env(**extra):
 @pytest.fixture(scope="module")
 def mirrored(tmp_path_factory):
     out = tmp_path_factory.mktemp("mirrored")
-    _wait([_run(["mirrored", str(out)], _env(), out)])
+    job = _run(["mirrored", str(out)], _env(), out, out / "mirrored.log")
+    try:  # the one-device runs, here while the job runs
+        init = initial_weights()
+        one = {}
+        for name, normalize in mirrored_cases().items():
+            history, variables, _ = train(init, normalize, make_balancing(name))
+            one[name] = {"history": history, "variables": variables}
+    finally:
+        _wait([job], [out / "mirrored.log"])
     with open(out / "mirrored.json") as f:
-        return json.load(f), out
+        results = json.load(f)
+    for name, runs in one.items():
+        results[name]["one"] = runs
+    return results, out
 
 
-def _launch_workers(out, phase):
-    processes = [_run(["worker", str(out), phase], _env(TF_CONFIG=config), out)
-                 for config in distribute.local_tf_configs(2)]
-    _wait(processes)
-    found = []
-    for i in range(2):
-        with open(out / f"{phase}{i}.json") as f:
-            found.append(json.load(f))
+def _start_workers(out, phase):
+    logs = [out / f"{phase}{i}.log" for i in range(2)]
+    processes = [_run(["worker", str(out), phase], _env(TF_CONFIG=config), out, log)
+                 for config, log in zip(distribute.local_tf_configs(2), logs)]
+    return processes, logs
+
+
+def _kill_worker_mid_epoch(out):
+    """Starts the job; SIGKILLs worker 1 once it has begun epoch KILL_IN_EPOCH, then the chief."""
+    processes, logs = _start_workers(out, "killed")
+    marker = out / f"startedkilled1_{KILL_IN_EPOCH}"
+    deadline = time.monotonic() + TIMEOUT
+    found = {}
+    try:
+        while not marker.exists():
+            if any(p.poll() is not None for p in processes):
+                pytest.fail("a worker exited before it was killed: "
+                            + " | ".join(log.read_text()[-2000:] for log in logs))
+            if time.monotonic() > deadline:
+                pytest.fail(f"worker 1 did not begin epoch {KILL_IN_EPOCH} within {TIMEOUT} s")
+            time.sleep(0.01)
+        processes[1].send_signal(signal.SIGKILL)
+        found["worker1"] = processes[1].wait(timeout=30)
+        # The chief goes on until a collective waits for the peer that is gone
+        # (it may still be ending the first epoch): once it has begun the
+        # second, end the whole job, as a cluster manager would.
+        chief_marker = out / f"startedkilled0_{KILL_IN_EPOCH}"
+        while not chief_marker.exists() and processes[0].poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(1.0)
+        found["chief_exited_alone"] = processes[0].poll() is not None
+    finally:
+        _kill(processes)
+    found["backups"] = [json.loads((out / f"backup{i}" / "training_metadata.json").read_text())
+                        for i in range(2)]
+    found["markers"] = sorted(p.name for p in out.glob("startedkilled*"))
     return found
 
 
@@ -292,10 +381,15 @@ def multi_worker(tmp_path_factory):
     out = tmp_path_factory.mktemp("workers")
     init = initial_weights()
     np.savez(out / "init.npz", *init)
-    interrupted = _launch_workers(out, "interrupted")
-    resumed = _launch_workers(out, "resumed")
-    reference, reference_weights, _ = train(init, "labeled", kmtl.balancing.UncertaintyWeighting())
-    return interrupted, resumed, reference, reference_weights, out
+    killed = _kill_worker_mid_epoch(out)
+    processes, logs = _start_workers(out, "resumed")  # the same job, relaunched
+    try:  # the uninterrupted one-device run, here while the job runs
+        reference, reference_variables, _ = train(init, "labeled", kmtl.balancing.UncertaintyWeighting())
+    finally:
+        _wait(processes, logs)
+    resumed = [json.loads((out / f"resumed{i}.json").read_text()) for i in range(2)]
+    return {"killed": killed, "resumed": resumed, "reference": reference,
+            "reference_variables": reference_variables, "out": out}
 
 
 def test_helpers_are_identities_without_a_strategy():
@@ -319,23 +413,90 @@ def test_replica_shares_add_up_to_the_formula(mirrored, normalize):
     np.testing.assert_allclose(division["keras_loss_a"], division["numpy"][0], rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["fixed_batch", "uncertainty_labeled", "gradnorm_labeled"])
-def test_mirrored_fit_matches_one_device(mirrored, case):
+def test_the_strategies_that_train_on_replicas():
+    # Registry-driven below; this says which ones that is today.
+    assert set(replica_strategies()) >= {"FixedWeights", "UncertaintyWeighting", "GradNorm", "DWA"}
+
+
+@pytest.mark.parametrize("name", replica_strategies())
+def test_mirrored_fit_matches_one_device(mirrored, name):
+    """Loss, every metric (AUC, accuracy, MAE) and every variable, the strategy's included."""
     results, _ = mirrored
-    one, two = results[case]["one"], results[case]["two"]
-    for key in ("loss", "val_loss", "a_loss", "val_c_loss"):
-        np.testing.assert_allclose(two["history"][key], one["history"][key], rtol=1e-4, err_msg=key)
-    for w_two, w_one in zip(two["weights"], one["weights"]):
-        np.testing.assert_allclose(w_two, w_one, rtol=1e-4, atol=1e-6)
-    # Training moved the weights at all (so equality means something).
+    one, two = results[name]["one"], results[name]["two"]
+    assert sorted(two["history"]) == sorted(one["history"])
+    for key in ("loss", "a_auc", "a_accuracy", "c_accuracy", "r_mae", "val_b_auc", "val_r_mae", "val_loss"):
+        assert key in one["history"], (key, sorted(one["history"]))
+    for key, values in one["history"].items():
+        if not _evaluation_metric(key) and not key.startswith("weight_"):
+            np.testing.assert_allclose(two["history"][key], values, rtol=1e-4, atol=1e-6, err_msg=key)
+    assert sorted(two["variables"]) == sorted(one["variables"])
+    balancing = [path for path in one["variables"] if path.startswith("balancing/")]
+    assert len(balancing) == len(results[name]["copies"])
+    for path, value in one["variables"].items():
+        np.testing.assert_allclose(two["variables"][path], value, rtol=1e-4, atol=1e-6, err_msg=path)
+    # Both replicas hold the same strategy state.
+    for path, (first, second) in results[name]["copies"].items():
+        np.testing.assert_array_equal(first, second, err_msg=path)
+        np.testing.assert_allclose(first, two["variables"][path], rtol=1e-6, err_msg=path)
+    # Training moved the weights and the strategy's state (so equality means something).
     assert one["history"]["loss"][-1] < one["history"]["loss"][0]
+    init = dict(zip((p for p in one["variables"] if p.startswith("trunk")), initial_weights()[:2]))
+    for path, start in init.items():
+        assert not np.allclose(one["variables"][path], start), path
+    if name in ("UncertaintyWeighting", "GradNorm", "DWA"):
+        state = {"UncertaintyWeighting": "log_variance", "GradNorm": "task_weights", "DWA": "dynamic_weights"}[name]
+        path = next(p for p in one["variables"] if p.endswith(state))
+        assert not np.allclose(one["variables"][path], 0.0 if name == "UncertaintyWeighting" else 1.0), path
 
 
-@pytest.mark.parametrize("name", ["PCGrad", "RandomLossWeighting"])
-def test_random_strategies_refuse_several_replicas(mirrored, name):
+def _evaluation_metric(key):
+    return key.startswith("val_") and not key.endswith("loss")
+
+
+# Found by the test below: in evaluate, MultiTaskModel.compute_metrics drops the
+# weight_<task> logs of an adaptive strategy, so its logs no longer have the keys of
+# get_metrics_result(), and Keras then reports the step's logs, which under
+# MirroredStrategy hold one replica's metric values (losses are unaffected).
+_EVALUATION_BUG = ("evaluate under MirroredStrategy reports one replica's metric values when compute_metrics'"
+                   " keys differ from get_metrics_result()'s (adaptive strategies drop weight_*)")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(reason=_EVALUATION_BUG, strict=True))
+    if kmtl.balancing._STRATEGIES[name].adaptive else name for name in replica_strategies()])
+def test_mirrored_evaluation_metrics_match_one_device(mirrored, name):
     results, _ = mirrored
-    message = results[name]
+    one, two = results[name]["one"], results[name]["two"]
+    keys = [key for key in one["history"] if _evaluation_metric(key)]
+    assert {"val_a_auc", "val_a_accuracy", "val_c_accuracy", "val_r_mae"} <= set(keys)
+    for key in keys:
+        np.testing.assert_allclose(two["history"][key], one["history"][key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+# Found by the test below: TaskWeights keeps the step's weights in a metric variable,
+# which Keras sums over replicas when it is read, so under 2 replicas History
+# shows twice the weights the strategy trains with (its own variables are right).
+_WEIGHTS_LOG_BUG = "weight_<task> logs are summed over replicas (TaskWeights.last reads as R x the weights)"
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(reason=_WEIGHTS_LOG_BUG, strict=True))
+    for name in replica_strategies() if kmtl.balancing._STRATEGIES[name].adaptive])
+def test_mirrored_logged_task_weights_match_one_device(mirrored, name):
+    results, _ = mirrored
+    one, two = results[name]["one"], results[name]["two"]
+    keys = [key for key in one["history"] if key.startswith("weight_")]
+    assert keys == [f"weight_{task.name}" for task in TASKS]
+    for key in keys:
+        np.testing.assert_allclose(two["history"][key], one["history"][key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("name", refusing_strategies())
+def test_strategies_with_a_distributed_error_refuse_several_replicas(mirrored, name):
+    results, _ = mirrored
+    message = results["refused"][name]
     assert message is not None, f"{name} compiled under MirroredStrategy"
+    assert message == kmtl.balancing._STRATEGIES[name].distributed_error
     assert f"{name} cannot train under a tf.distribute strategy" in message
     assert "UncertaintyWeighting()" in message
 
@@ -350,8 +511,7 @@ def test_model_trained_under_mirrored_strategy_reloads(mirrored):
 
 
 def test_keras_multi_worker_bugs_still_need_the_workarounds(multi_worker):
-    interrupted = multi_worker[0]
-    for worker in interrupted:
+    for worker in multi_worker["resumed"]:
         bugs = worker["bugs"]
         build = bugs["symbolic_build"]
         assert build is not None and "PerReplica" in build and "_maybe_symbolic_build" in build, (
@@ -363,22 +523,41 @@ def test_keras_multi_worker_bugs_still_need_the_workarounds(multi_worker):
             + REMOVE.format("logs_for_reduction, used in MultiTaskModel.train_step/test_step") + f". Got: {logs}")
 
 
-def test_two_workers_resume_and_match_one_device(multi_worker):
-    interrupted, resumed, reference, reference_weights, out = multi_worker
+def test_killed_worker_job_resumes_from_the_last_epoch_and_matches_one_device(multi_worker):
+    killed, resumed, reference = multi_worker["killed"], multi_worker["resumed"], multi_worker["reference"]
+    assert killed["worker1"] == -signal.SIGKILL
+    # Killed inside the second epoch: both began it, neither reached the third,
+    # and the backups hold the first epoch only.
+    assert killed["markers"] == [f"startedkilled{i}_{e}" for i in range(2) for e in range(KILL_IN_EPOCH + 1)]
+    assert [b["epoch"] for b in killed["backups"]] == [KILL_IN_EPOCH] * 2, killed["backups"]
     assert [w["replicas"] for w in resumed] == [2, 2]
-    assert all("simulated worker failure" in w["interrupted"] for w in interrupted)
-    # BackupAndRestore: the relaunch trains epoch 2 only.
+    # BackupAndRestore: the relaunched job trains the epochs after the backup only.
     for worker in resumed:
-        assert len(worker["history"]["loss"]) == EPOCHS - 1
+        assert len(worker["history"]["loss"]) == EPOCHS - KILL_IN_EPOCH
     first, second = resumed
     np.testing.assert_allclose(first["history"]["loss"], second["history"]["loss"], rtol=1e-6)
-    np.testing.assert_allclose(first["history"]["loss"][-1], reference["loss"][-1], rtol=1e-4)
-    np.testing.assert_allclose(first["history"]["val_loss"][-1], reference["val_loss"][-1], rtol=1e-4)
-    for w_two, w_one in zip(first["weights"], reference_weights):
-        np.testing.assert_allclose(w_two, w_one, rtol=1e-4, atol=1e-6)
-    # The chief's checkpoint is a complete model.
-    model = keras.saving.load_model(out / "chief.keras")
-    np.testing.assert_allclose(model.get_weights()[0], first["weights"][0], rtol=1e-6)
+    # Against an uninterrupted run on one device; rtol 1e-4: float32 sums in another order.
+    for key in ("loss", "val_loss", "a_auc", "r_mae"):
+        np.testing.assert_allclose(first["history"][key], reference[key][KILL_IN_EPOCH:], rtol=1e-4, err_msg=key)
+    assert sorted(first["variables"]) == sorted(multi_worker["reference_variables"])
+    for path, value in multi_worker["reference_variables"].items():
+        np.testing.assert_allclose(first["variables"][path], value, rtol=1e-4, atol=1e-6, err_msg=path)
+        np.testing.assert_allclose(second["variables"][path], first["variables"][path], rtol=1e-6, err_msg=path)
+
+
+def test_chief_checkpoint_reloads_with_the_chiefs_state(multi_worker):
+    chief = multi_worker["resumed"][0]
+    model = keras.saving.load_model(multi_worker["out"] / "chief.keras")
+    assert isinstance(model.balancing, kmtl.balancing.UncertaintyWeighting)
+    loaded = {state_key(model, v): keras.ops.convert_to_numpy(v) for v in model.balancing.variables}
+    assert sorted(loaded) == sorted(chief["balancing"]) and loaded
+    for path, value in chief["balancing"].items():
+        np.testing.assert_array_equal(loaded[path], np.asarray(value, "float32"), err_msg=path)
+        assert not np.allclose(value, 0.0), path  # trained away from its start
+    reloaded = variables_of(model)
+    assert sorted(reloaded) == sorted(chief["variables"])
+    for path, value in reloaded.items():
+        np.testing.assert_array_equal(value, np.asarray(chief["variables"][path], "float32"), err_msg=path)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import require
 
 import keras_mtl as kmtl
 from keras_mtl import export as export_lib
@@ -217,9 +219,12 @@ def test_metadata_is_plain_json_listing_tasks(served):
 
 
 def saved_model_cli(*args):
+    # The tensorflow wheel installs the script next to the interpreter (a venv's bin/),
+    # or wherever pip puts scripts (e.g. ~/.local/bin for --user): look in both.
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    if not os.path.exists(cli):
-        pytest.skip("saved_model_cli is not installed next to this Python")
+    cli = cli if os.path.exists(cli) else shutil.which("saved_model_cli")
+    require(cli is not None, "saved_model_cli is neither next to this Python nor on PATH (the tensorflow "
+                             "package installs it; .ci/run installs tensorflow with the README's pip install)")
     proc = subprocess.run([cli, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout

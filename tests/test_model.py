@@ -10,6 +10,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from conftest import require
 from gradients import value_and_gradients
 
 import keras_mtl as kmtl
@@ -293,8 +294,8 @@ def test_summary_and_plot_model(tmp_path):
         assert name in text
     dot = keras.utils.model_to_dot(model)
     assert {n.get_name().strip('"') for n in dot.get_nodes()} >= {str(id(model.get_layer("car")))}
-    if shutil.which("dot") is None:
-        pytest.skip("Graphviz's `dot` is not installed: plot_model cannot draw")
+    require(shutil.which("dot") is not None,
+            "Graphviz's `dot` is not on PATH: plot_model cannot draw (.ci/run installs it: apt-get install graphviz)")
     keras.utils.plot_model(model, to_file=str(tmp_path / "model.png"))
     assert (tmp_path / "model.png").stat().st_size > 1000
 

