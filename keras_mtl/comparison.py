@@ -19,17 +19,58 @@ from keras_mtl import data as data_lib
 from keras_mtl.model import MultiTaskModel
 from keras_mtl.tasks import Task, check_tasks
 
-__all__ = ["CompareResult", "compare", "default_metric"]
+__all__ = ["CompareResult", "compare", "default_metric", "delta_m"]
 
 
 def default_metric(task: Task) -> str:
-    """The headline metric of a task, its kind's first default: AUC, accuracy, MAE, …"""
+    """The headline metric of a task, its kind's first default: AUC, accuracy, MAE, …
+
+    Example:
+        >>> default_metric(Task("car")), default_metric(Task("price", kind="regression"))
+        ('auc', 'mae')
+    """
     return task.kind.headline_metric
+
+
+def delta_m(rows) -> float:
+    """Δm: the mean relative change of the multi-task network against single-task, in %.
+
+    ::
+
+        Δm = (100 / T) · Σ_i (−1)^{l_i} · (M_multi,i − M_single,i) / M_single,i
+
+    with ``l_i = 1`` when a larger value of task ``i``'s metric is better
+    (AUC, accuracy) and 0 when smaller is (MAE): **negative Δm means the
+    multi-task network is better on average**, the convention of the
+    multi-task literature. ``rows`` are :attr:`CompareResult.rows`, whose
+    ``relative_change`` already carries the direction (positive = better),
+    so ``Δm = −100 · mean(relative_change)``.
+
+    Example:
+        >>> rows = [{"relative_change": 0.10}, {"relative_change": -0.04}]   # +10 %, −4 %
+        >>> round(delta_m(rows), 6)
+        -3.0
+
+    References:
+        Maninis, K.-K., Radosavovic, I., Kokkinos, I. (2019). Attentive
+        Single-Tasking of Multiple Tasks. CVPR.
+    """
+    changes = [r["relative_change"] for r in rows]
+    return -100.0 * float(np.mean(changes)) if changes else math.nan
 
 
 @dataclass
 class CompareResult:
     """The outcome of :func:`compare`.
+
+    Example:
+        >>> result = CompareResult([
+        ...     {"task": "car", "metric": "auc", "single": 0.80, "multi": 0.84, "single_std": 0.01,
+        ...      "multi_std": 0.02, "relative_change": 0.05, "seeds": 3},
+        ...     {"task": "price", "metric": "mae", "single": 2.0, "multi": 2.2, "single_std": 0.1,
+        ...      "multi_std": 0.1, "relative_change": -0.10, "seeds": 3}])
+        >>> round(result.delta_m, 6)         # −(5 % − 10 %) / 2: single-task better on average
+        2.5
 
     Attributes:
         rows: one dict per task with ``task``, ``metric``, ``single``,
@@ -37,6 +78,8 @@ class CompareResult:
             ``relative_change`` (``(multi − single) / |single|``, sign flipped
             for error metrics so that positive always means "multi-task is
             better") and ``seeds``.
+        delta_m: Δm in % over the tasks (:func:`delta_m`; negative: the
+            multi-task network is better on average).
         per_seed: the raw values, ``{(task, "single"|"multi"): [one per seed]}``.
         params: parameter counts ``{"single": total over the k networks, "multi": …}``.
     """
@@ -51,6 +94,10 @@ class CompareResult:
 
         return pd.DataFrame(self.rows)
 
+    @property
+    def delta_m(self) -> float:
+        return delta_m(self.rows)
+
     def __str__(self) -> str:
         lines = [f"{'task':<16}{'metric':<10}{'single':>16}{'multi':>16}{'change':>9}"]
         for r in self.rows:
@@ -58,6 +105,7 @@ class CompareResult:
                 f"{r['task']:<16}{r['metric']:<10}"
                 f"{r['single']:>9.4f} ± {r['single_std']:<5.3f}{r['multi']:>9.4f} ± {r['multi_std']:<5.3f}"
                 f"{r['relative_change']:>+8.1%}")
+        lines.append(f"Δm = {self.delta_m:+.2f} % (mean relative change, negative: multi-task better)")
         lines.append(f"parameters: {self.params.get('single', 0):,} in {len(self.rows)} single-task "
                      f"networks vs {self.params.get('multi', 0):,} in one multi-task network")
         return "\n".join(lines)

@@ -399,13 +399,16 @@ class TaskWeights(keras.metrics.Metric):
     def __init__(self, task_names, name="task_weights", dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.task_names = list(task_names)
-        self.last = self.add_variable(shape=(len(self.task_names),), initializer="ones", name="last")
+        self.keys = [f"weight_{name}" for name in self.task_names]
+        # Every replica holds the same weights: read one, not the sum.
+        self.last = self.add_variable(shape=(len(self.task_names),), initializer="ones", name="last",
+                                      aggregation="only_first_replica")
 
     def update_state(self, weights, sample_weight=None):
         self.last.assign(ops.cast(weights, self.dtype))
 
     def result(self):
-        return {f"weight_{name}": self.last[i] for i, name in enumerate(self.task_names)}
+        return {key: self.last[i] for i, key in enumerate(self.keys)}
 
     def reset_state(self):
         pass  # the last step's weights stay readable after the epoch

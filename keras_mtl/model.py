@@ -61,23 +61,35 @@ class LossTerms:
         self.rows = ops.concatenate([weighted, ops.reshape(rest, (1,))])
 
 
-class _BalancerEpochs(keras.callbacks.Callback):
-    """Calls the balancing strategy's epoch hook (first, so checkpoints see it).
+class _EpochLogs(keras.callbacks.Callback):
+    """Completes each training epoch's logs, then calls the strategy's epoch hook.
 
-    With more tasks than are logged every step, it also adds each task's
-    last weight to the epoch's logs (``weight_<task>``), before ``History``
-    records them.
+    First in the callback list, so ``History``, the progress bar and
+    checkpoints see what it does: it adds each task's last loss weight
+    (``weight_<task>``, for adaptive strategies), and where training logs
+    only the task means (many tasks) it recomputes them from the metrics at
+    the epoch's end — read across replicas, where the step's own logs hold
+    one replica's values under ``tf.distribute``.
     """
 
-    def __init__(self, balancer, weights_metric):
+    def __init__(self, model):
         super().__init__()
-        self.balancer = balancer
-        self.weights_metric = weights_metric
+        self.mtl_model = model
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.weights_metric is not None and logs is not None:
-            logs.update({k: float(ops.convert_to_numpy(v)) for k, v in self.weights_metric.result().items()})
-        self.balancer.end_epoch()
+        model = self.mtl_model
+        if logs is not None:
+            weights = model._metric(metrics_lib.TaskWeights)
+            if weights is not None:
+                logs.update(_floats(weights.result()))
+            if not model._compiled.log_every_task:
+                means = model._metric(TaskMetrics).task_means(model._metric(metrics_lib.TaskLossMeans))
+                logs.update(_floats({"loss": model.loss_metric.result(), **means}))
+        model.balancing.end_epoch()
+
+
+def _floats(values: dict) -> dict:
+    return {k: float(ops.convert_to_numpy(v)) for k, v in values.items()}
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -473,7 +485,9 @@ class MultiTaskModel(keras.Model):
         """Updates every task's masked metrics and returns the logs.
 
         Training with more tasks than ``log_every_task`` allows logs ``loss``
-        and the task means; otherwise every task's loss and metrics.
+        and the task means; otherwise every task's loss and metrics. The
+        strategy's weights join each epoch's logs (``weight_<task>``), not
+        every step's.
         """
         del x
         self._require_compiled()
@@ -483,15 +497,27 @@ class MultiTaskModel(keras.Model):
                                   logits=self._record.logits_for(y_pred))
         # Set by loss_terms earlier in the same step (the same trace on every backend;
         # under tf.distribute every replica's step sets the same value).
-        training = self._step_training
-        if training and not self._compiled.log_every_task:
+        if self._step_training and not self._compiled.log_every_task:
             means = task_metrics.task_means(self._metric(metrics_lib.TaskLossMeans))
             logs = {"loss": self.loss_metric.result(), **means}
         else:
+            # Exactly the keys of get_metrics_result(): Keras then reports the epoch from
+            # the metrics (across replicas) rather than from the last step's logs.
             logs = self.get_metrics_result()
-            if not training:
-                logs = {k: v for k, v in logs.items() if not k.startswith("weight_")}
         return distribute_lib.logs_for_reduction(logs)
+
+    def get_metrics_result(self):
+        """The metrics' values, without the strategy's loss weights.
+
+        The weights (``weight_<task>``) are the state of training, not a
+        figure of the data: ``fit`` adds them to each epoch's logs, and
+        ``evaluate`` does not report them.
+        """
+        result = super().get_metrics_result()
+        weights = self._metric(metrics_lib.TaskWeights)
+        if weights is None:
+            return result
+        return {k: v for k, v in result.items() if k not in weights.keys}
 
     def per_task_variables(self):
         """The shared variables whose per-task gradients the strategy needs.
@@ -577,8 +603,7 @@ class MultiTaskModel(keras.Model):
             # default shuffle=True would only warn that it ignores it.
             kwargs.setdefault("shuffle", False)
         if self._compiled is not None:
-            weights = None if self._compiled.log_every_task else self._metric(metrics_lib.TaskWeights)
-            callbacks = [_BalancerEpochs(self.balancing, weights), *(callbacks or [])]
+            callbacks = [_EpochLogs(self), *(callbacks or [])]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def predict(self, x, *args, **kwargs):

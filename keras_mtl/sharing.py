@@ -361,10 +361,11 @@ class PLE(SharingLayer):
                                                initializer="glorot_uniform"),
                 "gate_bias": self.add_weight(shape=(t, p + s), name=f"l{level}_gate_bias",
                                              initializer="zeros"),
-                "shared_gate_kernel": None if last else self.add_weight(
+                # The shared gate feeds the next level's shared experts: none without them.
+                "shared_gate_kernel": None if last or not s else self.add_weight(
                     shape=(fan_in, t * p + s), name=f"l{level}_shared_gate_kernel",
                     initializer="glorot_uniform"),
-                "shared_gate_bias": None if last else self.add_weight(
+                "shared_gate_bias": None if last or not s else self.add_weight(
                     shape=(t * p + s,), name=f"l{level}_shared_gate_bias", initializer="zeros"),
             }
             self.levels.append(weights)
@@ -373,7 +374,7 @@ class PLE(SharingLayer):
     def _level(self, w, task_inputs, shared_input):
         """One level: task inputs ``(b, T, d)``, shared input ``(b, d)``."""
         t, s, p, u = self.num_tasks, self.num_shared_experts, self.num_task_experts, self.units
-        batch = ops.shape(shared_input)[0]
+        batch = ops.shape(task_inputs)[0]
         parts = []
         if p:
             own = ops.repeat(task_inputs, p, axis=1)  # (b, T·P, d), task-major

@@ -37,6 +37,38 @@ def test_compare_table_matches_per_seed_values(tmp_path):
     assert (tmp_path / "cmp.png").stat().st_size > 1000
 
 
+def test_compare_scores_each_network_as_training_it_by_hand_does():
+    """The per-seed figures are those of the same networks trained and scored without compare."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(240, 6)).astype("float32")
+    labels = {"a": (x[:, 0] + 0.3 * x[:, 2] > 0).astype("float32"), "r": (2 * x[:, 1]).astype("float32")}
+    labels["a"][::4] = np.nan
+    tasks = [kmtl.Task("a"), kmtl.Task("r", kind="regression")]
+    train = {k: v[:160] for k, v in labels.items()}
+    test = {k: v[160:] for k, v in labels.items()}
+    result = kmtl.compare(trunk, tasks, x[:160], train, x[160:], test, epochs=2, batch_size=32,
+                          seeds=(4,), verbose=False)
+    # The multi-task network by hand: seed, trunk, model, Adam(1e-3), the seeded shuffled pipeline.
+    keras.utils.set_random_seed(4)
+    model = kmtl.MultiTaskModel(*trunk(), tasks)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(kmtl.data.from_arrays(x[:160], train, tasks, 32, shuffle=True, seed=4), epochs=2, verbose=0)
+    predicted = model.predict(x[160:], verbose=0)
+    labelled = ~np.isnan(test["a"])
+    auc = roc_auc_score(test["a"][labelled], predicted["a"][labelled, 0])
+    mae = np.mean(np.abs(predicted["r"][:, 0] - test["r"]))
+    # keras.metrics.AUC uses 200 thresholds: close to the exact AUC, not equal.
+    np.testing.assert_allclose(result.per_seed[("a", "multi")][0], auc, atol=5e-3)
+    np.testing.assert_allclose(result.per_seed[("r", "multi")][0], mae, rtol=1e-5)
+    # Δm from the table by the formula of the literature, directions by hand (AUC up, MAE down).
+    signs = {"a": -1.0, "r": 1.0}
+    expected = 100 * np.mean([signs[r["task"]] * (r["multi"] - r["single"]) / r["single"] for r in result.rows])
+    np.testing.assert_allclose(result.delta_m, expected, rtol=1e-9)
+    assert f"Δm = {expected:+.2f} %" in str(result)
+
+
 def test_same_seed_gives_same_numbers():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(120, 6)).astype("float32")

@@ -453,17 +453,7 @@ def _evaluation_metric(key):
     return key.startswith("val_") and not key.endswith("loss")
 
 
-# Found by the test below: in evaluate, MultiTaskModel.compute_metrics drops the
-# weight_<task> logs of an adaptive strategy, so its logs no longer have the keys of
-# get_metrics_result(), and Keras then reports the step's logs, which under
-# MirroredStrategy hold one replica's metric values (losses are unaffected).
-_EVALUATION_BUG = ("evaluate under MirroredStrategy reports one replica's metric values when compute_metrics'"
-                   " keys differ from get_metrics_result()'s (adaptive strategies drop weight_*)")
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(reason=_EVALUATION_BUG, strict=True))
-    if kmtl.balancing._STRATEGIES[name].adaptive else name for name in replica_strategies()])
+@pytest.mark.parametrize("name", replica_strategies())
 def test_mirrored_evaluation_metrics_match_one_device(mirrored, name):
     results, _ = mirrored
     one, two = results[name]["one"], results[name]["two"]
@@ -473,15 +463,8 @@ def test_mirrored_evaluation_metrics_match_one_device(mirrored, name):
         np.testing.assert_allclose(two["history"][key], one["history"][key], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
-# Found by the test below: TaskWeights keeps the step's weights in a metric variable,
-# which Keras sums over replicas when it is read, so under 2 replicas History
-# shows twice the weights the strategy trains with (its own variables are right).
-_WEIGHTS_LOG_BUG = "weight_<task> logs are summed over replicas (TaskWeights.last reads as R x the weights)"
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(reason=_WEIGHTS_LOG_BUG, strict=True))
-    for name in replica_strategies() if kmtl.balancing._STRATEGIES[name].adaptive])
+@pytest.mark.parametrize("name", [name for name in replica_strategies()
+                                  if kmtl.balancing._STRATEGIES[name].adaptive])
 def test_mirrored_logged_task_weights_match_one_device(mirrored, name):
     results, _ = mirrored
     one, two = results[name]["one"], results[name]["two"]

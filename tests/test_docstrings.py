@@ -5,8 +5,6 @@ import importlib
 
 import pytest
 
-NO_EXAMPLES_YET = pytest.mark.xfail(strict=True, reason="examples come with the kinds refactor")
-
 MODULES = [
     "keras_mtl.missing",
     "keras_mtl.distribute",
@@ -22,7 +20,8 @@ MODULES = [
     "keras_mtl.sharing",
     "keras_mtl.transfer",
     "keras_mtl.plotting",  # switches matplotlib to Agg when there is no display
-    pytest.param("keras_mtl.comparison", marks=NO_EXAMPLES_YET),
+    "keras_mtl.comparison",
+    "keras_mtl.kinds",
 ]
 
 
