@@ -24,7 +24,8 @@ TASKS = [
 ]
 OUTPUTS = ["car", "objects", "weather", "weather_class", "distance"]
 BATCH_SIZES = (1, 7, 64)
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+# PYTHONSAFEPATH: fresh processes import the keras_mtl this one does, not the cwd's.
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONSAFEPATH": "1"}
 
 
 def build(seed=0):

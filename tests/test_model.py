@@ -253,7 +253,8 @@ def test_keras_file_reloads_in_fresh_process(tmp_path):
         out["__weights__"] = model.loss_weights
         print(json.dumps(out))
     """)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # PYTHONSAFEPATH: the fresh process imports the keras_mtl this one does, not the cwd's.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONSAFEPATH": "1"}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                           check=True)
     got = json.loads(proc.stdout.strip().splitlines()[-1])

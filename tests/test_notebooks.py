@@ -14,7 +14,6 @@ the test checks what does hold and says so.
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import nbformat
@@ -52,10 +51,8 @@ def executed(tmp_path_factory):
                                     resources={"metadata": {"path": str(workdir)}})
             error = None
             with pytest.MonkeyPatch.context() as env:
-                # The kernel imports keras_mtl from this checkout, whatever is installed.
-                path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-                for key, value in {**ENVIRONMENT, "KERAS_MTL_NOTEBOOK_RESULTS": str(workdir),
-                                   "PYTHONPATH": path}.items():
+                # The kernel imports the keras_mtl this process does (tests/conftest.py).
+                for key, value in {**ENVIRONMENT, "KERAS_MTL_NOTEBOOK_RESULTS": str(workdir)}.items():
                     env.setenv(key, value)
                 env.delenv("KERAS_MTL_NOTEBOOK_SEED", raising=False)
                 try:
