@@ -12,10 +12,11 @@ Users write a missing label as ``NaN``, ``None``, ``"?"`` or
 3. prefetch.
 
 Labels given as strings or Python objects travel through the graph as
-strings and are parsed there; numeric labels travel as numbers, and in
-:func:`from_arrays` the numeric labels of every task with the same encoding
-travel as one matrix (one gather and one mapping per batch for 100 tasks as
-for one).
+strings and are parsed there, batch by batch. In :func:`from_arrays` the
+numeric labels of every label group (tasks of one kind and loss) form one
+matrix whose markers TensorFlow maps to sentinels once, when the pipeline is
+built: each batch is then one gather for 100 tasks as for one. With many
+tasks the batches carry that matrix as it is (``pack_labels``).
 """
 
 from __future__ import annotations
@@ -385,13 +386,14 @@ def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool =
     raw = validate_labels(labels, tasks, n)
     x_tensor = tf.nest.map_structure(tf.convert_to_tensor, x)
     groups = label_groups(tasks)
-    # A group whose labels are all numbers travels as one matrix (one gather and
-    # one encoding per batch however many tasks it holds); string labels per task.
+    # A group whose labels are all numbers travels as one matrix, its markers mapped
+    # to sentinels by TensorFlow once, here: each batch is then one gather however
+    # many tasks it holds. String labels are parsed in the graph, batch by batch.
     sources = []
     for group in groups:
         if all(raw[t.name].dtype == np.float32 for t in group):
-            sources.append(tf.convert_to_tensor(
-                np.concatenate([raw[t.name].reshape(n, -1) for t in group], axis=1)))
+            matrix = np.concatenate([raw[t.name].reshape(n, -1) for t in group], axis=1)
+            sources.append(_encode_one(tf.convert_to_tensor(matrix), group[0], check=False))
         else:
             sources.append([tf.convert_to_tensor(raw[t.name]) for t in group])
     indices = tf.data.Dataset.range(n)
@@ -407,7 +409,7 @@ def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool =
                 columns = [_encode_one(take(raw_labels), t, check=False) for t, raw_labels in zip(group, source)]
                 matrix = tf.concat([tf.reshape(c, (-1, label_width(t))) for c, t in zip(columns, group)], axis=1)
             else:
-                matrix = _encode_one(take(source), group[0], check=False)
+                matrix = take(source)
             y.update({packed_key(group): matrix} if pack else _split_columns(matrix, group))
         return tf.nest.map_structure(take, x_tensor), y if pack else {t.name: y[t.name] for t in tasks}
 

@@ -28,6 +28,7 @@ __all__ = [
     "TaskHeads",
     "TaskMetrics",
     "TaskOutput",
+    "TaskOutputs",
     "logits_from_outputs",
     "stack_groups",
     "stack_weights",
@@ -249,6 +250,9 @@ class ForwardRecord:
 class TaskOutput(keras.layers.Layer):
     """One task's named output: its columns of the fused logits, activated.
 
+    The output layer of models saved before :class:`TaskOutputs`, which
+    they still load with.
+
     Args:
         start, stop: the task's columns in the fused logits.
         activation: ``"sigmoid"``, ``"softmax"`` or ``"linear"``.
@@ -277,6 +281,72 @@ class TaskOutput(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(start=self.start, stop=self.stop, activation=self.activation)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class TaskOutputs(keras.layers.Layer):
+    """Every task's named output from the fused logits, in one layer.
+
+    Tasks whose columns are contiguous and share an elementwise activation
+    are activated together and split apart in one operation, so 1,000
+    binary tasks cost one slice, one sigmoid and one split, not 1,000 of
+    each; a task with a whole-block activation (softmax) gets its own.
+
+    Args:
+        outputs: one entry per task, ``[name, start, stop, activation,
+            elementwise]``: the task's columns of the fused logits, its
+            activation, and whether that activation acts on each unit alone.
+
+    Returns (when called): ``{task name: output}``, float32 even under a
+    mixed-precision policy.
+
+    Example:
+        >>> layer = TaskOutputs([["car", 0, 1, "sigmoid", True], ["bike", 1, 2, "sigmoid", True],
+        ...                      ["weather", 2, 5, "softmax", False]])
+        >>> out = layer(ops.zeros((2, 5)))
+        >>> {k: tuple(v.shape) for k, v in out.items()}
+        {'car': (2, 1), 'bike': (2, 1), 'weather': (2, 3)}
+        >>> [round(float(v), 4) for v in ops.convert_to_numpy(out["weather"])[0]]
+        [0.3333, 0.3333, 0.3333]
+    """
+
+    def __init__(self, outputs, **kwargs):
+        super().__init__(**kwargs)
+        self.outputs = [[str(n), int(a), int(b), str(act), bool(e)] for n, a, b, act, e in outputs]
+        self.record = None  # a ForwardRecord, set by the model
+        self._runs = []  # (activation, start, stop, [(name, width)]): activated together
+        for name, start, stop, activation, elementwise in sorted(self.outputs, key=lambda o: o[1]):
+            run = self._runs[-1] if self._runs else None
+            if (run is not None and elementwise and run[4] and run[0] == activation and run[2] == start):
+                run[2] = stop
+                run[3].append((name, stop - start))
+            else:
+                self._runs.append([activation, start, stop, [(name, stop - start)], elementwise])
+        self._activations = {a: keras.activations.get(a) for a in {o[3] for o in self.outputs}}
+
+    def call(self, logits):
+        found = {}
+        for activation, start, stop, parts, _ in self._runs:
+            block = ops.cast(self._activations[activation](logits[:, start:stop]), "float32")
+            if len(parts) == 1:
+                found[parts[0][0]] = block
+                continue
+            splits = ops.split(block, np.cumsum([width for _, width in parts])[:-1].tolist(), axis=1)
+            found.update({name: value for (name, _), value in zip(parts, splits)})
+        outputs = {o[0]: found[o[0]] for o in self.outputs}  # in task order
+        if self.record is not None:
+            for name, value in outputs.items():
+                self.record.note(name, logits, value)
+        return outputs
+
+    def compute_output_spec(self, logits):
+        return {name: keras.KerasTensor((logits.shape[0], stop - start), dtype="float32")
+                for name, start, stop, _, _ in self.outputs}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(outputs=self.outputs)
         return config
 
 

@@ -18,6 +18,7 @@ from keras_mtl.heads import (
     TaskHeads,
     TaskMetrics,
     TaskOutput,
+    TaskOutputs,
     logits_from_outputs,
     stack_groups,
 )
@@ -28,6 +29,7 @@ __all__ = ["LossTerms", "MultiTaskModel"]
 
 HEADS_LAYER = "heads"
 SHARING_LAYER = "sharing"
+OUTPUTS_LAYER = "task_outputs"
 # Up to this many tasks, training logs every task's loss and metrics.
 LOG_EVERY_TASK_UP_TO = 16
 
@@ -148,20 +150,18 @@ class MultiTaskModel(keras.Model):
             per_task = sharing(features)
             logits = TaskHeads(layout.units, task_units=[t.units for t in tasks],
                                column_tasks=layout.column_tasks, name=HEADS_LAYER)(per_task)
-        outputs = {}
-        for task in tasks:
-            block = layout.block(task.name)
-            outputs[task.name] = TaskOutput(block.start, block.stop, task.activation,
-                                            name=task.name)(logits)
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        super().__init__(inputs=inputs, outputs=_named_outputs(logits, tasks, layout), name=name, **kwargs)
         self._setup(tasks)
 
     def _setup(self, tasks):
         self._tasks = list(tasks)
         self._layout = HeadLayout(self._tasks)
         self._record = ForwardRecord()
-        for task in self._tasks:
-            self.get_layer(task.name).record = self._record
+        try:
+            self.get_layer(OUTPUTS_LAYER).record = self._record
+        except ValueError:  # up to 16 tasks: one TaskOutput layer per task
+            for task in self._tasks:
+                self.get_layer(task.name).record = self._record
         # Tracked Keras state, replaced on every compile: the strategy (its
         # variables train, save and restore with the model's) and the metrics.
         self._strategy_slot = []
@@ -632,14 +632,26 @@ class MultiTaskModel(keras.Model):
         return model
 
 
+def _named_outputs(logits, tasks, layout) -> dict:
+    """``{task: output}``: one layer per task up to 16 tasks (each visible in
+    ``summary()`` and ``plot_model``), beyond that one layer for all of them,
+    whose cost does not grow with a layer per task."""
+    if len(tasks) <= LOG_EVERY_TASK_UP_TO:
+        return {t.name: TaskOutput(layout.block(t.name).start, layout.block(t.name).stop, t.activation,
+                                   name=t.name)(logits) for t in tasks}
+    return TaskOutputs([[t.name, layout.block(t.name).start, layout.block(t.name).stop, t.activation,
+                         t.kind.elementwise] for t in tasks], name=OUTPUTS_LAYER)(logits)
+
+
 def _check_layer_names(inputs, features, tasks):
-    """Task names become layer names: they must not clash with the trunk's."""
+    """Task names and keras_mtl's layer names must not clash with the trunk's layers."""
     trunk = keras.Model(inputs, features)
-    taken = {layer.name for layer in trunk.layers} | {HEADS_LAYER, SHARING_LAYER, "features"}
-    clashes = sorted(taken & {t.name for t in tasks})
+    ours = {HEADS_LAYER, SHARING_LAYER, OUTPUTS_LAYER, "features"}
+    # Up to 16 tasks each task's output is a layer of its name.
+    taken = ours | ({t.name for t in tasks} if len(tasks) <= LOG_EVERY_TASK_UP_TO else set())
+    clashes = sorted(taken & {layer.name for layer in trunk.layers})
     if clashes:
         raise ValueError(
-            f"Task name(s) {clashes} are already used by layers of the trunk (or by "
-            f"keras_mtl: {HEADS_LAYER!r}, {SHARING_LAYER!r}, 'features'). Rename the task or the layer "
-            "(layers take name=...)."
+            f"Layer name(s) {clashes} of the trunk are also task names or keras_mtl's own layers "
+            f"({sorted(ours)}); rename those layers of the trunk (layers take name=...) or the tasks."
         )

@@ -1,8 +1,10 @@
 """Every layer keras_mtl defines keeps the layer contract (tests/layer_contract.py)."""
 
 import inspect
+import json
 
 import keras
+import numpy as np
 import pytest
 from layer_contract import run_layer_test
 
@@ -51,6 +53,32 @@ def test_task_output_contract(activation, units):
                    expected_output_shape=(units,), expected_trainable=0, output_dtype="float32")
 
 
+def test_task_outputs_equal_one_task_output_layer_per_task(tmp_path):
+    """TaskOutputs (a dict of outputs, beyond the harness's one tensor) against TaskOutput per task."""
+    entries = [["a", 0, 1, "sigmoid", True], ["b", 1, 3, "sigmoid", True], ["r", 3, 4, "linear", True],
+               ["w", 4, 7, "softmax", False], ["v", 7, 9, "softmax", False], ["c", 9, 10, "sigmoid", True]]
+    layer = heads.TaskOutputs(entries)
+    clone = heads.TaskOutputs.from_config(json.loads(json.dumps(layer.get_config())))
+    assert clone.get_config() == layer.get_config()
+    x = np.random.default_rng(0).normal(size=(4, 10)).astype("float32")
+    found, again = layer(x), clone(x)
+    assert list(found) == [e[0] for e in entries]
+    for name, start, stop, activation, _ in entries:
+        expected = heads.TaskOutput(start, stop, activation)(x)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(found[name]), keras.ops.convert_to_numpy(expected),
+                                   rtol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(again[name]),
+                                      keras.ops.convert_to_numpy(found[name]))
+    symbolic = layer(keras.Input((10,)))
+    assert {k: tuple(v.shape) for k, v in symbolic.items()} == {e[0]: (None, e[2] - e[1]) for e in entries}
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        outputs = heads.TaskOutputs(entries)(keras.ops.cast(x, "bfloat16"))
+        assert {keras.backend.standardize_dtype(v.dtype) for v in outputs.values()} == {"float32"}
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
 # Layers that are not tensor-to-tensor maps, with the file that tests them.
 NOT_TENSOR_LAYERS = {
     kmtl.balancing.Balancer: "task-weighting state, set up by compile: tests/test_balancing.py",
@@ -58,7 +86,7 @@ NOT_TENSOR_LAYERS = {
 
 
 def test_every_layer_of_the_package_is_covered():
-    covered = {case.values[0] for case in CASES} | {heads.TaskOutput}
+    covered = {case.values[0] for case in CASES} | {heads.TaskOutput, heads.TaskOutputs}
     found = set()
     for module in (sharing, heads, kmtl.balancing, kmtl.model, kmtl.metrics):
         for _, value in inspect.getmembers(module, inspect.isclass):

@@ -197,11 +197,29 @@ def test_labels_must_match_tasks():
         model.fit(x, labels, verbose=0)
 
 
-def test_task_names_must_not_clash_with_trunk_layers():
+@pytest.mark.parametrize("layer", ["heads", "car"])
+def test_trunk_layers_must_not_take_task_or_keras_mtl_layer_names(layer):
     inputs = keras.Input((3,), name="x")
-    features = keras.layers.Dense(4, name="car")(inputs)
-    with pytest.raises(ValueError, match="already used by layers"):
+    features = keras.layers.Dense(4, name=layer)(inputs)
+    with pytest.raises(ValueError, match=rf"\['{layer}'\] of the trunk are also task names or keras_mtl"):
         kmtl.MultiTaskModel(inputs, features, [kmtl.Task("car")])
+
+
+def test_beyond_16_tasks_one_output_layer_serves_every_task():
+    inputs = keras.Input((3,), name="x")
+    features = keras.layers.Dense(4, name="t0")(inputs)  # a task's name is free: no layer per task
+    tasks = [kmtl.Task(f"t{i}") for i in range(17)] + [kmtl.Task("w", kind="categorical", num_classes=3)]
+    model = kmtl.MultiTaskModel(inputs, features, tasks)
+    assert [layer.name for layer in model.layers][-2:] == ["heads", "task_outputs"]
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
+    predicted = model.predict(x, verbose=0)
+    assert list(predicted) == [t.name for t in tasks]
+    logits = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer("heads").output)(x))
+    for task in tasks:  # each output is its columns of the fused logits, activated
+        block = logits[:, model._layout.block(task.name).start:model._layout.block(task.name).stop]
+        expected = (np.exp(block) / np.exp(block).sum(axis=1, keepdims=True) if task.name == "w"
+                    else 1 / (1 + np.exp(-block)))
+        np.testing.assert_allclose(predicted[task.name], expected, rtol=1e-5, err_msg=task.name)
 
 
 def test_image_features_are_flattened_and_multi_input_works():
