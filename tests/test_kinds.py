@@ -429,3 +429,28 @@ def test_the_per_task_figure_sorts_a_thousand_tasks(tmp_path):
     assert (tmp_path / "auc.png").exists()
     with pytest.raises(ValueError, match=r"no '<task>_auc'"):
         plot_task_metrics({}, names, "auc")
+
+
+@needs_tf_data
+def test_counts_custom_losses_and_class_weights_serve_from_a_saved_model(tmp_path):
+    import json
+
+    import tensorflow as tf
+
+    tasks = [kmtl.Task("visits", kind="poisson"), kmtl.Task("share", kind=Fraction()),
+             kmtl.Task("defect", class_weight={1: 5.0}, loss=keras.losses.BinaryFocalCrossentropy()),
+             kmtl.Task("weather", kind="categorical", num_classes=3, class_weight={0: 2.0})]
+    model = build(tasks)
+    x = np.random.default_rng(12).normal(size=(5, 4)).astype("float32")
+    path = tmp_path / "serving" / "1"
+    kmtl.export_saved_model(model, str(path))
+    meta = json.loads((path / "assets.extra" / "keras_mtl_tasks.json").read_text())
+    assert [(t["name"], t["kind"]) for t in meta["tasks"]] == [
+        ("visits", "poisson"), ("share", "fraction"), ("defect", "binary"), ("weather", "categorical")]
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](x=tf.constant(x))
+    predicted = model.predict(x, verbose=0)
+    for task in tasks:
+        np.testing.assert_allclose(served[task.name].numpy(), predicted[task.name], rtol=1e-5, err_msg=task.name)
+    assert np.all(predicted["visits"] > 0)  # a rate: exp of the logit
+    np.testing.assert_array_equal(served["weather_class"].numpy(), predicted["weather"].argmax(axis=1))
+    assert "visits_class" not in served and "share_class" not in served
