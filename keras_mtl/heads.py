@@ -1,12 +1,14 @@
 """Fused task heads: one kernel for all tasks, one named output per task.
 
-Naming 100 tasks must not cost 100 layers and 100 losses in the training
-step. All heads share one ``Dense`` kernel whose output columns are laid out
-by kind (every sigmoid unit first, then regression units, then one softmax
-block per categorical task). Users see one named output per task
-(:class:`TaskOutput`, a slice and an activation); training computes the loss
-of every task from the fused logits in a handful of tensor operations
-(:class:`FusedTaskLoss`).
+Naming 1,000 tasks must not cost 1,000 layers and 1,000 losses in the
+training step. All heads share one ``Dense`` kernel whose output columns are
+laid out by label group (:func:`keras_mtl.tasks.label_groups`: every binary
+and multilabel unit first, then the regression units, other elementwise
+groups, then one softmax block per categorical task). Users see one named
+output per task (:class:`TaskOutput` per task up to 16 tasks,
+:class:`TaskOutputs` for all of them beyond); training computes the loss of
+every group from the fused logits and the group's label matrix in a handful
+of tensor operations (:class:`FusedTaskLoss`).
 """
 
 from __future__ import annotations

@@ -526,8 +526,8 @@ def get(kind) -> Kind:
     """The kind object for a name, an instance, a class or a serialised config.
 
     Example:
-        >>> get("binary") == "binary", get("binary") is get("binary")
-        (True, False)
+        >>> get("binary") == "binary", get(Poisson) == get("poisson"), get("regression").activation
+        (True, True, 'linear')
         >>> get("binery")
         Traceback (most recent call last):
         ...
