@@ -21,6 +21,7 @@ tasks the batches carry that matrix as it is (``pack_labels``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -35,6 +36,8 @@ __all__ = [
     "from_arrays",
     "from_dataframe",
     "from_dataset",
+    "mix",
+    "mixing_weights",
     "unpack_labels",
     "validate_labels",
 ]
@@ -451,6 +454,129 @@ def unpack_labels(y: Mapping, tasks) -> dict:
     if absent:
         raise ValueError(f"The labels hold no entry for task(s) {absent}; their keys are {sorted(y)}.")
     return found
+
+
+SAMPLINGS = ("size", "equal", "temperature")
+
+
+def mixing_weights(sizes: Sequence[int], sampling: str = "size", temperature: float = 2.0) -> np.ndarray:
+    """The probability of drawing the next example from each source.
+
+    ``"size"``: ``p_i ∝ n_i`` (every example equally likely, as if the
+    sources were concatenated); ``"equal"``: ``p_i = 1/S``; ``"temperature"``:
+    ``p_i ∝ n_i^(1/T)``, between the two (T = 1 is by size, T → ∞ equal), as
+    multi-task language models mix their datasets.
+
+    Example:
+        >>> mixing_weights([900, 100], "temperature", temperature=2.0).round(3).tolist()
+        [0.75, 0.25]
+
+    References:
+        Arivazhagan, N. et al. (2019). Massively Multilingual Neural Machine
+        Translation in the Wild. arXiv:1907.05019 (temperature sampling).
+    """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling={sampling!r} is not one of {SAMPLINGS}.")
+    sizes = np.asarray(sizes, dtype=np.float64)
+    if sampling == "equal":
+        weights = np.ones_like(sizes)
+    elif sampling == "size":
+        weights = sizes
+    else:
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"temperature={temperature!r} must be a finite number > 0 (1: by size).")
+        weights = sizes ** (1.0 / temperature)
+    return weights / weights.sum()
+
+
+def mix(sources: Mapping, tasks, batch_size: int = 32, sampling: str = "size", *,
+        temperature: float = 2.0, examples_per_epoch: int | None = None, seed: int | None = None,
+        pack_labels: bool | None = None) -> tf.data.Dataset:
+    """One pipeline from several sources that each label some of the tasks.
+
+    Each source is ``(x, {task: labels})`` for the tasks it labels; its
+    other tasks are missing, so the masked loss learns each task from the
+    sources that label it. Every example of a batch is drawn from a source
+    picked at random by :func:`mixing_weights`.
+
+    Args:
+        sources: ``{source name: (x, labels)}``; ``labels`` names a subset
+            of the tasks (missing markers allowed as in :func:`from_arrays`).
+        tasks: every task (or a model with ``.tasks``).
+        batch_size: examples per batch.
+        sampling: ``"size"``, ``"equal"`` or ``"temperature"``.
+        temperature: ``T`` of ``"temperature"`` sampling.
+        examples_per_epoch: examples drawn per pass (default: all sources'
+            examples together); sources are repeated as needed.
+        seed: seed of the draws and of each source's shuffle.
+        pack_labels: as for :func:`from_arrays`.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(x, {task: y})`` batches (packed beyond 16
+        tasks), with the sentinel for every label a source does not give.
+
+    Raises:
+        ValueError: no source, a source naming an unknown task or no task,
+            an empty source, sources whose inputs differ in shape or dtype.
+
+    Example:
+        >>> import numpy as np, keras_mtl as kmtl
+        >>> tasks = [kmtl.Task("car"), kmtl.Task("sign")]
+        >>> ds = mix({"cars": (np.zeros((6, 2)), {"car": [1, 0, 1, 0, 1, 1]}),
+        ...           "signs": (np.ones((2, 2)), {"sign": [1, 0]})}, tasks, batch_size=8, seed=0)
+        >>> x, y = next(iter(ds))
+        >>> x.shape[0], sorted(y), bool(np.all((x[:, 0].numpy() == 1) == (y["car"].numpy() == -1)))
+        (8, ['car', 'sign'], True)
+    """
+    tasks = _tasks_of(tasks)
+    if not isinstance(sources, Mapping) or not sources:
+        raise ValueError("mix needs a dict {source name: (x, {task: labels})} with at least one source.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    pack = len(tasks) > PACK_LABELS_ABOVE if pack_labels is None else bool(pack_labels)
+    names = [t.name for t in tasks]
+    streams, sizes, spec = [], [], None
+    for index, (source, value) in enumerate(sources.items()):
+        if not isinstance(value, tuple) or len(value) != 2 or not isinstance(value[1], Mapping):
+            raise ValueError(f"Source {source!r}: give (x, {{task: labels}}), e.g. (x, {{{names[0]!r}: y}}).")
+        x, labels = value
+        unknown = sorted(set(labels) - set(names))
+        if unknown or not labels:
+            raise ValueError(
+                f"Source {source!r} labels {sorted(labels) if labels else 'no task'}"
+                + (f"; unknown task(s) {unknown}" if unknown else "")
+                + f". The tasks are {names}; each source labels one or more of them."
+            )
+        x, n = _check_inputs(x, None)
+        full = {t.name: labels[t.name] if t.name in labels else _all_missing(t, n) for t in tasks}
+        try:
+            dataset = from_arrays(x, full, tasks, batch_size, shuffle=True,
+                                  seed=None if seed is None else seed + index, pack_labels=pack)
+        except ValueError as error:
+            raise ValueError(f"Source {source!r}: {error}") from None
+        element = dataset.element_spec[0]
+        if spec is not None and not _same_inputs(spec, element):
+            raise ValueError(
+                f"Source {source!r} has inputs {element}, the first source {spec}: every source "
+                "needs inputs of the same shape and dtype."
+            )
+        spec = element
+        streams.append(dataset.unbatch().repeat())
+        sizes.append(n)
+    weights = mixing_weights(sizes, sampling, temperature)
+    total = int(sum(sizes)) if examples_per_epoch is None else int(examples_per_epoch)
+    mixed = tf.data.Dataset.sample_from_datasets(streams, weights=weights.tolist(), seed=seed)
+    return mixed.take(total).batch(batch_size).prefetch(_AUTOTUNE)
+
+
+def _all_missing(task: Task, n: int) -> np.ndarray:
+    return np.full(task.kind.label_shape(task, n), np.nan, dtype=np.float32)
+
+
+def _same_inputs(a, b) -> bool:
+    flat_a, flat_b = tf.nest.flatten(a), tf.nest.flatten(b)
+    return len(flat_a) == len(flat_b) and all(
+        x.dtype == y.dtype and x.shape[1:] == y.shape[1:] for x, y in zip(flat_a, flat_b))
 
 
 def from_dataframe(frame, tasks, features: str | Sequence[str] | None = None,

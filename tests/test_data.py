@@ -1,6 +1,7 @@
 import math
 import types
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -611,3 +612,97 @@ def test_encode_labels_check(task, values):
     data.encode_labels(raw, [task])  # unchecked: no error
     with pytest.raises(tf.errors.InvalidArgumentError, match=rf"Task \\?'{task.name}\\?'"):
         data.encode_labels(raw, [task], check=True)
+
+
+# -- mixing sources that each label some tasks ------------------------------------------
+
+MIX_TASKS = [kmtl.Task("car"), kmtl.Task("sign"), kmtl.Task("w", kind="categorical", num_classes=3),
+             kmtl.Task("d", kind="regression")]
+
+
+def mix_sources(rng):
+    """Three uneven sources; column 0 of x names the source, column 1 the row (to find its labels)."""
+    sizes = {"big": 300, "small": 60, "tiny": 12}
+    labelled = {"big": ["car", "d"], "small": ["sign", "w"], "tiny": ["car", "sign", "w", "d"]}
+    sources = {}
+    for i, (name, n) in enumerate(sizes.items()):
+        x = np.stack([np.full(n, i), np.arange(n)], axis=1).astype("float32")
+        values = {"car": rng.integers(0, 2, n).astype("float32"), "sign": rng.integers(0, 2, n).astype("float32"),
+                  "w": rng.integers(0, 3, n).astype("float32"), "d": rng.normal(size=n).astype("float32")}
+        sources[name] = (x, {t: values[t] for t in labelled[name]})
+    return sources
+
+
+@pytest.mark.parametrize(("sampling", "temperature"), [("size", 2.0), ("equal", 2.0), ("temperature", 3.0)])
+def test_mix_draws_each_source_as_often_as_its_weight(sampling, temperature):
+    sources = mix_sources(np.random.default_rng(0))
+    sizes = [len(x) for x, _ in sources.values()]
+    draws = 6000
+    ds = kmtl.data.mix(sources, MIX_TASKS, 100, sampling, temperature=temperature, examples_per_epoch=draws, seed=1)
+    origin = np.concatenate([x[:, 0].numpy() for x, _ in ds])
+    assert len(origin) == draws
+    expected = {"size": np.array(sizes) / sum(sizes), "equal": np.full(3, 1 / 3),
+                "temperature": np.array(sizes) ** (1 / 3) / np.sum(np.array(sizes) ** (1 / 3))}[sampling]
+    found = np.bincount(origin.astype(int), minlength=3) / draws
+    spread = np.sqrt(expected * (1 - expected) / draws)  # binomial standard deviation
+    assert np.all(np.abs(found - expected) < 4 * spread), (found, expected)
+
+
+def test_mix_gives_each_example_its_sources_labels_and_missing_for_the_rest():
+    sources = mix_sources(np.random.default_rng(2))
+    names = list(sources)
+    for x, y in kmtl.data.mix(sources, MIX_TASKS, 64, seed=3):
+        for i in range(len(x)):
+            source, row = names[int(x[i, 0])], int(x[i, 1])
+            given = sources[source][1]
+            for task in MIX_TASKS:
+                value = y[task.name].numpy()[i]
+                if task.name in given:
+                    assert value == given[task.name][row], (source, task.name)
+                elif task.name == "d":
+                    assert np.isnan(value)
+                else:
+                    assert value == -1
+
+
+def test_mixed_batches_train_with_the_masked_loss():
+    sources = mix_sources(np.random.default_rng(4))
+    inputs = keras.Input((2,), name="x")
+    model = kmtl.MultiTaskModel(inputs, keras.layers.Dense(4, activation="tanh")(inputs), MIX_TASKS)
+    model.compile()
+    x, y = next(iter(kmtl.data.mix(sources, MIX_TASKS, 50, "equal", seed=5)))
+    p = {k: keras.ops.convert_to_numpy(v).astype("float64") for k, v in model(x).items()}
+    car = y["car"].numpy()
+    labelled = car >= 0
+    expected = -np.sum(np.where(car[labelled] == 1, np.log(p["car"][labelled, 0]),
+                                np.log(1 - p["car"][labelled, 0]))) / 50
+    losses = keras.ops.convert_to_numpy(model.loss_terms(y, model(x)).task_losses)
+    np.testing.assert_allclose(losses[0], expected, rtol=1e-5)
+
+
+def test_mix_packs_many_tasks():
+    tasks = [kmtl.Task(f"t{i}") for i in range(20)]
+    rng = np.random.default_rng(6)
+    sources = {"a": (rng.normal(size=(30, 2)), {f"t{i}": rng.integers(0, 2, 30) for i in range(10)}),
+               "b": (rng.normal(size=(10, 2)), {f"t{i}": rng.integers(0, 2, 10) for i in range(10, 20)})}
+    x, y = next(iter(kmtl.data.mix(sources, tasks, 40, seed=7)))
+    assert sorted(y) == ["labels:t0:20"] and y["labels:t0:20"].shape == (40, 20)
+    matrix = y["labels:t0:20"].numpy()
+    # Each row labels the tasks of exactly one source: t0..t9 or t10..t19.
+    assert np.all((matrix[:, :10] >= 0).all(axis=1) != (matrix[:, 10:] >= 0).all(axis=1))
+
+
+@pytest.mark.parametrize(("sources", "kwargs", "match"), [
+    ({}, {}, r"at least one source"),
+    ({"a": (np.zeros((3, 2)), {"bus": [1, 0, 1]})}, {}, r"Source 'a'.*unknown task\(s\) \['bus'\]"),
+    ({"a": (np.zeros((3, 2)), {})}, {}, r"Source 'a' labels no task"),
+    ({"a": (np.zeros((0, 2)), {"car": []})}, {}, r"empty"),
+    ({"a": (np.zeros((2, 2)), {"car": [1, 2]})}, {}, r"Source 'a'.*'car'.*label 2"),
+    ({"a": (np.zeros((2, 2)), {"car": [1, 0]}), "b": (np.zeros((2, 3)), {"sign": [1, 0]})}, {},
+     r"Source 'b' has inputs.*same shape"),
+    ({"a": (np.zeros((2, 2)), {"car": [1, 0]})}, {"sampling": "proportional"}, r"sampling='proportional'"),
+    ({"a": (np.zeros((2, 2)), {"car": [1, 0]})}, {"sampling": "temperature", "temperature": 0}, r"temperature=0"),
+])
+def test_mix_errors_name_the_source_and_the_fix(sources, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kmtl.data.mix(sources, MIX_TASKS, 4, **kwargs)
