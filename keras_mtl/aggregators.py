@@ -98,6 +98,32 @@ def _largest_eigenvalue(gram):
     return ops.maximum(ops.eigh(gram)[0][-1], _TINY)
 
 
+def _minimise_quadratic(gram, project, start, iterations):
+    """``argmin ½ xᵀ K x`` over a convex set, by accelerated projected gradient (FISTA).
+
+    Step ``1/λ_max(K)``; ``project`` is the Euclidean projection onto the
+    set; ``x`` may be a vector ``(T,)`` or a matrix of ``T``-vectors
+    (columns) solved together. The error in the objective falls as
+    ``O(1/k²)`` in the number of steps ``k`` (Beck & Teboulle, 2009), with
+    restarts linearly on strongly convex problems.
+    """
+    step = 1.0 / _largest_eigenvalue(gram)
+
+    def descend(_, state):
+        x, previous, t = state
+        t_next = (1.0 + ops.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        y = x + ((t - 1.0) / t_next) * (x - previous)
+        x_next = project(y - step * ops.matmul(gram, y))
+        # Adaptive restart (O'Donoghue & Candès, 2015): drop the momentum
+        # when it points uphill; this keeps the convergence linear on
+        # well-posed problems.
+        restart = ops.sum((y - x_next) * (x_next - x)) > 0
+        return x_next, ops.where(restart, x_next, x), ops.where(restart, 1.0, t_next)
+
+    x, _, _ = ops.fori_loop(0, iterations, descend, (start, start, ops.convert_to_tensor(1.0)))
+    return x
+
+
 class GradientAggregator(_balancing.Balancer):
     """Base class of strategies that combine the per-task gradients of the shared parameters.
 
@@ -259,12 +285,14 @@ class MGDA(GradientAggregator):
     decreases every task's loss to first order.
 
     The quadratic problem over the ``T × T`` Gram matrix is solved by
-    projected gradient descent on the simplex (step ``1/λ_max(K)``, exact
-    sort-based projection) for a fixed number of ``iterations``. The paper's
-    Frank-Wolfe solver converges too slowly when the min-norm point lies
-    inside the hull (after 250 steps its norm can be twice the optimum);
-    projected gradient reaches the optimum to float32 precision within 200
-    steps on the problems of ``tests/test_aggregators.py``.
+    accelerated projected gradient descent on the simplex (FISTA, step
+    ``1/λ_max(K)``, exact sort-based projection) for a fixed number of
+    ``iterations``. The paper's Frank-Wolfe solver converges too slowly when
+    the min-norm point lies inside the hull (after 250 steps its squared norm
+    can be twice the optimum); 100 accelerated steps (with restarts) meet the
+    optimality conditions ``(Kα)_i ≥ αᵀKα`` to float32 precision (``≈ 1e-5``
+    relative) on the problems of ``tests/test_aggregators.py``, whose Gram
+    matrices have condition numbers up to ``≈ 10⁵``.
 
     Args:
         normalize: the variants of the paper: ``"none"`` (``g̃ = g``),
@@ -285,7 +313,7 @@ class MGDA(GradientAggregator):
         [0.75, 0.25]
     """
 
-    def __init__(self, normalize: str = "none", iterations: int = 200, **kwargs):
+    def __init__(self, normalize: str = "none", iterations: int = 100, **kwargs):
         super().__init__(**kwargs)
         if normalize not in _MGDA_NORMALIZE:
             raise ValueError(f"MGDA normalize must be one of {_MGDA_NORMALIZE}; got {normalize!r}.")
@@ -316,7 +344,7 @@ class MGDA(GradientAggregator):
         return beta * inverse
 
     @staticmethod
-    def min_norm_coefficients(gram, present, iterations=200):
+    def min_norm_coefficients(gram, present, iterations=100):
         """``argmin_{α ∈ Δ} αᵀ K α`` over the simplex of the present tasks.
 
         Args:
@@ -330,13 +358,8 @@ class MGDA(GradientAggregator):
         mask = _mask(present)
         gram = ops.convert_to_tensor(gram, "float32") * mask[:, None] * mask[None, :]
         gram, _ = _normalised_gram(gram, mask)
-        step = 1.0 / _largest_eigenvalue(gram)
         start = mask / ops.maximum(ops.sum(mask), 1.0)
-
-        def descend(_, alpha):
-            return project_to_simplex(alpha - step * ops.matmul(gram, alpha), mask)
-
-        return ops.fori_loop(0, iterations, descend, start)
+        return _minimise_quadratic(gram, lambda alpha: project_to_simplex(alpha, mask), start, iterations)
 
     def get_config(self):
         return {**super().get_config(), "normalize": self.normalize, "iterations": self.iterations}
@@ -470,8 +493,10 @@ class CAGrad(GradientAggregator):
 
     def task_coefficients(self, gram, present):
         mask = _mask(present)
-        w = self.conflict_averse_weights(gram, present)
         mean = mask / ops.maximum(ops.sum(mask), 1.0)
+        if self.c == 0:
+            return mean  # the average gradient: no inner problem
+        w = self.conflict_averse_weights(gram, present)
         gram = ops.convert_to_tensor(gram, "float32")
         g0_norm = ops.sqrt(ops.maximum(ops.sum(mean * ops.matmul(gram, mean)), 0.0))
         gw_norm = ops.sqrt(ops.maximum(ops.sum(w * ops.matmul(gram, w)), 0.0))
@@ -700,20 +725,8 @@ class UPGrad(GradientAggregator):
         both = mask[:, None] * mask[None, :]
         gram, _ = _normalised_gram(ops.convert_to_tensor(gram, "float32") * both, mask)
         gram = gram + self.reg * ops.eye(self.num_tasks)
-        step = 1.0 / _largest_eigenvalue(gram)
         lower = ops.eye(self.num_tasks) * both
-
-        def project(v):
-            return ops.maximum(v, lower) * both
-
-        def descend(_, state):
-            v, previous, t = state
-            t_next = (1.0 + ops.sqrt(1.0 + 4.0 * t * t)) / 2.0
-            y = v + ((t - 1.0) / t_next) * (v - previous)
-            return project(y - step * ops.matmul(gram, y)), v, t_next
-
-        v, _, _ = ops.fori_loop(0, self.iterations, descend, (lower, lower, ops.convert_to_tensor(1.0)))
-        return v
+        return _minimise_quadratic(gram, lambda v: ops.maximum(v, lower) * both, lower, self.iterations)
 
     def task_coefficients(self, gram, present):
         mask = _mask(present)
