@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from test_balancing import build, flat, formula_gradients, mixed_problem, regression, trunk
+from test_balancing import build, flat, formula_gradients, regression, trunk
 
 import keras_mtl as kmtl
 from keras_mtl import aggregators as A
@@ -441,7 +441,7 @@ def test_upgrad_matches_the_exact_projections_and_opposes_no_task(case):
     update = aggregate(set_up(B.UPGrad), grads, present)
     expected = numpy_upgrad(grads, present)
     scale = np.linalg.norm(grads[present], axis=1).max()
-    np.testing.assert_allclose(update, expected, atol=2e-3 * scale)
+    np.testing.assert_allclose(update, expected, atol=1e-4 * scale)
     # Every present task's loss decreases to first order.
     assert np.all(grads[present] @ update >= -1e-4 * scale ** 2)
 
@@ -541,74 +541,76 @@ def test_famo_logit_updates_match_numpy_and_skip_absent_tasks():
 # -- every new strategy inside fit ------------------------------------------------------------
 
 
-def make(cls):
-    return cls(seed=0) if cls is B.PCGrad else cls()
+def problem(n=96, seed=4):
+    """Tasks c (binary), gone and b (regression); ``gone`` has no label in the first 32 examples."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    labels = {"c": (x[:, 2] > 0).astype("float32"), "gone": (x[:, 3] - x[:, 4]).astype("float32"),
+              "b": (x[:, 0] + x[:, 1]).astype("float32")}
+    labels["gone"][:32] = np.nan
+    for name in ("c", "b"):
+        labels[name][32:][rng.random(n - 32) < 0.3] = np.nan
+    return x, labels
 
 
-def unweighted_loss(model, x, labels):
-    results = model.evaluate(x, labels, batch_size=96, verbose=0, return_dict=True)
-    return sum(results[f"{name}_loss"] for name in model.task_names)
-
-
-@pytest.mark.parametrize("cls", NEW, ids=lambda c: c.__name__)
-def test_trains_saves_and_reloads_its_state(cls, tmp_path):
-    x, labels, tasks = mixed_problem()
-    model = build(tasks, hidden=16)
-    model.compile(optimizer=keras.optimizers.Adam(0.02), balancing=make(cls))
-    before = unweighted_loss(model, x, labels)
-    history = model.fit(x, labels, batch_size=32, epochs=4, shuffle=False, verbose=0).history
-    assert all(np.all(np.isfinite(v)) for v in history.values())
-    after = unweighted_loss(model, x, labels)
-    assert after < 0.9 * before
-    if cls in (B.DBMTL, B.ScaleInvariant):  # the loss of the logs is Σ log L_i
-        assert history["loss"][-1] < history["loss"][0]
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded.balancing) is cls
-    assert loaded.balancing.get_config() == model.balancing.get_config()
-    state = [v.numpy() for v in model.balancing.variables]
-    assert len(state) == len(loaded.balancing.variables)
-    for saved, restored in zip(state, loaded.balancing.variables, strict=True):
-        np.testing.assert_array_equal(restored.numpy(), saved)
-    if cls in (B.FAMO, B.DBMTL):
-        assert any(np.ptp(s) > 1e-4 for s in state)  # the state moved during training
-    np.testing.assert_allclose(ops.convert_to_numpy(loaded(x)["distance"]),
-                               ops.convert_to_numpy(model(x)["distance"]), atol=1e-6)
+def task_losses(model, x, labels):
+    encoded = {k: ops.convert_to_numpy(v) for k, v in
+               kmtl.data.encode_labels(kmtl.data.validate_labels(labels, model), model).items()}
+    return ops.convert_to_numpy(model.loss_terms(encoded, model(x), training=False).task_losses).astype(np.float64)
 
 
 @pytest.mark.parametrize("cls", NEW, ids=lambda c: c.__name__)
-def test_task_without_labels_in_the_batch_gets_no_update(cls):
-    """Task ``gone`` is all-missing: its head and state do not move; the shared update is the others'."""
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(32, 6)).astype("float32")
-    y = {"b": (x[:, 0] + x[:, 1]).astype("float32"), "c": (x[:, 2] > 0).astype("float32")}
+def test_absent_task_then_training_then_a_keras_file(cls, tmp_path):
+    """One step with task ``gone`` unlabelled: its head and state stay, the shared update is the others'.
+
+    Then training on every task lowers the losses, and a ``.keras`` file restores the state.
+    """
+    x, labels = problem()
     model = build([kmtl.Task("c")] + regression("gone", "b"))  # fused columns: c, gone, b
-    strategy = make(cls)
+    strategy = cls()
     lr = 0.1
     model.compile(optimizer=keras.optimizers.SGD(lr), balancing=strategy)
+    first = {name: y[:32] for name, y in labels.items()}
     shared = trunk(model)
-    grads = formula_gradients(model, x, y, shared)  # tasks c and b, unweighted
+    grads = formula_gradients(model, x[:32], first, shared)  # tasks c and b, unweighted
+    losses = task_losses(model, x[:32], first)[[0, 2]]
     before = flat(shared)
     gone_head = model.get_layer("heads").dense.kernel.numpy()[:, 1].copy()
     state = [v.numpy().copy() for v in strategy.variables]
-    terms = model.loss_terms({**y, "gone": np.full(32, kmtl.MISSING_REGRESSION, "float32")}, model(x),
-                             training=False)
-    losses = ops.convert_to_numpy(terms.task_losses)[[0, 2]].astype(np.float64)
-    model.fit(x, {**y, "gone": np.full(32, np.nan, "float32")}, batch_size=32, epochs=1, shuffle=False,
-              verbose=0)
+    model.fit(x[:32], first, batch_size=32, epochs=1, shuffle=False, verbose=0)
+
     np.testing.assert_array_equal(model.get_layer("heads").dense.kernel.numpy()[:, 1], gone_head)
     for saved, variable in zip(state, strategy.variables, strict=True):
         assert variable.numpy()[1] == saved[1], variable.name  # every state entry of the absent task
     applied = (before - flat(shared)) / lr
     if cls in (B.ScaleInvariant, B.DBMTL):
         grads = grads / losses[:, None]  # gradients of log L_i
-    if cls in (B.ScaleInvariant, B.FAMO):
-        weights = (np.ones(2) if cls is B.ScaleInvariant else
-                   (1 / losses) / (1 / losses).sum())  # FAMO's first step: z uniform
-        expected = weights @ grads
+    if cls is B.ScaleInvariant:
+        expected = grads.sum(axis=0)
+    elif cls is B.FAMO:  # first step: z uniform, weights (1/L_i) / Σ_j 1/L_j
+        expected = ((1 / losses) / (1 / losses).sum()) @ grads
     else:
         reference = set_up(cls, num_tasks=2)
         expected = ops.convert_to_numpy(reference.aggregate_matrix(
             ops.convert_to_tensor(grads.astype("float32")), ops.ones(2), ops.ones(2, "bool")))
     np.testing.assert_allclose(applied, expected, rtol=2e-3, atol=1e-5)
+
+    start = task_losses(model, x, labels).sum()
+    history = model.fit(x, labels, batch_size=32, epochs=4, shuffle=False, verbose=0).history
+    assert all(np.all(np.isfinite(v)) for v in history.values())
+    assert task_losses(model, x, labels).sum() < 0.9 * start
+    if cls in (B.DBMTL, B.ScaleInvariant):  # the loss of the logs is Σ log L_i
+        assert history["loss"][-1] < history["loss"][0]
+    trained = [v.numpy() for v in strategy.variables]
+    if cls in (B.FAMO, B.DBMTL):
+        assert all(not np.allclose(t, s) for t, s in zip(trained, state))  # the state moved
+
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.balancing) is cls
+    assert loaded.balancing.get_config() == model.balancing.get_config()
+    assert len(trained) == len(loaded.balancing.variables)
+    for saved, restored in zip(trained, loaded.balancing.variables, strict=True):
+        np.testing.assert_array_equal(restored.numpy(), saved)
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(x)["b"]), ops.convert_to_numpy(model(x)["b"]), atol=1e-6)
