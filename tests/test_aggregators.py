@@ -78,7 +78,7 @@ def aggregate(strategy, grads, present):
     """``strategy.aggregate`` on ``grads`` (T, 6) split into two variables, (2, 2) and (2,); flat result."""
     grads = np.asarray(grads, "float32")
     parts = [ops.convert_to_tensor(grads[:, :4].reshape(-1, 2, 2)), ops.convert_to_tensor(grads[:, 4:])]
-    run = compiled(strategy.aggregate, stateful=isinstance(strategy, B.DBMTL))
+    run = compiled(strategy.aggregate, stateful=isinstance(strategy, (B.DBMTL, B.PCGrad)))
     update = run(parts, ops.ones(len(grads)), ops.convert_to_tensor(present))
     assert [tuple(u.shape) for u in update] == [(2, 2), (2,)]
     return np.concatenate([ops.convert_to_numpy(u).ravel() for u in update]).astype(np.float64)
@@ -291,8 +291,7 @@ def numpy_cagrad(grads, present, c, w):
     return g0 + c * np.linalg.norm(g0) / np.linalg.norm(gw) * gw
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("c", [0.5, 2.0])
+@pytest.mark.parametrize(("case", "c"), [(case, 0.5) for case in CASES] + [("conflicting", 2.0)])
 def test_cagrad_minimises_its_dual_objective_and_forms_the_update_by_the_formula(case, c):
     grads, present = CASES[case]
     strategy = set_up(B.CAGrad, c=c, rescale=False)
@@ -614,3 +613,69 @@ def test_absent_task_then_training_then_a_keras_file(cls, tmp_path):
     for saved, restored in zip(trained, loaded.balancing.variables, strict=True):
         np.testing.assert_array_equal(restored.numpy(), saved)
     np.testing.assert_allclose(ops.convert_to_numpy(loaded(x)["b"]), ops.convert_to_numpy(model(x)["b"]), atol=1e-6)
+
+
+# -- several replicas ----------------------------------------------------------------------------
+
+DISTRIBUTED = ["DBMTL", "FAMO"]  # a gradient aggregator with state, a loss-based one
+
+
+def mirrored_main(out_dir):
+    """Subprocess: each strategy on one device and on a MirroredStrategy over 2 logical CPUs."""
+    import contextlib
+    import json
+    import os
+
+    import tensorflow as tf
+    from test_distribute import build_model, dataset, initial_weights, make_data
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    init = initial_weights()
+    x, labels = make_data()  # missing labels spread unevenly over each batch's halves
+    results = {}
+    for name in DISTRIBUTED:
+        found = {}
+        for key, scope in (("one", contextlib.nullcontext()), ("two", strategy.scope())):
+            with scope:
+                model = build_model()
+                model.set_weights(init)
+                model.compile(optimizer=keras.optimizers.SGD(0.1), normalize="labeled", balancing=getattr(B, name)())
+            history = model.fit(dataset(x, labels), epochs=2, verbose=0).history
+            found[key] = {"history": history, "weights": [w.tolist() for w in model.get_weights()],
+                          "state": [v.numpy().tolist() for v in model.balancing.variables]}
+        results[name] = found
+    with open(os.path.join(out_dir, "aggregators.json"), "w") as f:
+        json.dump(results, f)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute is TensorFlow's")
+def test_two_replicas_train_as_one_device(tmp_path):
+    """Global losses and gradients reach the strategies: two replicas give one device's numbers."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, __file__, "mirrored", str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with open(tmp_path / "aggregators.json") as f:
+        results = json.load(f)
+    for name in DISTRIBUTED:
+        one, two = results[name]["one"], results[name]["two"]
+        for key in ("loss", "a_loss", "c_loss"):
+            np.testing.assert_allclose(two["history"][key], one["history"][key], rtol=1e-4, err_msg=f"{name} {key}")
+        for w_two, w_one in zip(two["weights"], one["weights"], strict=True):
+            np.testing.assert_allclose(w_two, w_one, rtol=1e-4, atol=1e-6, err_msg=name)
+        for s_two, s_one in zip(two["state"], one["state"], strict=True):
+            np.testing.assert_allclose(s_two, s_one, rtol=1e-4, atol=1e-6, err_msg=name)
+        assert one["history"]["a_loss"][-1] < one["history"]["a_loss"][0], name
+
+
+if __name__ == "__main__":
+    import sys
+
+    mirrored_main(sys.argv[2])
