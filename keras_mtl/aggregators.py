@@ -288,11 +288,12 @@ class MGDA(GradientAggregator):
     accelerated projected gradient descent on the simplex (FISTA, step
     ``1/λ_max(K)``, exact sort-based projection) for a fixed number of
     ``iterations``. The paper's Frank-Wolfe solver converges too slowly when
-    the min-norm point lies inside the hull (after 250 steps its squared norm
-    can be twice the optimum); 100 accelerated steps (with restarts) meet the
-    optimality conditions ``(Kα)_i ≥ αᵀKα`` to float32 precision (``≈ 1e-5``
-    relative) on the problems of ``tests/test_aggregators.py``, whose Gram
-    matrices have condition numbers up to ``≈ 10⁵``.
+    the min-norm point lies inside the hull (after 250 steps its squared
+    norm can still be more than twice the optimum); 100 accelerated steps
+    (with restarts) meet the optimality conditions ``(Kα)_i ≥ αᵀKα`` to
+    float32 precision (``≈ 1e-5`` relative) on the problems of
+    ``tests/test_aggregators.py``, whose Gram matrices have condition numbers
+    up to ``≈ 10⁵``.
 
     Args:
         normalize: the variants of the paper: ``"none"`` (``g̃ = g``),

@@ -11,6 +11,12 @@ strategy owns its logic; the model only asks it, at every training step, for
   parameters from the per-task gradients;
 * :meth:`Balancer.end_epoch` — an epoch-level hook (e.g. DWA).
 
+The loss weightings live here; the gradient aggregators (PCGrad, MGDA,
+CAGrad, IMTL-G, Aligned-MTL, Nash-MTL, UPGrad, DB-MTL) in
+:mod:`keras_mtl.aggregators`, on :class:`GradientAggregator`, and are
+importable from here too. Weights that depend on the losses (``1 / L_i``)
+are returned under ``stop_gradient``: the gradient treats them as constants.
+
 Every strategy receives ``present``, a boolean per task that is ``False``
 when the batch holds no labelled entry of that task: such a task contributes
 no gradient, and the strategy makes no weight update for it from that batch.
