@@ -479,10 +479,14 @@ def log_loss_weights(task_losses, present, base_weights, epsilon=1e-8):
 class ScaleInvariant(Balancer):
     """Scale-invariant log loss: minimise ``Σ_i w_i log L_i``.
 
-    The gradient is ``Σ_i w_i ∇L_i / L_i``: each task's loss is measured
-    relative to its current value, so multiplying one task's loss by a
-    constant changes nothing. Equivalently the loss weights are
-    ``w_i / (L_i + ε)``, held constant; ``loss`` in the logs is
+    ::
+
+        L = Σ_i w_i log(L_i + ε),      ∇L = Σ_i w_i ∇L_i / (L_i + ε)
+
+    Each task's loss is measured relative to its current value, so
+    multiplying one task's loss by a constant changes nothing. Equivalently
+    the loss weights are ``w_i / (L_i + ε)``, held constant; ``loss`` in the
+    logs is
     ``Σ_i w_i log(L_i + ε)`` (negative once losses fall below 1) and
     ``weight_<task>`` is ``w_i / (L_i + ε)``. The cheapest scale-invariant
     baseline (losses only), the loss half of DB-MTL and the

@@ -11,6 +11,7 @@ state alone.
 
 import doctest
 import itertools
+import re
 
 import keras
 import numpy as np
@@ -106,6 +107,33 @@ def grid_on(present, resolution=300):
     points = np.zeros((len(small), len(present)))
     points[:, active] = small
     return points
+
+
+# -- configuration and documentation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", NEW + [B.MGDAUB], ids=lambda c: c.__name__)
+def test_config_round_trip_registry_and_documentation(cls):
+    strategy = cls()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(strategy))
+    assert type(restored) is cls and restored.get_config() == strategy.get_config()
+    assert B._STRATEGIES[cls.__name__] is cls and cls.__name__ in B.__all__
+    summary, _, references = cls.__doc__.partition("References:")
+    assert re.search(r"\(\d{4}\)\.", references)  # author (year). title
+    assert re.search(r"[=←]", summary) and "Example:" in cls.__doc__
+
+
+def test_non_default_arguments_survive_the_config_and_bad_ones_are_refused():
+    for strategy in (B.MGDA(normalize="loss+", iterations=7), B.CAGrad(c=0.2, rescale=False, iterations=9),
+                     B.NashMTL(iterations=5), B.UPGrad(iterations=11, reg=1e-3),
+                     B.DBMTL(beta=0.5, beta_sigma=0.5, epsilon=1e-6), B.FAMO(lr=0.1, gamma=0.0, epsilon=1e-6),
+                     B.ScaleInvariant(epsilon=1e-3), B.PCGrad(seed=2)):
+        config = strategy.get_config()
+        assert type(strategy).from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="normalize"):
+        B.MGDA(normalize="l1")
+    with pytest.raises(ValueError, match="c must be"):
+        B.CAGrad(c=-1.0)
 
 
 # -- the base class -------------------------------------------------------------------------------
