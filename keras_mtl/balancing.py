@@ -11,6 +11,12 @@ strategy owns its logic; the model only asks it, at every training step, for
   parameters from the per-task gradients;
 * :meth:`Balancer.end_epoch` — an epoch-level hook (e.g. DWA).
 
+The loss weightings live here; the gradient aggregators (PCGrad, MGDA,
+CAGrad, IMTL-G, Aligned-MTL, Nash-MTL, UPGrad, DB-MTL) in
+:mod:`keras_mtl.aggregators`, on :class:`GradientAggregator`, and are
+importable from here too. Weights that depend on the losses (``1 / L_i``)
+are returned under ``stop_gradient``: the gradient treats them as constants.
+
 Every strategy receives ``present``, a boolean per task that is ``False``
 when the batch holds no labelled entry of that task: such a task contributes
 no gradient, and the strategy makes no weight update for it from that batch.
@@ -32,15 +38,29 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_mtl import distribute as distribute_lib
+
 __all__ = [
+    "DBMTL",
     "DWA",
+    "FAMO",
+    "IMTLG",
+    "MGDA",
+    "MGDAUB",
+    "AlignedMTL",
     "Balancer",
+    "CAGrad",
     "FixedWeights",
     "GradNorm",
+    "GradientAggregator",
+    "NashMTL",
     "PCGrad",
     "RandomLossWeighting",
+    "ScaleInvariant",
+    "UPGrad",
     "UncertaintyWeighting",
     "get",
+    "log_loss_weights",
 ]
 
 
@@ -373,75 +393,6 @@ class GradNorm(Balancer):
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class PCGrad(Balancer):
-    """Projecting Conflicting Gradients (Yu et al., 2020).
-
-    For each task gradient ``g_i`` (tasks visited in a random order), and
-    each other task ``j`` with ``g_i · g_j < 0``, remove the conflicting
-    component: ``g_i ← g_i − (g_i · g_j / ‖g_j‖²) g_j``. The shared
-    parameters receive ``Σ_i g_i``; task-specific parameters their usual
-    gradients. Absent tasks have zero gradients and never conflict.
-
-    Args:
-        seed: seed of the random task order.
-
-    References:
-        Yu, T., Kumar, S., Gupta, A., Levine, S., Hausman, K., Finn, C.
-        (2020). Gradient Surgery for Multi-Task Learning. NeurIPS.
-    """
-
-    gradient_scope = "shared"
-    adaptive = False  # reshapes gradients, keeps the loss weights
-    distributed_error = (
-        "PCGrad cannot train under a tf.distribute strategy with several replicas: its random "
-        "task order comes from a keras.random.SeedGenerator, whose state each replica would advance "
-        "on its own, giving the replicas different projections. Train PCGrad on one device, or use "
-        "kmtl.balancing.GradNorm(), UncertaintyWeighting(), DWA() or FixedWeights() under the strategy."
-    )
-
-    def __init__(self, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-        self._generator = keras.random.SeedGenerator(seed)
-
-    @staticmethod
-    def project(flat, order):
-        """PCGrad on a ``(T, P)`` matrix of flattened gradients, visiting ``order``."""
-        flat = ops.convert_to_tensor(flat)  # an array times a PyTorch tensor fails
-        num_tasks = flat.shape[0]
-        projected = []
-        for i in range(num_tasks):
-            g = flat[i]
-            for k in range(num_tasks):
-                j = order[k]
-                other = ops.take(flat, j, axis=0)
-                dot = ops.sum(g * other)
-                coefficient = ops.where(
-                    ops.logical_and(dot < 0, ops.not_equal(j, i)),
-                    ops.divide_no_nan(dot, ops.sum(other * other)), 0.0)
-                g = g - coefficient * other
-            projected.append(g)
-        return ops.stack(projected)
-
-    def aggregate(self, task_gradients, weights, present):
-        shapes = [g.shape[1:] for g in task_gradients]
-        flat = ops.concatenate([ops.reshape(g, (self.num_tasks, -1)) for g in task_gradients], axis=1)
-        order = keras.random.shuffle(ops.arange(self.num_tasks), seed=self._generator)
-        total = ops.sum(self.project(flat, order), axis=0)
-        grads, start = [], 0
-        for shape in shapes:
-            size = 1
-            for d in shape:
-                size *= d
-            grads.append(ops.reshape(total[start:start + size], shape))
-            start += size
-        return grads
-
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
-
-
-@keras.saving.register_keras_serializable(package="keras_mtl")
 class RandomLossWeighting(Balancer):
     """Random Loss Weighting, RLW (Lin et al., 2022).
 
@@ -493,8 +444,190 @@ class RandomLossWeighting(Balancer):
         return {**super().get_config(), "seed": self.seed}
 
 
+def log_loss_weights(task_losses, present, base_weights, epsilon=1e-8):
+    """Loss weights that train on ``Σ_i w_i log(L_i + ε)``, and the term that makes the total read so.
+
+    The weights ``w_i / (L_i + ε)`` are constants (``stop_gradient``), so
+    ``Σ_i (w_i / (L_i + ε)) L_i`` has the gradient of ``Σ_i w_i log(L_i + ε)``;
+    the returned extra term (also constant) makes the loss itself equal that
+    sum. Losses are the global ones (summed over replicas), so every replica
+    gets the same weights.
+
+    Args:
+        task_losses: per-task losses ``(T,)`` (this replica's shares).
+        present: ``(T,)`` bool; absent tasks get weight 0.
+        base_weights: the tasks' loss weights ``(T,)``.
+        epsilon: ``ε``.
+
+    Returns:
+        ``(weights, extra)`` as :meth:`Balancer.combine` returns them.
+
+    Example:
+        >>> w, extra = log_loss_weights(ops.array([0.5, 2.0]), ops.array([True, True]), ops.ones(2), 0.0)
+        >>> [float(v) for v in w], round(float(extra + ops.sum(w * ops.array([0.5, 2.0]))), 4)
+        ([2.0, 0.5], 0.0)
+    """
+    losses = ops.stop_gradient(ops.convert_to_tensor(distribute_lib.cross_replica_sum(task_losses), "float32"))
+    shifted = losses + epsilon
+    safe = ops.where(present, shifted, 1.0)
+    weights = ops.where(present, base_weights / safe, 0.0)
+    log_total = ops.sum(ops.where(present, base_weights * ops.log(safe), 0.0))
+    return weights, log_total - ops.sum(weights * losses)
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class ScaleInvariant(Balancer):
+    """Scale-invariant log loss: minimise ``Σ_i w_i log L_i``.
+
+    ::
+
+        L = Σ_i w_i log(L_i + ε),      ∇L = Σ_i w_i ∇L_i / (L_i + ε)
+
+    Each task's loss is measured relative to its current value, so
+    multiplying one task's loss by a constant changes nothing. Equivalently
+    the loss weights are ``w_i / (L_i + ε)``, held constant; ``loss`` in the
+    logs is
+    ``Σ_i w_i log(L_i + ε)`` (negative once losses fall below 1) and
+    ``weight_<task>`` is ``w_i / (L_i + ε)``. The cheapest scale-invariant
+    baseline (losses only), the loss half of DB-MTL and the
+    "scale-invariant" baseline of Navon et al. (2022) and Liu et al. (2023).
+
+    Args:
+        epsilon: ``ε``, keeps a zero loss finite.
+
+    References:
+        Navon, A., Shamsian, A., Achituve, I., Maron, H., Kawaguchi, K.,
+        Chechik, G., Fetaya, E. (2022). Multi-Task Learning as a Bargaining
+        Game. ICML.
+
+    Example:
+        >>> b = ScaleInvariant(epsilon=0.0)
+        >>> b.setup(["a", "b"], [1.0, 1.0])
+        >>> weights, extra = b.combine(ops.array([0.5, 4.0]), ops.ones(2, "bool"))
+        >>> [float(w) for w in weights]
+        [2.0, 0.25]
+    """
+
+    def __init__(self, epsilon: float = 1e-8, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def combine(self, task_losses, present, training=True):
+        return log_loss_weights(task_losses, present, self.base_weights, self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class FAMO(Balancer):
+    """Fast Adaptive Multitask Optimization, FAMO (Liu et al., 2023).
+
+    Losses only, ``O(1)`` per step (no per-task gradients). Task logits
+    ``ξ`` give weights ``z = softmax(ξ)``, and the model trains on::
+
+        Σ_i z_i log L_i / c,    c = Σ_i z_i / L_i    (c held constant)
+
+    i.e. loss weights ``z_i / (c L_i)``; ``loss`` in the logs is
+    ``Σ z_i / c``, the ``z``-weighted harmonic mean of the task losses. After
+    each step the logits move towards the tasks whose log-loss fell least::
+
+        δ = J_softmax(ξ)ᵀ (log L_t − log L_{t+1}),   ξ ← Adam(ξ; δ + γ ξ)
+
+    (``δ_j = z_j (Δ_j − Σ_i z_i Δ_i)``, ``Δ`` the decrease of the log-losses;
+    Adam with learning rate ``lr`` and the L2 weight decay ``γ``, as the
+    authors' code). The paper measures ``L_{t+1}`` by a second forward pass
+    on the same batch after the update; here, to keep one pass per step,
+    ``L_{t+1}`` is the loss of the task's *next* step, on the next batch in
+    which it is labelled. A task absent from a batch keeps its logit, its
+    Adam state and its last loss. Loss weights ``w_i`` of the tasks multiply
+    ``z_i``. Defaults ``lr = 0.025``, ``γ = 0.001`` are the paper's.
+
+    Args:
+        lr: learning rate of the logits.
+        gamma: weight decay ``γ`` of the logits.
+        epsilon: added to the losses inside the logarithms.
+
+    References:
+        Liu, B., Feng, Y., Stone, P., Liu, Q. (2023). FAMO: Fast Adaptive
+        Multitask Optimization. NeurIPS.
+
+    Example:
+        >>> famo = FAMO()
+        >>> famo.setup(["a", "b"], [1.0, 1.0])
+        >>> weights, _ = famo.combine(ops.array([1.0, 3.0]), ops.ones(2, "bool"))
+        >>> [round(float(w), 3) for w in weights]  # z = (½, ½), c = ½ + ⅙
+        [0.75, 0.25]
+    """
+
+    _BETA_1, _BETA_2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
+
+    def __init__(self, lr: float = 0.025, gamma: float = 0.001, epsilon: float = 1e-8, **kwargs):
+        super().__init__(**kwargs)
+        self.lr = float(lr)
+        self.gamma = float(gamma)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        new = lambda name: self.add_weight(  # noqa: E731
+            shape=(self.num_tasks,), name=name, trainable=False, initializer="zeros",
+            aggregation="only_first_replica")
+        self.logits = new("logits")
+        self.previous_log_loss = new("previous_log_loss")
+        self.seen = new("seen")  # 1 once the task has a previous loss
+        self.adam_m, self.adam_v, self.adam_steps = new("adam_m"), new("adam_v"), new("adam_steps")
+
+    def combine(self, task_losses, present, training=True):
+        losses = ops.stop_gradient(ops.convert_to_tensor(distribute_lib.cross_replica_sum(task_losses), "float32"))
+        prior = ops.softmax(self.logits.value) * self.base_weights
+        inverse = ops.where(present, prior / ops.where(present, losses + self.epsilon, 1.0), 0.0)
+        return ops.divide_no_nan(inverse, ops.sum(inverse)), 0.0
+
+    def observe_losses(self, task_losses, present):
+        mask = ops.cast(present, "float32")
+        log_loss = ops.log(ops.stop_gradient(ops.convert_to_tensor(task_losses, "float32")) + self.epsilon)
+        # Everything is read before the first assignment (PyTorch variables are live storage).
+        logits, previous, seen = self.logits.value, self.previous_log_loss.value, self.seen.value
+        m, v, steps = self.adam_m.value, self.adam_v.value, self.adam_steps.value
+        valid = ops.logical_and(present, seen > 0)
+        decrease = ops.where(valid, previous - log_loss, 0.0)
+        z = ops.softmax(logits)
+        gradient = z * (decrease - ops.sum(z * decrease)) + self.gamma * logits
+        steps_next = ops.where(valid, steps + 1.0, steps)
+        m_next = ops.where(valid, self._BETA_1 * m + (1 - self._BETA_1) * gradient, m)
+        v_next = ops.where(valid, self._BETA_2 * v + (1 - self._BETA_2) * gradient * gradient, v)
+        count = ops.maximum(steps_next, 1.0)
+        m_hat = m_next / (1 - ops.power(self._BETA_1, count))
+        v_hat = v_next / (1 - ops.power(self._BETA_2, count))
+        step = self.lr * m_hat / (ops.sqrt(v_hat) + self._ADAM_EPSILON)
+        self.logits.assign(ops.where(valid, logits - step, logits))
+        self.adam_m.assign(m_next)
+        self.adam_v.assign(v_next)
+        self.adam_steps.assign(steps_next)
+        self.previous_log_loss.assign(ops.where(present, log_loss, previous))
+        self.seen.assign(ops.maximum(seen, mask))
+
+    def get_config(self):
+        return {**super().get_config(), "lr": self.lr, "gamma": self.gamma, "epsilon": self.epsilon}
+
+
+# The gradient aggregators live in keras_mtl.aggregators (which builds on Balancer).
+from keras_mtl.aggregators import (  # noqa: E402
+    DBMTL,
+    IMTLG,
+    MGDA,
+    MGDAUB,
+    AlignedMTL,
+    CAGrad,
+    GradientAggregator,
+    NashMTL,
+    PCGrad,
+    UPGrad,
+)
+
 _STRATEGIES = {cls.__name__: cls for cls in
-               (FixedWeights, UncertaintyWeighting, DWA, GradNorm, PCGrad, RandomLossWeighting)}
+               (FixedWeights, UncertaintyWeighting, DWA, GradNorm, PCGrad, RandomLossWeighting,
+                ScaleInvariant, FAMO, MGDA, MGDAUB, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL)}
 
 
 def get(strategy) -> Balancer:
