@@ -30,7 +30,6 @@ __all__ = [
     "CAGrad",
     "DBMTL",
     "MGDA",
-    "MGDAUB",
     "IMTLG",
     "AlignedMTL",
     "GradientAggregator",
@@ -364,69 +363,6 @@ class MGDA(GradientAggregator):
 
     def get_config(self):
         return {**super().get_config(), "normalize": self.normalize, "iterations": self.iterations}
-
-
-@keras.saving.register_keras_serializable(package="keras_mtl")
-class MGDAUB(MGDA):
-    """MGDA-UB: MGDA on the gradients with respect to the shared representation (Sener & Koltun, 2018).
-
-    The paper's upper-bound variant solves the same min-norm problem::
-
-        α* = argmin_{α ∈ Δ}  ‖Σ_i α_i ∇_Z L_i‖²
-
-    on the gradients of the task losses with respect to the shared
-    representation ``Z`` (the trunk's output for the batch, ``(B, d)``)
-    instead of the shared parameters — one backward pass through the heads
-    only — and then trains on the weighted loss ``Σ_i α*_i L_i`` (every
-    parameter, heads included, gets the gradient of that loss).
-
-    :meth:`representation_coefficients` computes ``α*`` from those
-    gradients. The training step of :class:`keras_mtl.MultiTaskModel` does
-    not compute representation gradients yet, so ``compile`` refuses this
-    strategy; use :class:`MGDA` (the same problem on the shared parameters'
-    gradients).
-
-    Args:
-        normalize: as for :class:`MGDA`.
-        iterations: as for :class:`MGDA`.
-
-    References:
-        Sener, O., Koltun, V. (2018). Multi-Task Learning as Multi-Objective
-        Optimization. NeurIPS.
-
-    Example:
-        >>> ub = MGDAUB()
-        >>> z = ops.array([[[1.0, 0.0]], [[0.0, 2.0]]])  # (T=2, B=1, d=2)
-        >>> [round(float(a), 3) for a in ub.representation_coefficients(z, ops.ones(2, "bool"))]
-        [0.8, 0.2]
-    """
-
-    gradient_scope = "representation"
-
-    def setup(self, task_names, base_weights):
-        raise ValueError(
-            "MGDAUB needs the gradients of every task's loss with respect to the shared "
-            "representation, which MultiTaskModel's training step does not compute; use "
-            "kmtl.balancing.MGDA() (the same min-norm problem on the shared parameters' gradients)."
-        )
-
-    def representation_coefficients(self, representation_gradients, present, task_losses=None):
-        """``α*`` from the gradients with respect to the representation.
-
-        Args:
-            representation_gradients: ``(T, *Z.shape)``, the gradient of each
-                task's weighted loss with respect to the shared representation
-                (zero for absent tasks).
-            present: ``(T,)`` bool.
-            task_losses: ``(T,)``, needed by the ``"loss"`` normalisations.
-
-        Returns:
-            ``(T,)``: the weights of the task losses (0 for absent tasks).
-        """
-        rows = ops.convert_to_tensor(representation_gradients, "float32")
-        rows = ops.reshape(rows, (rows.shape[0], -1)) * _mask(present)[:, None]
-        losses = ops.ones((rows.shape[0],)) if task_losses is None else ops.convert_to_tensor(task_losses, "float32")
-        return self._normalised_min_norm(ops.matmul(rows, ops.transpose(rows)), present, losses)
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")

@@ -46,7 +46,6 @@ __all__ = [
     "FAMO",
     "IMTLG",
     "MGDA",
-    "MGDAUB",
     "AlignedMTL",
     "Balancer",
     "CAGrad",
@@ -616,7 +615,6 @@ from keras_mtl.aggregators import (  # noqa: E402
     DBMTL,
     IMTLG,
     MGDA,
-    MGDAUB,
     AlignedMTL,
     CAGrad,
     GradientAggregator,
@@ -627,7 +625,7 @@ from keras_mtl.aggregators import (  # noqa: E402
 
 _STRATEGIES = {cls.__name__: cls for cls in
                (FixedWeights, UncertaintyWeighting, DWA, GradNorm, PCGrad, RandomLossWeighting,
-                ScaleInvariant, FAMO, MGDA, MGDAUB, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL)}
+                ScaleInvariant, FAMO, MGDA, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL)}
 
 
 def get(strategy) -> Balancer:

@@ -67,11 +67,13 @@ class _EpochLogs(keras.callbacks.Callback):
     """Completes each training epoch's logs, then calls the strategy's epoch hook.
 
     First in the callback list, so ``History``, the progress bar and
-    checkpoints see what it does: it adds each task's last loss weight
-    (``weight_<task>``, for adaptive strategies), and where training logs
-    only the task means (many tasks) it recomputes them from the metrics at
+    checkpoints see what it does. Where training logs only the task means
+    (many tasks) it adds each task's last loss weight (``weight_<task>``,
+    for adaptive strategies) and recomputes the means from the metrics at
     the epoch's end — read across replicas, where the step's own logs hold
-    one replica's values under ``tf.distribute``.
+    one replica's values under ``tf.distribute``. The weights are the
+    training's state, not a validation figure: ``val_weight_<task>`` is
+    dropped.
     """
 
     def __init__(self, model):
@@ -81,6 +83,8 @@ class _EpochLogs(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         model = self.mtl_model
         if logs is not None:
+            for key in [k for k in logs if k.startswith("val_weight_")]:
+                del logs[key]
             weights = model._metric(metrics_lib.TaskWeights)
             if weights is not None:
                 logs.update(_floats(weights.result()))
@@ -485,9 +489,10 @@ class MultiTaskModel(keras.Model):
         """Updates every task's masked metrics and returns the logs.
 
         Training with more tasks than ``log_every_task`` allows logs ``loss``
-        and the task means; otherwise every task's loss and metrics. The
-        strategy's weights join each epoch's logs (``weight_<task>``), not
-        every step's.
+        and the task means; otherwise every task's loss and metrics, and an
+        adaptive strategy's current weights (``weight_<task>``, also in
+        ``evaluate``'s results; ``fit`` keeps them out of the validation
+        entries).
         """
         del x
         self._require_compiled()
@@ -501,23 +506,11 @@ class MultiTaskModel(keras.Model):
             means = task_metrics.task_means(self._metric(metrics_lib.TaskLossMeans))
             logs = {"loss": self.loss_metric.result(), **means}
         else:
-            # Exactly the keys of get_metrics_result(): Keras then reports the epoch from
-            # the metrics (across replicas) rather than from the last step's logs.
+            # Exactly the keys of get_metrics_result() (the strategy's weights included):
+            # Keras then reports the epoch from the metrics, read across replicas,
+            # rather than from the last step's logs.
             logs = self.get_metrics_result()
         return distribute_lib.logs_for_reduction(logs)
-
-    def get_metrics_result(self):
-        """The metrics' values, without the strategy's loss weights.
-
-        The weights (``weight_<task>``) are the state of training, not a
-        figure of the data: ``fit`` adds them to each epoch's logs, and
-        ``evaluate`` does not report them.
-        """
-        result = super().get_metrics_result()
-        weights = self._metric(metrics_lib.TaskWeights)
-        if weights is None:
-            return result
-        return {k: v for k, v in result.items() if k not in weights.keys}
 
     def per_task_variables(self):
         """The shared variables whose per-task gradients the strategy needs.

@@ -112,7 +112,7 @@ def grid_on(present, resolution=300):
 # -- configuration and documentation ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", NEW + [B.MGDAUB], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", NEW, ids=lambda c: c.__name__)
 def test_config_round_trip_registry_and_documentation(cls):
     strategy = cls()
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(strategy))
@@ -293,23 +293,6 @@ def test_mgda_update_does_not_oppose_any_task_and_uses_the_loss_normalisation():
     points = grid_on(present)
     scaled = grads / losses[:, None]
     assert np.sum((beta @ scaled) ** 2) <= np.min(np.sum((points @ scaled) ** 2, axis=1)) * (1 + 1e-4)
-
-
-def test_mgda_ub_finds_the_min_norm_point_of_representation_gradients_and_compile_says_what_to_use():
-    rng = np.random.default_rng(2)
-    z = rng.normal(size=(3, 4, 5))  # (T, batch, d)
-    z[1] = -z[0] + 0.3 * z[1]
-    ub = B.MGDAUB()
-    alpha = ops.convert_to_numpy(compiled(ub.representation_coefficients)(z.astype("float32"), np.ones(3, bool)))
-    rows = z.reshape(3, -1)
-    grid_norm = np.min(np.sum((grid_on(np.ones(3, bool)) @ rows) ** 2, axis=1))
-    assert np.sum((alpha @ rows) ** 2) <= grid_norm * (1 + 1e-4)
-    model = build(regression("a", "b"))
-    with pytest.raises(ValueError, match=r"representation.*MGDA\(\)"):
-        model.compile(optimizer="sgd", balancing=B.MGDAUB())
-
-
-# -- CAGrad ---------------------------------------------------------------------------------------
 
 
 def numpy_cagrad(grads, present, c, w):
