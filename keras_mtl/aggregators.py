@@ -321,17 +321,20 @@ class MGDA(GradientAggregator):
         self.iterations = int(iterations)
 
     def build(self, input_shape):
-        # This step's losses, for the "loss" normalisations (set by observe_gradients).
-        self.step_losses = self.add_weight(shape=(self.num_tasks,), name="step_losses", trainable=False,
-                                           initializer="ones", aggregation="only_first_replica")
+        # This step's losses, for the "loss" normalisations only (set by observe_gradients).
+        self.step_losses = None
+        if self.normalize in ("loss", "loss+"):
+            self.step_losses = self.add_weight(shape=(self.num_tasks,), name="step_losses", trainable=False,
+                                               initializer="ones", aggregation="only_first_replica")
 
     def observe_gradients(self, task_gradients, task_losses, weights, present):
-        if self.normalize in ("loss", "loss+"):
+        if self.step_losses is not None:
             losses = ops.stop_gradient(ops.convert_to_tensor(task_losses, "float32"))
             self.step_losses.assign(ops.where(present, losses, self.step_losses.value))
 
     def task_coefficients(self, gram, present):
-        return self._normalised_min_norm(gram, present, self.step_losses.value)
+        losses = ops.ones((self.num_tasks,)) if self.step_losses is None else self.step_losses.value
+        return self._normalised_min_norm(gram, present, losses)
 
     def _normalised_min_norm(self, gram, present, losses):
         """The min-norm coefficients of ``g̃_i = g_i / s_i``, as coefficients of the raw ``g_i``."""
