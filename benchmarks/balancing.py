@@ -45,7 +45,7 @@ gradients: they update at the size of an *average* task gradient, ``T``
 times smaller than the sum that ``FixedWeights`` follows, so at the same
 learning rate they take smaller steps.
 
-Default budget (fits in about 35 minutes on 2 shared CPU cores):
+Default budget (114 trainings; 22.5 minutes on 2 shared, loaded CPU cores):
 MultiMNIST 6,000 training images (from the 4,000 training digits), 2,000
 test images (from the 1,000 other digits), 5 epochs, batch 128;
 scale_conflict 6,000 training and 2,000 test examples, 8 epochs, batch 64;
