@@ -42,8 +42,9 @@ set and ranked by the mean Δm over seeds:
 
 MGDA, CAGrad, IMTLG and UPGrad take convex combinations of the task
 gradients: they update at the size of an *average* task gradient, ``T``
-times smaller than the sum that ``FixedWeights`` follows, so at the same
-learning rate they take smaller steps.
+times smaller than the sum that ``FixedWeights`` follows. With SGD at the
+same learning rate they take smaller steps; Adam divides by a running
+gradient scale, which largely cancels a constant factor.
 
 Default budget (114 trainings; 22.5 minutes on 2 shared, loaded CPU cores):
 MultiMNIST 6,000 training images (from the 4,000 training digits), 2,000
@@ -347,7 +348,8 @@ def format_table(result: dict) -> str:
                      f"{_fmt(entry.get('relative_step_time')):>14}")
     lines.append("")
     lines.append(f"Notes: {', '.join(AVERAGE_SIZE_UPDATES)} update at the size of an average task gradient "
-                 f"(T times smaller than FixedWeights' sum) at the same lr {LEARNING_RATE:g}.")
+                 f"(T times smaller than FixedWeights' sum) at the same lr {LEARNING_RATE:g}; Adam largely "
+                 "cancels a constant factor.")
     tuning = result["tuning"]
     lines.append(f"Tuned equal weights: lr from {tuning['grid']} on a {tuning['validation_examples']}-example "
                  f"validation split of the training set (seed {tuning['seed']}): {tuning['chosen_lr']:g}.")
