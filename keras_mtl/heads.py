@@ -334,7 +334,11 @@ class TaskOutputs(keras.layers.Layer):
             if len(parts) == 1:
                 found[parts[0][0]] = block
                 continue
-            splits = ops.split(block, np.cumsum([width for _, width in parts])[:-1].tolist(), axis=1)
+            widths = [width for _, width in parts]
+            # Equal widths (e.g. 1,000 binary tasks) as a number of sections: a list of 999 split
+            # points costs PyTorch's eager step ten times more in Keras's conversion.
+            points = len(widths) if len(set(widths)) == 1 else np.cumsum(widths)[:-1].tolist()
+            splits = ops.split(block, points, axis=1)
             found.update({name: value for (name, _), value in zip(parts, splits)})
         outputs = {o[0]: found[o[0]] for o in self.outputs}  # in task order
         if self.record is not None:
@@ -525,7 +529,9 @@ class TaskMetrics(keras.metrics.Metric):
                 self._fused_parts.append((group, default, *self._columns(group, default)))
             for task in group.tasks:
                 if task.name not in fused:
-                    self.per_task[task.name] = task.build_metrics(chosen[task.name])
+                    built = task.build_metrics(chosen[task.name])
+                    if built:  # metrics=[]: nothing to update, no labels to slice each step
+                        self.per_task[task.name] = built
 
     @staticmethod
     def _columns(group, tasks):
