@@ -310,19 +310,49 @@ def _wrap(text: str, width: int = 78, indent: str = "") -> str:
     return "\n".join([*lines, line])
 
 
+# -- figures from benchmarks/many_tasks.py ---------------------------------------
+
+def many_tasks_summary(report: dict) -> str:
+    """README's sentences on many named tasks against one fused head, per backend."""
+    targets = {(t["backend"], t["tasks"], t["ratio"]): t for t in report["targets"]}
+    tasks = report["tasks"]
+    parts = []
+    for backend in report["backends"]:
+        steady = ", ".join(f"{targets[(backend, t, 'steady')]['value']:.2f}× at {t:,}" for t in tasks)
+        first = ", ".join(f"{targets[(backend, t, 'first_epoch')]['value']:.2f}×" for t in tasks)
+        parts.append(f"{NAMES[backend]} {steady} (first epoch {first})")
+    missed = [f"{NAMES[t['backend']]} {t['tasks']:,} tasks {t['ratio'].replace('_', ' ')}"
+              for t in report["targets"] if not t["met"]]
+    start, end = report["start"], report["end"]
+    settings = report["settings"]
+    text = (f"Measured by `python benchmarks/many_tasks.py` ({start['time'][:10]}, "
+            f"{settings['examples']:,} examples, batch {settings['batch_size']}, "
+            f"{int(settings['missing'] * 100)} % of labels missing, no metrics; load average "
+            f"{start['loadavg'].split()[0]} at the start, {end['loadavg'].split()[0]} at the end): named binary "
+            f"tasks train at " + "; ".join(parts) + " the speed of one plain `Dense(T)` head with a masked "
+            "loss (targets: ≥ 0.8×, first epoch ≤ 3×). "
+            + (f"Missed: {', '.join(missed)}. " if missed else "Every target met. ")
+            + "The rounds ran on a shared machine; `benchmarks/README.md` has the table, the matmul "
+            "rate beside each figure, and the caveats.")
+    return _wrap(text) + "\n"
+
+
 # -- the files and their blocks ------------------------------------------------
 
-RENDERERS = {"backends": backends_section, "backends-summary": backends_summary}
+# Each block: the result file it is rendered from, and how.
+RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("backends", backends_summary),
+             "many-tasks-summary": ("many_tasks", many_tasks_summary)}
 FILES = ("README.md", "benchmarks/README.md")
 
 
 def render(text: str, report: dict) -> str:
-    """``text`` with every figures block rendered from ``report``."""
+    """``text`` with every figures block rendered from ``report`` (``backends.json``) or its own file."""
     def block(match):
         name = match.group("name")
         if name not in RENDERERS:
             raise KeyError(f"unknown figures block {name!r}; known: {sorted(RENDERERS)}")
-        return match.group(1) + RENDERERS[name](report) + match.group(4)
+        source, renderer = RENDERERS[name]
+        return match.group(1) + renderer(report if source == "backends" else load(source)) + match.group(4)
 
     return BLOCK.sub(block, text)
 

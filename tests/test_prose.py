@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import prose  # noqa: E402
 
-BLOCKS = {"README.md": ["backends-summary"], "benchmarks/README.md": ["backends"]}
+BLOCKS = {"README.md": ["many-tasks-summary", "backends-summary"], "benchmarks/README.md": ["backends"]}
 
 
 @pytest.fixture(scope="module")
