@@ -3,11 +3,19 @@
 Each one sees the gradients of the shared parameters as a matrix ``G`` of
 shape ``(T, P)`` (row ``i``: the gradient of task ``i``'s weighted loss,
 flattened over every shared variable) and returns one update ``(P,)``;
-task-specific parameters keep their usual gradients. Most of them only need
-the Gram matrix ``K = G Gᵀ`` (``T × T``): they find coefficients ``α`` from
-``K`` by a small fixed-size computation in ``keras.ops`` (no solver library,
-so it runs inside ``tf.function``/XLA, ``jax.jit`` and PyTorch alike), and
-the update is ``αᵀ G``.
+task-specific parameters keep their usual gradients. Every one of them needs
+only the Gram matrix ``K = G Gᵀ`` (``T × T``): it finds coefficients ``α``
+from ``K`` by a small fixed-size computation in ``keras.ops`` (no solver
+library, so it runs inside ``tf.function``/XLA, ``jax.jit`` and PyTorch
+alike), and the update is ``αᵀ G``.
+
+Because only ``K`` is needed, ``wrt="representation"`` can take it from the
+per-task gradients with respect to the shared representation ``Z`` (the
+trunk's output, ``(batch, d)``) instead of the shared parameters: one batched
+backward pass through the heads only, then one ordinary backward pass of
+``Σ α_i L_i`` through the trunk. Sener & Koltun (2018) show for MGDA that the
+min-norm problem on ``∂L_i/∂Z`` bounds the one on the parameters' gradients
+(their MGDA-UB); for the other methods it is the same cheaper surrogate.
 
 Absent tasks (``present=False``) have zero rows; every aggregator leaves
 them out of its problem (they get coefficient 0), and with no task present
@@ -124,14 +132,26 @@ def _minimise_quadratic(gram, project, start, iterations):
 
 
 class GradientAggregator(_balancing.Balancer):
-    """Base class of strategies that combine the per-task gradients of the shared parameters.
+    """Base class of strategies that combine the per-task gradients into one update.
 
-    ``aggregate`` flattens the per-task gradients of every shared variable
-    into one matrix ``G`` of shape ``(T, P)`` (absent tasks' rows zeroed),
-    calls :meth:`aggregate_matrix` ``(G, weights, present) → (P,)``, and
-    reshapes the update back per variable; with no task present the update is
-    zero. Subclasses that need only the Gram matrix override
-    :meth:`task_coefficients` instead, and the update is ``αᵀ G``.
+    A subclass defines :meth:`task_coefficients` ``(K, present) → α``, from
+    the Gram matrix ``K = G Gᵀ`` of the task gradients; the update of the
+    shared parameters is ``αᵀ G``. ``aggregate`` flattens the per-task
+    gradients of every shared variable into ``G`` ``(T, P)`` (absent tasks'
+    rows zeroed) and reshapes the update back per variable; with no task
+    present the update is zero.
+
+    Args:
+        wrt: which per-task gradients form ``G``. ``"parameters"`` (the
+            default): the gradients of every shared trainable variable.
+            ``"representation"``: the gradients with respect to the shared
+            representation — the trunk's output, the input of the heads (or
+            of the sharing layer) — over the batch: one batched backward pass
+            through the heads instead of through the whole network. The
+            trunk's variables then get ``∇ Σ α_i L_i`` with ``α`` from that
+            Gram matrix; the heads and the sharing layer keep their usual
+            gradients. For MGDA this is MGDA-UB (Sener & Koltun, 2018).
+        **kwargs: passed to ``keras.layers.Layer``.
 
     Example:
         >>> class Mean(GradientAggregator):
@@ -147,6 +167,13 @@ class GradientAggregator(_balancing.Balancer):
 
     gradient_scope = "shared"
     adaptive = False  # reshapes gradients, keeps the loss weights
+    WRT = ("parameters", "representation")
+
+    def __init__(self, wrt: str = "parameters", **kwargs):
+        super().__init__(**kwargs)
+        if wrt not in self.WRT:
+            raise ValueError(f"{type(self).__name__}(wrt={wrt!r}): wrt must be one of {self.WRT}.")
+        self.wrt = wrt
 
     def aggregate(self, task_gradients, weights, present):
         shapes = [tuple(g.shape[1:]) for g in task_gradients]
@@ -174,13 +201,28 @@ class GradientAggregator(_balancing.Balancer):
             weights: the loss weights of this step ``(T,)`` (already in the rows).
             present: ``(T,)`` bool.
         """
-        gram = ops.matmul(matrix, ops.transpose(matrix))
-        coefficients = self.task_coefficients(gram, present)
+        coefficients = self.gram_coefficients(ops.matmul(matrix, ops.transpose(matrix)), present)
         return ops.matmul(ops.reshape(coefficients, (1, -1)), matrix)[0]
+
+    def gram_coefficients(self, gram, present):
+        """``α`` ``(T,)`` from the Gram matrix of this step's task gradients, zero where absent.
+
+        What both ``wrt`` settings call once per training step (stateful
+        methods update their state here); :meth:`task_coefficients` is the
+        method's own rule.
+        """
+        present = ops.convert_to_tensor(present)
+        mask = _mask(present)
+        gram = ops.convert_to_tensor(gram, "float32") * mask[:, None] * mask[None, :]
+        coefficients = self.task_coefficients(gram, present) * mask
+        return ops.where(ops.any(present), coefficients, 0.0)
 
     def task_coefficients(self, gram, present):
         """The coefficients ``α`` ``(T,)`` of the update ``Σ α_i g_i``, from ``K = G Gᵀ``."""
-        raise NotImplementedError(f"{type(self).__name__} must define task_coefficients or aggregate_matrix.")
+        raise NotImplementedError(f"{type(self).__name__} must define task_coefficients.")
+
+    def get_config(self):
+        return {**super().get_config(), "wrt": self.wrt}
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -193,12 +235,16 @@ class PCGrad(GradientAggregator):
     parameters receive ``Σ_i g_i``; task-specific parameters their usual
     gradients. Absent tasks have zero gradients and never conflict.
 
-    All tasks project at once, one other task per step of a loop over ``T``
+    The projections need only dot products, so they run on the Gram matrix
+    ``K``: each projected gradient is kept as its coefficients over the
+    original ones (``g'_i = Σ_m B_im g_m``, ``g'_i · g_j = (B K)_ij``). All
+    tasks project at once, one other task per step of a loop over ``T``
     steps: the graph does not grow with the number of tasks (``T`` steps of
-    ``O(T P)`` work each).
+    ``O(T²)`` work each), and it works with ``wrt="representation"``.
 
     Args:
         seed: seed of the random task orders.
+        wrt: see :class:`GradientAggregator`.
 
     References:
         Yu, T., Kumar, S., Gupta, A., Levine, S., Hausman, K., Finn, C.
@@ -224,43 +270,58 @@ class PCGrad(GradientAggregator):
         self._generator = keras.random.SeedGenerator(seed)
 
     @staticmethod
-    def project(flat, order):
-        """PCGrad on a ``(T, P)`` matrix of flattened gradients.
+    def projection_matrix(gram, order):
+        """PCGrad's projected gradients as coefficients of the original ones.
 
         Args:
-            flat: the task gradients ``(T, P)``.
+            gram: ``K = G Gᵀ`` ``(T, T)``.
             order: the order in which the tasks visit the others: ``(T,)``,
                 one order for every task, or ``(T, T)``, row ``i`` the order
                 of task ``i`` (a task skips itself).
 
         Returns:
-            The projected gradients ``(T, P)``.
+            ``B`` ``(T, T)``: the projected gradients are ``B G``.
         """
-        flat = ops.convert_to_tensor(flat, "float32")  # an array times a PyTorch tensor fails
-        num_tasks = flat.shape[0]
+        gram = ops.convert_to_tensor(gram, "float32")
+        num_tasks = gram.shape[0]
         order = ops.cast(ops.convert_to_tensor(order), "int32")
         if len(order.shape) == 1:
             order = ops.broadcast_to(order[None, :], (num_tasks, num_tasks))
-        squared_norms = ops.sum(flat * flat, axis=1)
+        squared_norms = ops.diagonal(gram)
         own = ops.arange(num_tasks, dtype="int32")
 
-        def step(k, projected):
+        def step(k, coefficients):
             other = ops.take(order, k, axis=1)  # (T,): the task each row visits now
-            others = ops.take(flat, other, axis=0)
-            dot = ops.sum(projected * others, axis=1)
+            # (B K)_{i, other_i}: the projected g_i against g_other_i (K is symmetric).
+            dot = ops.sum(coefficients * ops.take(gram, other, axis=0), axis=1)
             conflict = ops.logical_and(dot < 0, ops.not_equal(other, own))
-            coefficient = ops.where(conflict, ops.divide_no_nan(dot, ops.take(squared_norms, other)), 0.0)
-            return projected - coefficient[:, None] * others
+            scale = ops.where(conflict, ops.divide_no_nan(dot, ops.take(squared_norms, other)), 0.0)
+            return coefficients - scale[:, None] * ops.one_hot(other, num_tasks)
 
-        return ops.fori_loop(0, num_tasks, step, flat)
+        return ops.fori_loop(0, num_tasks, step, ops.eye(num_tasks))
+
+    @classmethod
+    def project(cls, flat, order):
+        """PCGrad on a ``(T, P)`` matrix of flattened gradients.
+
+        Args:
+            flat: the task gradients ``(T, P)``.
+            order: as for :meth:`projection_matrix`.
+
+        Returns:
+            The projected gradients ``(T, P)``.
+        """
+        flat = ops.convert_to_tensor(flat, "float32")  # an array times a PyTorch tensor fails
+        return ops.matmul(cls.projection_matrix(ops.matmul(flat, ops.transpose(flat)), order), flat)
 
     def random_orders(self):
         """``(T, T)``: row ``i`` a random permutation of the tasks, independent per row."""
         keys = keras.random.uniform((self.num_tasks, self.num_tasks), seed=self._generator)
         return ops.argsort(keys, axis=-1)
 
-    def aggregate_matrix(self, matrix, weights, present):
-        return ops.sum(self.project(matrix, self.random_orders()), axis=0)
+    def task_coefficients(self, gram, present):
+        # The update Σ_i g'_i = (1ᵀ B) G.
+        return ops.sum(self.projection_matrix(gram, self.random_orders()), axis=0)
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
@@ -737,17 +798,16 @@ class DBMTL(GradientAggregator):
     def combine(self, task_losses, present, training=True):
         return _balancing.log_loss_weights(task_losses, present, self.base_weights, self.epsilon)
 
-    def aggregate_matrix(self, matrix, weights, present):
+    def task_coefficients(self, gram, present):
         mask = _mask(present)
-        norms = ops.sqrt(ops.sum(matrix * matrix, axis=1))
+        norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
         steps = self.steps.value + mask
         beta = self.beta / ops.power(ops.maximum(steps, 1.0), self.beta_sigma)
         average = ops.where(present, beta * self.norm_average.value + (1.0 - beta) * norms,
                             self.norm_average.value)
         self.norm_average.assign(average)
         self.steps.assign(steps)
-        scale = ops.divide_no_nan(ops.max(average * mask), average) * mask
-        return ops.matmul(ops.reshape(scale, (1, -1)), matrix)[0]
+        return ops.divide_no_nan(ops.max(average * mask), average) * mask
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta, "beta_sigma": self.beta_sigma,

@@ -163,6 +163,8 @@ class TaskHeads(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        # The model's ForwardRecord when this layer reads the trunk's output (no sharing layer).
+        self.record = None
         if self.task_units is None:
             self.dense = keras.layers.Dense(
                 self.units, kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
@@ -187,6 +189,8 @@ class TaskHeads(keras.layers.Layer):
         self._gather = np.array(index, dtype="int32")
 
     def call(self, features):
+        if self.record is not None:
+            features = self.record.tap(features)
         if self.task_units is None:
             return self.dense(features)
         per_task = ops.einsum("btd,tdu->btu", features, self.kernel) + self.bias
@@ -211,7 +215,7 @@ class TaskHeads(keras.layers.Layer):
 
 
 class ForwardRecord:
-    """The fused logits behind the outputs of a model's latest forward pass.
+    """The fused logits behind the outputs of a model's latest forward pass, and its representation.
 
     Keras hands ``compute_loss`` the model's outputs in user units
     (probabilities); the loss is exact and stable only on the logits. Each
@@ -225,6 +229,18 @@ class ForwardRecord:
 
     def __init__(self):
         self._entries = {}
+        # The trunk's output of the latest forward pass, noted by the layer that
+        # reads it; plus a zero probe a training step may set, to differentiate
+        # with respect to it where intermediate tensors have no gradient (JAX).
+        self.representation = None
+        self.probe = None
+
+    def tap(self, features):
+        """Notes ``features`` (the shared representation) and returns it, plus the probe if set."""
+        if self.probe is not None:
+            features = features + ops.cast(self.probe, features.dtype)
+        self.representation = features
+        return features
 
     def note(self, name, logits, output):
         self._entries[name] = (logits, output)

@@ -166,6 +166,7 @@ class MultiTaskModel(keras.Model):
         except ValueError:  # up to 16 tasks: one TaskOutput layer per task
             for task in self._tasks:
                 self.get_layer(task.name).record = self._record
+        self._representation_layer().record = self._record
         # Tracked Keras state, replaced on every compile: the strategy (its
         # variables train, save and restore with the model's) and the metrics.
         self._strategy_slot = []
@@ -205,6 +206,11 @@ class MultiTaskModel(keras.Model):
             return self.get_layer(SHARING_LAYER)
         except ValueError:
             return None
+
+    def _representation_layer(self):
+        """The layer that reads the trunk's output: the sharing layer, else the heads."""
+        sharing = self.sharing
+        return self.get_layer(HEADS_LAYER) if sharing is None else sharing
 
     def sharing_weights(self, x=None, batch_size: int = 256) -> dict:
         """What the sharing architecture learned, as NumPy arrays.
@@ -290,6 +296,8 @@ class MultiTaskModel(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
         self._strategy_slot.clear()
         self._strategy_slot.append(balancer)
+        if _wrt_representation(balancer):
+            self.representation_split()  # raises for a trunk without trainable variables
         task_metrics = TaskMetrics(self._layout, chosen)
         task_losses = metrics_lib.TaskLossMeans(self.task_names)
         weights_metric = metrics_lib.TaskWeights(self.task_names) if balancer.adaptive else None
@@ -571,6 +579,68 @@ class MultiTaskModel(keras.Model):
             replaced = {id(v): distribute_lib.replica_share(c) + j[num_tasks]
                         for v, c, j in zip(self.per_task_variables(), combined, task_jacobians)}
             gradients = [replaced.get(id(v), g) for v, g in zip(self.trainable_variables, gradients)]
+        return self._loss_scaled(gradients)
+
+    # -- gradients with respect to the shared representation -------------------------------------
+
+    def representation_split(self):
+        """``(trunk, rest)``: the trainable variables before the shared representation, and the others.
+
+        The shared representation is the trunk's output, the input of the
+        sharing layer (or of the heads). Aggregators with
+        ``wrt="representation"`` give the trunk's variables ``∇ Σ α_i L_i``;
+        the others (sharing layer, heads, the strategy's own) keep the
+        gradients of the total loss.
+        """
+        after = {id(v) for v in self._representation_layer().trainable_variables}
+        trunk = [v for v in self.per_task_variables() if id(v) not in after]
+        if not trunk:
+            raise ValueError(
+                f"{type(self.balancing).__name__}(wrt='representation') needs trainable variables "
+                "in the trunk, before the shared representation, and this model has none; "
+                "use wrt='parameters'."
+            )
+        trunk_ids = {id(v) for v in trunk}
+        return trunk, [v for v in self.trainable_variables if id(v) not in trunk_ids]
+
+    def representation_cotangent(self, representation_rows, terms: LossTerms):
+        """The weights ``(α, 1)`` of ``terms.rows`` whose gradient the trunk's variables get.
+
+        Backend-independent, like :meth:`combine_gradients`: ``α`` is the
+        strategy's rule on the Gram matrix of the per-task gradients of the
+        representation (a sum over replicas of each replica's examples);
+        the last row (the strategy's own terms and the regularisers) keeps
+        weight 1.
+
+        Args:
+            representation_rows: ``(T + 1, batch, ...)``, the gradient of
+                every entry of ``terms.rows`` with respect to the
+                representation (this replica's examples).
+            terms: the step's :class:`LossTerms`.
+
+        Returns:
+            ``(T + 1,)`` float32.
+        """
+        balancer = self.balancing
+        num_tasks = len(self._tasks)
+        mask = ops.cast(terms.present, "float32")
+        rows = ops.reshape(ops.cast(representation_rows[:num_tasks], "float32"), (num_tasks, -1))
+        rows = rows * mask[:, None]
+        gram = distribute_lib.cross_replica_sum(ops.matmul(rows, ops.transpose(rows)))
+        balancer.observe_gradients([rows], distribute_lib.cross_replica_sum(terms.task_losses),
+                                   terms.weights, terms.present)
+        alpha = balancer.gram_coefficients(gram, terms.present)
+        return ops.concatenate([alpha, ops.ones((1,), "float32")])
+
+    def representation_update(self, trunk_gradients, other_gradients):
+        """Every trainable variable's gradient, from the two parts of :meth:`representation_split`."""
+        trunk, other = self.representation_split()
+        found = {id(v): g for v, g in zip([*trunk, *other], [*trunk_gradients, *other_gradients])}
+        gradients = [found[id(v)] for v in self.trainable_variables]
+        return self._loss_scaled([ops.zeros(v.shape, "float32") if g is None else g
+                                  for v, g in zip(self.trainable_variables, gradients)])
+
+    def _loss_scaled(self, gradients):
         scale = self.optimizer.scale_loss(ops.convert_to_tensor(1.0, "float32"))
         return [g * ops.cast(scale, g.dtype) for g in gradients]
 
@@ -580,6 +650,8 @@ class MultiTaskModel(keras.Model):
         self._require_compiled()
         if self.balancing.gradient_scope is None:
             return super().train_step(*args)
+        if _wrt_representation(self.balancing):
+            return backend_lib.representation_train_step(self, *args)
         return backend_lib.train_step(self, *args)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -634,6 +706,10 @@ def _named_outputs(logits, tasks, layout) -> dict:
                                    name=t.name)(logits) for t in tasks}
     return TaskOutputs([[t.name, layout.block(t.name).start, layout.block(t.name).stop, t.activation,
                          t.kind.elementwise] for t in tasks], name=OUTPUTS_LAYER)(logits)
+
+
+def _wrt_representation(balancer) -> bool:
+    return getattr(balancer, "wrt", "parameters") == "representation"
 
 
 def _check_layer_names(inputs, features, tasks):

@@ -29,7 +29,7 @@ BACKENDS = ("tensorflow", "jax", "torch")
 # tf.distribute, notebooks, the CLI) are TensorFlow's.
 PORTABLE = ["test_losses.py", "test_metrics.py", "test_tasks.py", "test_missing.py", "test_model.py", "test_layers.py",
             "test_balancing.py", "test_sharing.py", "test_transfer.py", "test_comparison.py", "test_workarounds.py",
-            "test_combinations.py", "test_kinds.py", "test_aggregators.py"]
+            "test_combinations.py", "test_kinds.py", "test_aggregators.py", "test_representation.py"]
 ON_TENSORFLOW = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="starts the other backends from the default (TensorFlow) run")

@@ -6,7 +6,9 @@ per-task gradients of the shared parameters (GradNorm, PCGrad) needs them
 inside the step; each module here computes them the way its framework does
 best, in one batched backward pass (a TensorFlow ``jacobian``, ``jax.vmap``
 of a VJP, PyTorch's batched ``autograd.grad``), and leaves every decision to
-the backend-independent ``MultiTaskModel.combine_gradients``.
+the backend-independent ``MultiTaskModel.combine_gradients`` (or, for the
+gradients with respect to the shared representation,
+``MultiTaskModel.representation_cotangent``).
 
 This is the only place that looks at ``keras.backend.backend()``.
 """
@@ -17,7 +19,7 @@ import importlib
 
 import keras
 
-__all__ = ["module", "train_step"]
+__all__ = ["module", "representation_train_step", "train_step"]
 
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
@@ -53,3 +55,15 @@ def train_step(model, *args):
         What Keras expects back from ``train_step`` on this backend.
     """
     return module().train_step(model, *args)
+
+
+def representation_train_step(model, *args):
+    """The training step of an aggregator with ``wrt="representation"``, on this backend.
+
+    The per-task gradients with respect to the shared representation (one
+    batched backward pass through the heads), the strategy's coefficients
+    ``α`` from their Gram matrix (:meth:`MultiTaskModel.representation_cotangent`),
+    then one backward pass of ``Σ α_i L_i`` into the trunk. Arguments and
+    return value as for :func:`train_step`.
+    """
+    return module().representation_train_step(model, *args)

@@ -1,4 +1,7 @@
-"""JAX: per-task gradients from one VJP, vectorised over the task rows with ``jax.vmap``."""
+"""JAX: per-task gradients from one VJP, vectorised over the task rows with ``jax.vmap``.
+
+The stateless step of Keras's JAX trainer, in the same ``(logs, state)`` form.
+"""
 
 from __future__ import annotations
 
@@ -79,3 +82,71 @@ class _Terms:
     def __init__(self, task_losses, present, weights, rows):
         self.task_losses, self.present, self.weights, self.rows = task_losses, present, weights, rows
         self.total = jnp.sum(rows)
+
+
+def representation_train_step(model, state, data):
+    """The stateless step with per-task gradients of the shared representation.
+
+    JAX differentiates functions of inputs, not intermediate values: the
+    forward pass adds a zero probe to the representation
+    (``ForwardRecord.probe``), and the gradients with respect to the probe
+    are those with respect to the representation. One VJP, pulled back three
+    times — ones for everything after the representation, the task rows
+    (vmapped) for the probe, ``(α, 1)`` for the trunk; under ``jit`` each
+    pull-back computes only the part it returns.
+
+    Args:
+        model: a compiled :class:`keras_mtl.MultiTaskModel`.
+        state: ``(trainable, non_trainable, optimizer, metrics)`` variable values.
+        data: one batch ``(x, y[, sample_weight])``.
+
+    Returns:
+        ``(logs, state)`` as Keras's JAX trainer expects.
+    """
+    trainable, non_trainable, optimizer_values, metrics_values = state
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    variables = model.trainable_variables
+    record = model._record
+    batch_size = keras.tree.flatten(x)[0].shape[0]
+    entry = model._representation_layer()
+    probe = jnp.zeros((batch_size, *entry.input.shape[1:]), "float32")
+
+    def rows_of(values, probe):
+        record.probe = probe
+        try:
+            y_pred, new_non_trainable, losses = model.stateless_call(
+                values, non_trainable, x, return_losses=True, training=True)
+        finally:
+            record.probe = None
+        mapping = [*zip(variables, values), *zip(model.non_trainable_variables, new_non_trainable),
+                   *zip(model.metrics_variables, metrics_values)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            terms = model.loss_terms(y, y_pred, sample_weight, training=True, extra_losses=losses)
+        new_non_trainable = _current(scope, model.non_trainable_variables, new_non_trainable)
+        new_metrics = _current(scope, model.metrics_variables, metrics_values)
+        return terms.rows, (y_pred, terms.task_losses, terms.present, terms.weights,
+                            new_non_trainable, new_metrics)
+
+    rows, backward, aux = jax.vjp(rows_of, list(trainable), probe, has_aux=True)
+    y_pred, task_losses, present, weights, non_trainable, metrics_values = aux
+    gradients, _ = backward(jnp.ones_like(rows))
+    jacobian = jax.vmap(lambda cotangent: backward(cotangent)[1])(jnp.eye(rows.shape[0]))
+    terms = _Terms(task_losses, present, weights, rows)
+    mapping = [*zip(variables, trainable), *zip(model.non_trainable_variables, non_trainable)]
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        cotangent = model.representation_cotangent(jacobian, terms)
+    non_trainable = _current(scope, model.non_trainable_variables, non_trainable)
+    trunk_gradients, _ = backward(cotangent)
+    trunk, other = model.representation_split()
+    position = {id(v): i for i, v in enumerate(variables)}
+    mapping = [*zip(variables, trainable), *zip(model.optimizer.variables, optimizer_values)]
+    with keras.StatelessScope(state_mapping=mapping):
+        updates = model.representation_update([trunk_gradients[position[id(v)]] for v in trunk],
+                                              [gradients[position[id(v)]] for v in other])
+    trainable, optimizer_values = model.optimizer.stateless_apply(optimizer_values, updates, trainable)
+
+    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
+        model.loss_metric.update_state(jnp.sum(rows), sample_weight=batch_size)
+        logs = model.compute_metrics(x, y, y_pred, sample_weight)
+    metrics_values = _current(scope, model.metrics_variables, metrics_values)
+    return logs, (trainable, non_trainable, optimizer_values, metrics_values)

@@ -35,3 +35,36 @@ def train_step(model, data):
     model.loss_metric.update_state(distribute_lib.replica_estimate(terms.total, batch_size),
                                    sample_weight=batch_size)
     return model.compute_metrics(x, y, y_pred, sample_weight)
+
+
+def representation_train_step(model, data):
+    """The training step with per-task gradients of the shared representation.
+
+    One persistent tape: the gradients of the total loss for everything after
+    the representation, the Jacobian of the task rows with respect to the
+    representation (through the heads only), and one backward pass of the rows
+    weighted by ``(α, 1)`` into the trunk.
+
+    Args:
+        model: a compiled :class:`keras_mtl.MultiTaskModel`.
+        data: one batch ``(x, y[, sample_weight])``.
+
+    Returns:
+        The logs of ``model.compute_metrics``.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    trunk, other = model.representation_split()
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred = model(x, training=True)
+        terms = model.loss_terms(y, y_pred, sample_weight, training=True)
+    representation = model._record.representation
+    other_gradients = tape.gradient(terms.total, other)
+    cotangent = model.representation_cotangent(tape.jacobian(terms.rows, representation), terms)
+    trunk_gradients = tape.gradient(terms.rows, trunk, output_gradients=cotangent)
+    del tape
+    model.optimizer.apply_gradients(zip(model.representation_update(trunk_gradients, other_gradients),
+                                        model.trainable_variables))
+    batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+    model.loss_metric.update_state(distribute_lib.replica_estimate(terms.total, batch_size),
+                                   sample_weight=batch_size)
+    return model.compute_metrics(x, y, y_pred, sample_weight)

@@ -41,3 +41,43 @@ def train_step(model, data):
     batch_size = keras.tree.flatten(x)[0].shape[0]
     model.loss_metric.update_state(terms.total.detach(), sample_weight=batch_size)
     return model.compute_metrics(x, y, y_pred, sample_weight)
+
+
+@torch.compiler.disable
+def representation_train_step(model, data):
+    """The training step with per-task gradients of the shared representation.
+
+    Three ``autograd.grad`` calls over one graph: the total loss for everything
+    after the representation, the batched rows with respect to the
+    representation (through the heads only), and the rows weighted by
+    ``(α, 1)`` into the trunk.
+
+    Args:
+        model: a compiled :class:`keras_mtl.MultiTaskModel`.
+        data: one batch ``(x, y[, sample_weight])``.
+
+    Returns:
+        The logs of ``model.compute_metrics``.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    trunk, other = model.representation_split()
+    y_pred = model(x, training=True)
+    model.zero_grad()
+    terms = model.loss_terms(y, y_pred, sample_weight, training=True)
+    representation = model._record.representation
+    other_gradients = torch.autograd.grad(terms.total, [v.value for v in other], retain_graph=True,
+                                          allow_unused=True)
+    rows = terms.rows.shape[0]
+    jacobian, = torch.autograd.grad(terms.rows, representation,
+                                    grad_outputs=torch.eye(rows, device=terms.rows.device),
+                                    is_grads_batched=True, retain_graph=True)
+    cotangent = model.representation_cotangent(jacobian.detach(), terms)
+    trunk_gradients = torch.autograd.grad(terms.rows, [v.value for v in trunk],
+                                          grad_outputs=cotangent.detach(), allow_unused=True)
+    updates = model.representation_update([None if g is None else g.detach() for g in trunk_gradients],
+                                          [None if g is None else g.detach() for g in other_gradients])
+    with torch.no_grad():
+        model.optimizer.apply(updates, model.trainable_variables)
+    batch_size = keras.tree.flatten(x)[0].shape[0]
+    model.loss_metric.update_state(terms.total.detach(), sample_weight=batch_size)
+    return model.compute_metrics(x, y, y_pred, sample_weight)
