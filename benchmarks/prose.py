@@ -16,23 +16,17 @@ leave a stale number or a stale conclusion in the prose.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
-from pathlib import Path
 
 from backends import MAX_WAIT, ROWS, TORCH_ROW, side_by_side
+from prose_balancing import balancing_run, balancing_summary, balancing_tables
+from prose_text import ROOT, load
+from prose_text import times as _times
+from prose_text import wrap as _wrap
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.DOTALL)
-
-
-def load(name: str = "backends") -> dict:
-    """A result file of ``benchmarks/results``."""
-    with open(RESULTS / f"{name}.json") as f:
-        return json.load(f)
 
 
 # -- figures from a --backends report ------------------------------------------
@@ -76,11 +70,6 @@ def _spread(report, backend, rows=None) -> float:
     """The largest slowest-to-fastest round factor of a backend's rows."""
     found = [row for row_id, row in report["rows"][backend].items() if rows is None or row_id in rows]
     return max(max(r["value"] for r in row["rounds"]) / min(r["value"] for r in row["rounds"]) for row in found)
-
-
-def _times(values: list[str]) -> str:
-    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
-    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
 
 
 def _versions(report) -> str:
@@ -297,19 +286,6 @@ def backends_summary(report: dict) -> str:
     return "\n".join(lines) + "\n\n" + _wrap(text) + "\n"
 
 
-def _wrap(text: str, width: int = 78, indent: str = "") -> str:
-    """Breaks a paragraph at spaces (never inside a backtick span) into lines of about ``width``."""
-    lines, line, ticks = [], "", 0
-    for word in text.split(" "):
-        if line and len(line) + 1 + len(word) > width and ticks % 2 == 0:
-            lines.append(line)
-            line = indent + word
-        else:
-            line = f"{line} {word}" if line else word
-        ticks += word.count("`")
-    return "\n".join([*lines, line])
-
-
 # -- figures from benchmarks/many_tasks.py ---------------------------------------
 
 def many_tasks_summary(report: dict) -> str:
@@ -341,8 +317,10 @@ def many_tasks_summary(report: dict) -> str:
 
 # Each block: the result file it is rendered from, and how.
 RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("backends", backends_summary),
-             "many-tasks-summary": ("many_tasks", many_tasks_summary)}
-FILES = ("README.md", "benchmarks/README.md")
+             "many-tasks-summary": ("many_tasks", many_tasks_summary),
+             "balancing-summary": ("balancing", balancing_summary), "balancing-run": ("balancing", balancing_run),
+             "balancing-tables": ("balancing", balancing_tables)}
+FILES = ("README.md", "benchmarks/README.md", "data/README.md")
 
 
 def render(text: str, report: dict) -> str:
