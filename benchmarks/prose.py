@@ -21,6 +21,7 @@ import sys
 
 from backends import MAX_WAIT, ROWS, TORCH_ROW, side_by_side
 from prose_balancing import balancing_run, balancing_summary, balancing_tables
+from prose_deploy import distribute_summary, serving_summary
 from prose_text import ROOT, load
 from prose_text import times as _times
 from prose_text import wrap as _wrap
@@ -319,7 +320,8 @@ def many_tasks_summary(report: dict) -> str:
 RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("backends", backends_summary),
              "many-tasks-summary": ("many_tasks", many_tasks_summary),
              "balancing-summary": ("balancing", balancing_summary), "balancing-run": ("balancing", balancing_run),
-             "balancing-tables": ("balancing", balancing_tables)}
+             "balancing-tables": ("balancing", balancing_tables),
+             "serving-summary": ("serving", serving_summary), "distribute-summary": ("distribute", distribute_summary)}
 FILES = ("README.md", "benchmarks/README.md", "data/README.md")
 
 
