@@ -22,6 +22,7 @@ import sys
 from backends import MAX_WAIT, ROWS, TORCH_ROW, side_by_side
 from prose_balancing import balancing_run, balancing_summary, balancing_tables
 from prose_deploy import distribute_summary, serving_summary
+from prose_notebooks import load_notebooks, notebook_headlines
 from prose_text import ROOT, load
 from prose_text import times as _times
 from prose_text import wrap as _wrap
@@ -321,6 +322,7 @@ RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("b
              "many-tasks-summary": ("many_tasks", many_tasks_summary),
              "balancing-summary": ("balancing", balancing_summary), "balancing-run": ("balancing", balancing_run),
              "balancing-tables": ("balancing", balancing_tables),
+             "notebook-headlines": ("notebooks", notebook_headlines),
              "serving-summary": ("serving", serving_summary), "distribute-summary": ("distribute", distribute_summary)}
 FILES = ("README.md", "benchmarks/README.md", "data/README.md")
 
@@ -332,7 +334,8 @@ def render(text: str, report: dict) -> str:
         if name not in RENDERERS:
             raise KeyError(f"unknown figures block {name!r}; known: {sorted(RENDERERS)}")
         source, renderer = RENDERERS[name]
-        return match.group(1) + renderer(report if source == "backends" else load(source)) + match.group(4)
+        data = report if source == "backends" else load_notebooks() if source == "notebooks" else load(source)
+        return match.group(1) + renderer(data) + match.group(4)
 
     return BLOCK.sub(block, text)
 
