@@ -22,6 +22,7 @@ import sys
 from backends import MAX_WAIT, ROWS, TORCH_ROW, side_by_side
 from prose_balancing import balancing_run, balancing_summary, balancing_tables
 from prose_deploy import distribute_summary, serving_summary
+from prose_many_tasks import many_tasks_section, many_tasks_summary
 from prose_notebooks import load_notebooks, notebook_headlines
 from prose_text import ROOT, load
 from prose_text import times as _times
@@ -288,38 +289,11 @@ def backends_summary(report: dict) -> str:
     return "\n".join(lines) + "\n\n" + _wrap(text) + "\n"
 
 
-# -- figures from benchmarks/many_tasks.py ---------------------------------------
-
-def many_tasks_summary(report: dict) -> str:
-    """README's sentences on many named tasks against one fused head, per backend."""
-    targets = {(t["backend"], t["tasks"], t["ratio"]): t for t in report["targets"]}
-    tasks = report["tasks"]
-    parts = []
-    for backend in report["backends"]:
-        steady = ", ".join(f"{targets[(backend, t, 'steady')]['value']:.2f}× at {t:,}" for t in tasks)
-        first = ", ".join(f"{targets[(backend, t, 'first_epoch')]['value']:.2f}×" for t in tasks)
-        parts.append(f"{NAMES[backend]} {steady} (first epoch {first})")
-    missed = [f"{NAMES[t['backend']]} {t['tasks']:,} tasks {t['ratio'].replace('_', ' ')}"
-              for t in report["targets"] if not t["met"]]
-    start, end = report["start"], report["end"]
-    settings = report["settings"]
-    text = (f"Measured by `python benchmarks/many_tasks.py` ({start['time'][:10]}, "
-            f"{settings['examples']:,} examples, batch {settings['batch_size']}, "
-            f"{int(settings['missing'] * 100)} % of labels missing, no metrics; load average "
-            f"{start['loadavg'].split()[0]} at the start, {end['loadavg'].split()[0]} at the end): named binary "
-            f"tasks train at " + "; ".join(parts) + " the speed of one plain `Dense(T)` head with a masked "
-            "loss (targets: ≥ 0.8×, first epoch ≤ 3×). "
-            + (f"Missed: {', '.join(missed)}. " if missed else "Every target met. ")
-            + "The rounds ran on a shared machine; `benchmarks/README.md` has the table, the matmul "
-            "rate beside each figure, and the caveats.")
-    return _wrap(text) + "\n"
-
-
 # -- the files and their blocks ------------------------------------------------
 
 # Each block: the result file it is rendered from, and how.
 RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("backends", backends_summary),
-             "many-tasks-summary": ("many_tasks", many_tasks_summary),
+             "many-tasks-summary": ("many_tasks", many_tasks_summary), "many-tasks": ("many_tasks", many_tasks_section),
              "balancing-summary": ("balancing", balancing_summary), "balancing-run": ("balancing", balancing_run),
              "balancing-tables": ("balancing", balancing_tables),
              "notebook-headlines": ("notebooks", notebook_headlines),
