@@ -22,7 +22,7 @@ import sys
 from backends import MAX_WAIT, ROWS, TORCH_ROW, side_by_side
 from prose_balancing import balancing_run, balancing_summary, balancing_tables
 from prose_deploy import distribute_summary, serving_summary
-from prose_many_tasks import many_tasks_section, many_tasks_summary
+from prose_many_tasks import many_tasks_reading, many_tasks_section, many_tasks_summary
 from prose_notebooks import load_notebooks, notebook_headlines
 from prose_text import ROOT, load
 from prose_text import times as _times
@@ -289,13 +289,51 @@ def backends_summary(report: dict) -> str:
     return "\n".join(lines) + "\n\n" + _wrap(text) + "\n"
 
 
+# -- figures from a TensorFlow-only run (python benchmarks/run.py --backend tensorflow --json) ----------
+
+SPE_COMMAND = "python benchmarks/run.py --backend tensorflow --only a,e,g --rows a,a-spe8 --json"
+
+
+def _compared(factor: float, than: str) -> str:
+    if factor >= 1.05:
+        return f"{factor:.2f}× faster than {than}"
+    if factor <= 0.95:
+        return f"{1 / factor:.2f}× slower than {than}"
+    return f"about as fast as {than} ({factor:.2f}×)"
+
+
+def steps_per_execution(report: dict) -> str:
+    """README.md: what ``steps_per_execution=8`` and XLA together buy on TensorFlow (rows a-spe8/xla, a)."""
+    rows = {row["id"]: row for row in report["rows"]}
+    base, both = rows["a"], rows["a-spe8/xla"]
+    factor = both["value"] / base["value"]
+    alone = {"`steps_per_execution=8`": rows["a-spe8"]["value"] / base["value"],
+             "`jit_compile=True`": rows["a/xla"]["value"] / base["value"]}
+    machine = report["machine"]
+    used = [base, both, rows["a-spe8"], rows["a/xla"]]
+    rates = [row["matmul_gflops"] for row in used]
+    others = max(row["other_cores"] or 0.0 for row in used)
+    compared = _compared(factor, "Keras's defaults")
+    text = (f"On TensorFlow, `compile(steps_per_execution=8, jit_compile=True)` made training {compared} "
+            f"({both['value']:,.0f} against {base['value']:,.0f} "
+            f"examples/s; " + ", ".join(f"{what} alone {value:.2f}×" for what, value in alone.items())
+            + f") in the TensorFlow-only run of {machine['time_start'][:10]} (`{SPE_COMMAND}`, best of "
+            f"{report['settings']['rounds']} rounds; load average {machine['loadavg_start'].split()[0]} at the "
+            f"start and {machine['loadavg_end'].split()[0]} at the end, other processes using up to "
+            f"{others:.1f} cores and the matmul at {min(rates):.0f}–{max(rates):.0f} GFLOP/s during these "
+            "rows' best rounds).")
+    return _wrap(text) + "\n"
+
+
 # -- the files and their blocks ------------------------------------------------
 
 # Each block: the result file it is rendered from, and how.
 RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("backends", backends_summary),
              "many-tasks-summary": ("many_tasks", many_tasks_summary), "many-tasks": ("many_tasks", many_tasks_section),
+             "many-tasks-reading": ("many_tasks", many_tasks_reading),
              "balancing-summary": ("balancing", balancing_summary), "balancing-run": ("balancing", balancing_run),
              "balancing-tables": ("balancing", balancing_tables),
+             "steps-per-execution": ("tensorflow", steps_per_execution),
              "notebook-headlines": ("notebooks", notebook_headlines),
              "serving-summary": ("serving", serving_summary), "distribute-summary": ("distribute", distribute_summary)}
 FILES = ("README.md", "benchmarks/README.md", "data/README.md")

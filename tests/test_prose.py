@@ -15,7 +15,7 @@ import prose  # noqa: E402
 
 BLOCKS = {"README.md": ["balancing-summary", "many-tasks-summary", "backends-summary", "serving-summary",
                         "distribute-summary", "notebook-headlines"],
-          "benchmarks/README.md": ["backends", "many-tasks"],
+          "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading"],
           "data/README.md": ["balancing-run", "balancing-tables"]}
 
 
@@ -197,6 +197,22 @@ def test_many_tasks_section_counts_the_busy_measurements():
     busy = sum(m["other_cores"] > 0.5 for m in measured)
     assert f"during {busy} of the {len(measured)} measurements" in text
     assert report["table_markdown"] in prose.many_tasks_section(report)
+
+
+def test_many_tasks_reading_per_backend_and_round():
+    report = prose.load("many_tasks")
+    text = _flat(prose.many_tasks_reading(report))
+    rounds = [r["rows"]["100"]["keras_mtl"]["value"] / r["rows"]["100"]["plain"]["value"]
+              for r in report["raw"]["tensorflow"]]
+    assert "**TensorFlow** meets every target" in text
+    assert "round by round " + ", ".join(f"{v:.2f}" for v in rounds) + " and" in text
+    assert "**JAX** misses the steady-rate target at 100 tasks and the pipeline target at 1,000 tasks" in text
+
+    changed = copy.deepcopy(report)
+    for target in changed["targets"]:
+        if target["backend"] == "jax":
+            target["met"] = target["met"] if target["met"] is None else True
+    assert "**JAX** meets every target" in _flat(prose.many_tasks_reading(changed))
 
 
 # -- notebooks/results/*.json ---------------------------------------------------------------
