@@ -20,7 +20,7 @@ import re
 import sys
 
 from backends import MAX_WAIT, ROWS, TORCH_ROW, side_by_side
-from prose_balancing import balancing_run, balancing_summary, balancing_tables
+from prose_balancing import balancing_reading, balancing_run, balancing_summary, balancing_tables
 from prose_deploy import distribute_summary, serving_summary
 from prose_many_tasks import many_tasks_reading, many_tasks_section, many_tasks_summary
 from prose_notebooks import load_notebooks, notebook_headlines
@@ -333,6 +333,7 @@ RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("b
              "many-tasks-reading": ("many_tasks", many_tasks_reading),
              "balancing-summary": ("balancing", balancing_summary), "balancing-run": ("balancing", balancing_run),
              "balancing-tables": ("balancing", balancing_tables),
+             "balancing-reading": ("balancing", balancing_reading),
              "steps-per-execution": ("tensorflow", steps_per_execution),
              "notebook-headlines": ("notebooks", notebook_headlines),
              "serving-summary": ("serving", serving_summary), "distribute-summary": ("distribute", distribute_summary)}

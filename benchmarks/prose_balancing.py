@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 
-from prose_text import ROOT, span, times, wrap
+from prose_text import ROOT, bullets, span, times, wrap
 
 TUNED = "FixedWeights (tuned lr)"
 TITLES = {"multi_mnist": "MultiMNIST", "scale_conflict": "scale_conflict"}
@@ -217,3 +217,197 @@ def balancing_summary(report: dict) -> str:
 def _ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
+
+
+# -- data/README's reading -------------------------------------------------------------------
+
+def _cost_cells() -> dict[str, str]:
+    """Each strategy's whole cost cell in README's table ("losses", "per-task gradients", ...)."""
+    cells = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        match = re.match(r"\| `(\w+)\(.*?\)`[^|]*\|[^|]*\| ([^|]+?) \|", line)
+        if match:
+            cells[match.group(1)] = match.group(2)
+    return cells
+
+
+def _split_by_gap(values: dict[str, float]) -> tuple[list[str], list[str]]:
+    """``values``' keys split at the widest gap of the sorted values: (high, low)."""
+    ordered = sorted(values, key=values.get)
+    gaps = [values[b] - values[a] for a, b in zip(ordered, ordered[1:])]
+    cut = gaps.index(max(gaps)) + 1
+    return ordered[cut:], ordered[:cut]
+
+
+def _against_single(task_set, task) -> str:
+    """``MAE 11.6 against 59.8``: the tuned row's metric against the single-task network's."""
+    summary, metric = task_set["summary"], task_set["tasks"][task]["metric"]
+    unit, scale, digits = UNITS[metric]
+    digits = 2 if metric == "auc" else 1
+    return (f"{unit.split()[0]} {summary[TUNED]['metric'][task][0] * scale:.{digits}f} against "
+            f"{summary['single_' + task]['metric'][task][0] * scale:.{digits}f}")
+
+
+def _tuned_bullet(report) -> str:
+    sets = report["task_sets"]
+    lead = [n for n, t in sets.items() if _ranked(t)[0] == TUNED]
+    every = all(_leads_every_seed(sets[n], TUNED) for n in lead)
+    where = "both sets" if len(lead) == len(sets) == 2 else times([TITLES.get(n, n) for n in lead])
+    if not lead:
+        return "**Tuned equal weights do not rank first** on any set."
+    text = (f"**Tuned equal weights rank first on {where}**, "
+            + ("beyond the seed spread (better than every other row in every seed)." if every else
+               "though not in every seed."))
+    top = [n for n in lead if sets[n]["tuning"]["chosen_lr"] == max(sets[n]["tuning"]["grid"])]
+    single_lr = {e["lr"] for t in sets.values() for c, e in t["summary"].items() if c.startswith("single_")}
+    if top:
+        chosen = times(sorted({_lr(sets[n]["tuning"]["chosen_lr"]) for n in top}))
+        text += (" Part of that is the learning rate rather than multi-task learning: the grid's largest value "
+                 f"({chosen}) won on {'both sets' if len(top) == 2 else times([TITLES.get(n, n) for n in top])} — "
+                 "the best setting may lie beyond the grid — and the single-task baselines it is measured "
+                 f"against were trained at {times([_lr(v) for v in sorted(single_lr)])}.")
+    for name in lead:
+        trade = _tuned_trade(sets[name])
+        if trade:
+            summary = sets[name]["summary"]
+            gained, lost = (_against_single(sets[name], task) for task in trade)
+            text += (f" On `{name}` its Δm comes entirely from `{trade[0]}` ({gained} for the single-task "
+                     f"network at {_lr(summary['single_' + trade[0]]['lr'])} in {sets[name]['settings']['epochs']} "
+                     f"epochs), while `{trade[1]}` stays drowned out ({lost}): Δm averages a gain and a "
+                     "loss, and tuning the learning rate does not resolve the conflict.")
+    return text
+
+
+def _first_set_bullet(report, name) -> str:
+    task_set = report["task_sets"][name]
+    summary = task_set["summary"]
+    ranked = [c for c in _ranked(task_set) if c != TUNED]
+    deltas = [_delta(task_set, c) for c in ranked]
+    seeds = task_set["settings"]["seeds"]
+    worst_seed = {c: summary[c]["delta_m_per_seed"].index(max(summary[c]["delta_m_per_seed"])) for c in ranked}
+    text = (f"**{TITLES.get(name, name)}**: at lr {_lr(report['learning_rate'])} "
+            + ("every strategy is worse than" if min(deltas) > 0 else "not every strategy is worse than")
+            + f" the single-task networks (Δm {_pct(min(deltas))} to {_pct(max(deltas))}).")
+    fixed = summary["FixedWeights"]["delta_m_per_seed"]
+    common = max(set(worst_seed.values()), key=list(worst_seed.values()).count)
+    count = list(worst_seed.values()).count(common)
+    if count > len(ranked) / 2:
+        which = "every strategy" if count == len(ranked) else f"{count} of the {len(ranked)} strategies"
+        text += (f" Seed {seeds[common]} is the worst for {which} (e.g. `FixedWeights` "
+                 + ", ".join(_minus(f"{v:+.1f}") for v in fixed) + f" % in seeds {', '.join(map(str, seeds))}), "
+                 "so the ± largely reflects the seed, not the strategy.")
+    best = ranked[0]
+    beats = all(x < y for x, y in zip(summary[best]["delta_m_per_seed"], fixed, strict=True))
+    rest = ranked[1:]
+    spread = _delta(task_set, rest[-1]) - _delta(task_set, rest[0])
+    wider = sum(2 * summary[c]["delta_m"][1] > spread for c in rest)
+    share = "most rows" if wider > len(rest) / 2 else f"{wider} of {len(rest)} rows"
+    text += (f" `{best}` (rank {summary[best]['rank']}) " + ("beats" if beats else "does not beat in every seed")
+             + f" `FixedWeights`{' in every seed' if beats else ''}, but ranks {summary[rest[0]]['rank']}–"
+             f"{summary[rest[-1]]['rank']} span only {spread:.1f} points"
+             + (f", less than two standard deviations of {share}." if wider else "."))
+    return text
+
+
+def _conflict_bullet(report, name) -> str:
+    task_set = report["task_sets"][name]
+    summary, tasks = task_set["summary"], task_set["tasks"]
+    ranked = [c for c in _ranked(task_set) if c != TUNED]
+    auc_task = next(t for t, i in tasks.items() if i["metric"] == "auc")
+    mae_task = next(t for t, i in tasks.items() if i["metric"] == "mae")
+    auc = {c: summary[c]["metric"][auc_task][0] for c in ranked}
+    mae = {c: summary[c]["metric"][mae_task][0] for c in ranked}
+    single_mae = summary[f"single_{mae_task}"]["metric"][mae_task][0]
+    rescue, stay = _split_by_gap(auc)
+    worst = ranked[-1]
+    lost = worst in stay and mae[worst] > single_mae
+    kept = [c for c in stay if not (lost and c == worst)]
+    rescue = sorted(rescue, key=ranked.index)
+
+    def deltas(configs):
+        values = [_delta(task_set, c) for c in configs]
+        return f"Δm {_pct(min(values))} to {_pct(max(values))}"
+
+    text = (f"**{name}**: the strategies split into those that rescue `{auc_task}` (AUC "
+            f"{span([auc[c] for c in rescue])}: " + ", ".join(f"`{c}`" for c in rescue) + f"; {deltas(rescue)}) "
+            f"at some cost to `{mae_task}` (MAE {span([mae[c] for c in rescue], '{:.1f}')} against "
+            f"{single_mae:.1f}), and those that stay with equal weights' outcome (AUC "
+            f"{span([auc[c] for c in kept])}; {deltas(kept)})")
+    if lost:
+        text += (f"; `{worst}` is worst ({_pct(_delta(task_set, worst))}), losing `{mae_task}` without saving "
+                 f"`{auc_task}`")
+    text += "."
+    upgrad = [r for r in task_set["runs"] if r["config"] == "UPGrad"]
+    fixed = {r["seed"]: r for r in task_set["runs"] if r["config"] == "FixedWeights"}
+    gaps = [abs(r["metric"][t] - fixed[r["seed"]]["metric"][t]) / abs(fixed[r["seed"]]["metric"][t])
+            for r in upgrad for t in tasks]
+    if upgrad and max(gaps) < 1e-2:
+        text += (f" `UPGrad` matches `FixedWeights` within {100 * max(gaps):.2g} % in every seed: when the two "
+                 "gradients do not conflict it returns their mean, which Adam follows almost exactly like the sum "
+                 "— here they apparently rarely conflict in direction; the conflict is one of scale.")
+    return text
+
+
+def _published_bullet(report, first) -> str:
+    sets = report["task_sets"]
+    a = sets[first]["summary"]
+    text = ("**Against the published ranking**: papers on gradient aggregation (e.g. Nash-MTL, Navon et al., ICML "
+            "2022; FAMO, Liu et al., NeurIPS 2023) report their methods ahead of linear scalarization on their "
+            f"benchmarks; here `NashMTL` ranks {_ordinal(a['NashMTL']['rank'])} of {len(_ranked(sets[first]))} on "
+            f"{TITLES.get(first, first)}")
+    parts = []
+    for name, task_set in sets.items():
+        summary = task_set["summary"]
+        better = [f - p for p, f in zip(summary["PCGrad"]["delta_m_per_seed"],
+                                        summary["FixedWeights"]["delta_m_per_seed"], strict=True)]
+        where = f"on `{name}`" if name != first else f"on {TITLES.get(name, name)}"
+        parts.append(f"{where} `PCGrad` is better than `FixedWeights` in every seed, by "
+                     f"{span(better, '{:.1f}')} points" if min(better) > 0 else
+                     f"{where} `PCGrad` is no better than `FixedWeights`")
+    text += "; " + "; ".join(parts) + "."
+    first_everywhere = all(_ranked(t)[0] == TUNED for t in sets.values())
+    examples = times(sorted({f"{t['settings']['train_examples']:,}" for t in sets.values()}))
+    text += (" Kurin et al. (2022) found tuned unitary scalarization on par with such methods; here it is "
+             + ("ahead of them, though it alone had its learning rate tuned." if first_everywhere else
+                "not ahead of them everywhere.")
+             + " Likely reasons: a very small budget ("
+             + " or ".join(sorted({str(t["settings"]["epochs"]) for t in sets.values()}))
+             + f" epochs, {examples} examples, "
+             "final-epoch metrics), tiny trunks, one shared learning rate that suits some methods more than "
+             f"others, only two tasks, and {len(sets[first]['settings']['seeds'])} seeds.")
+    return text
+
+
+def _time_bullet(report, first) -> str:
+    sets = report["task_sets"]
+    cells = _cost_cells()
+    losses, gradients = _costs(report, "losses"), _costs(report, "per-task gradients")
+    full = [c for c, cell in cells.items() if cell == "per-task gradients"]
+    a = sets[first]["summary"]
+    text = (f"**Time per step**: the loss weightings cost {span(losses, '{:.1f}', '×')} `FixedWeights`; the methods "
+            f"that need one gradient per task cost {span(gradients, '{:.1f}', '×')} (on {TITLES.get(first, first)} "
+            f"{span([a[c]['relative_step_time'][0] for c in full if c in a], '{:.1f}', '×')} for those that "
+            "differentiate every shared parameter")
+    for name, task_set in sets.items():
+        if name == first:
+            continue
+        step = {c: task_set["summary"][c]["relative_step_time"][0] for c in full if c in task_set["summary"]}
+        low, high = min(step, key=step.get), max(step, key=step.get)
+        text += (f"; on the small trunk of `{name}` as little as {step[low]:.1f}× for `{low}` and up to "
+                 f"{step[high]:.1f}× for `{high}`")
+    stds = [(e["relative_step_time"][1], c, n) for n, t in sets.items() for c, e in t["summary"].items()
+            if e.get("relative_step_time")]
+    top, config, where = max(stds)
+    tuned = a[TUNED]["relative_step_time"]
+    text += (f"). The load on the machine makes these ratios noisy: their seed-to-seed std reaches {top:.1f} "
+             f"(`{config}` on {TITLES.get(where, where)}), and the tuned row, the same network as `FixedWeights`, "
+             f"measured {_pair(tuned)} there.")
+    return text
+
+
+def balancing_reading(report: dict) -> str:
+    """data/README.md: the reading of the two tables and its caveats, every figure from the run."""
+    first, second = list(report["task_sets"])[:2]
+    items = [_tuned_bullet(report), _first_set_bullet(report, first), _conflict_bullet(report, second),
+             _published_bullet(report, first), _time_bullet(report, first)]
+    return "Reading, and the caveats that go with it:\n\n" + bullets(items) + "\n"

@@ -16,7 +16,7 @@ import prose  # noqa: E402
 BLOCKS = {"README.md": ["balancing-summary", "many-tasks-summary", "backends-summary", "serving-summary",
                         "distribute-summary", "notebook-headlines"],
           "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading"],
-          "data/README.md": ["balancing-run", "balancing-tables"]}
+          "data/README.md": ["balancing-run", "balancing-tables", "balancing-reading"]}
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +154,24 @@ def test_balancing_summary_follows_the_numbers(balancing):
     assert "only `ScaleInvariant` on MultiMNIST beats the single-task networks" in text
     assert "Δm (lower is better) runs from −0.5 % (`ScaleInvariant`)" in text
     assert "though not in every seed" in text
+
+
+def test_balancing_reading_counts_seeds_and_compares_per_seed(balancing):
+    text = _flat(prose.balancing_reading(balancing))
+    summary = balancing["task_sets"]["multi_mnist"]["summary"]
+    strategies = [c for c, e in summary.items() if "rank" in e and c != "FixedWeights (tuned lr)"]
+    worst = [int(np.argmax(summary[c]["delta_m_per_seed"])) for c in strategies]
+    assert f"Seed 2 is the worst for {worst.count(2)} of the {len(strategies)} strategies" in text
+    conflict = balancing["task_sets"]["scale_conflict"]["summary"]
+    gains = np.subtract(conflict["FixedWeights"]["delta_m_per_seed"], conflict["PCGrad"]["delta_m_per_seed"])
+    assert f"by {gains.min():.1f}–{gains.max():.1f} points" in text
+    assert "on MultiMNIST `PCGrad` is no better than `FixedWeights`" in text
+
+    changed = copy.deepcopy(balancing)
+    fixed = changed["task_sets"]["multi_mnist"]["summary"]["FixedWeights"]["delta_m_per_seed"]
+    changed["task_sets"]["multi_mnist"]["summary"]["PCGrad"]["delta_m_per_seed"] = [v - 0.5 for v in fixed]
+    assert ("on MultiMNIST `PCGrad` is better than `FixedWeights` in every seed, by 0.5 points"
+            in _flat(prose.balancing_reading(changed)))
 
 
 # -- benchmarks/results/serving.json and distribute.json ------------------------------------
