@@ -1,18 +1,31 @@
-"""The benchmark figures the READMEs quote, rendered from the committed result files.
+"""The measured figures the READMEs quote, rendered from the committed result files.
 
-``python benchmarks/prose.py`` rewrites every marked block of ``README.md``
-and ``benchmarks/README.md``; ``--check`` only reports the blocks that differ
-from their result files (exit status 1). A block is the text between
-``<!-- figures:NAME -->`` and ``<!-- /figures -->``; everything outside the
-markers is left alone. The figures come from ``benchmarks/results/*.json``,
-which the benchmarks write with ``--json`` (``backends.json``: ``python
-benchmarks/run.py --backends tensorflow,jax,torch --json``).
+``python benchmarks/prose.py`` rewrites every marked block of ``README.md``,
+``benchmarks/README.md`` and ``data/README.md``; ``--check`` only reports the
+blocks that differ from their result files (exit status 1). A block is the
+text between ``<!-- figures:NAME -->`` and ``<!-- /figures -->``; everything
+outside the markers is left alone. ``RENDERERS`` maps each block to its
+result file and its render function; the files and what writes them:
+
+* ``benchmarks/results/backends.json``: ``python benchmarks/run.py --backends
+  tensorflow,jax,torch --json``;
+* ``benchmarks/results/tensorflow.json``: ``python benchmarks/run.py --backend
+  tensorflow --only a,e,g --rows a,a-spe8 --json`` (``steps_per_execution``);
+* ``benchmarks/results/many_tasks.json``: ``python benchmarks/many_tasks.py
+  --json benchmarks/results/many_tasks.json`` (``prose_many_tasks.py``);
+* ``benchmarks/results/balancing.json``: ``python benchmarks/balancing.py
+  --output benchmarks/results`` (``prose_balancing.py``);
+* ``benchmarks/results/serving.json`` and ``distribute.json``: ``python
+  benchmarks/serving.py --output benchmarks/results/serving.json``, ``python
+  benchmarks/distribute.py --json`` (``prose_deploy.py``);
+* ``notebooks/results/NN_name.json``: ``python notebooks/build.py --execute``
+  (``prose_notebooks.py``).
 
 Every figure and every word that depends on one (faster or slower, met or
-not, which backend) is computed here from the file, so a new run cannot
-leave a stale number or a stale conclusion in the prose.
+not, which backend) is computed from the file, so a new run cannot leave a
+stale number or a stale conclusion in the prose; ``tests/test_prose.py``
+fails when a block is stale.
 """
-
 from __future__ import annotations
 
 import argparse
