@@ -330,7 +330,8 @@ def steps_per_execution(report: dict) -> str:
     text = (f"On TensorFlow, `compile(steps_per_execution=8, jit_compile=True)` made training {compared} "
             f"({both['value']:,.0f} against {base['value']:,.0f} "
             f"examples/s; " + ", ".join(f"{what} alone {value:.2f}×" for what, value in alone.items())
-            + f") in the TensorFlow-only run of {machine['time_start'][:10]} (`{SPE_COMMAND}`, best of "
+            + f") in the TensorFlow-only run of {machine['time_start'][:10]} (`{SPE_COMMAND} --max-wait "
+            f"{report['settings']['max_wait']:g} --retries {report['settings']['retries']}`, best of "
             f"{report['settings']['rounds']} rounds; load average {machine['loadavg_start'].split()[0]} at the "
             f"start and {machine['loadavg_end'].split()[0]} at the end, other processes using up to "
             f"{others:.1f} cores and the matmul at {min(rates):.0f}–{max(rates):.0f} GFLOP/s during these "

@@ -145,7 +145,8 @@ HEADLINES = {"01_street_scenes": street_scenes, "02_mtl_vs_separate": mtl_vs_sep
 def notebook_headlines(results: dict) -> str:
     """README.md: one sentence per notebook, from its headline file, with the size and seeds it ran at."""
     sizes = sorted({r["size"] for r in results.values()})
-    intro = (f"Headline figures of the committed runs (sizes: {times(sizes)}), from `notebooks/results/` by "
+    at = f"size {sizes[0]}" if len(sizes) == 1 else f"sizes {times(sizes)}"
+    intro = (f"Headline figures of the committed runs ({at}), from `notebooks/results/` by "
              "`python benchmarks/prose.py`; each notebook's own reading says which differences exceed the "
              "seed spread:")
     return wrap(intro) + "\n\n" + bullets([HEADLINES[name](results[name]) + "." for name in HEADLINES

@@ -13,8 +13,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import prose  # noqa: E402
 
-BLOCKS = {"README.md": ["balancing-summary", "many-tasks-summary", "backends-summary", "serving-summary",
-                        "distribute-summary", "notebook-headlines"],
+BLOCKS = {"README.md": ["balancing-summary", "many-tasks-summary", "backends-summary", "steps-per-execution",
+                        "serving-summary", "distribute-summary", "notebook-headlines"],
           "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading"],
           "data/README.md": ["balancing-run", "balancing-tables", "balancing-reading"]}
 
@@ -106,6 +106,26 @@ def test_a_changed_figure_is_put_back(report):
 
 def _flat(text):
     return " ".join(text.split())
+
+
+# -- benchmarks/results/tensorflow.json (README's steps_per_execution sentence) -------------
+
+def test_steps_per_execution_is_the_ratio_the_harness_stored():
+    report = prose.load("tensorflow")
+    stored = {(t["row"], t["baseline"]): t["ratio"] for t in report["targets"]}
+    # both together against the defaults: the product of the two ratios the harness computed
+    factor = stored[("a-spe8/xla", "a/xla")] * stored[("a/xla", "a")]
+    text = _flat(prose.steps_per_execution(report))
+    if factor >= 1.05:
+        assert f"made training {factor:.2f}× faster than Keras's defaults" in text
+    elif factor <= 0.95:
+        assert f"made training {1 / factor:.2f}× slower than Keras's defaults" in text
+    assert f"`steps_per_execution=8` alone {stored[('a-spe8', 'a')]:.2f}×" in text
+
+    changed = copy.deepcopy(report)
+    rows = {row["id"]: row for row in changed["rows"]}
+    rows["a-spe8/xla"]["value"] = rows["a"]["value"] / 2
+    assert "made training 2.00× slower than Keras's defaults" in _flat(prose.steps_per_execution(changed))
 
 
 # -- benchmarks/results/balancing.json ------------------------------------------------------
