@@ -17,7 +17,10 @@ one untimed epoch (tracing), then ``--epochs`` timed epochs of ``--steps``
 steps; examples/s is the median epoch's rate, from the chief's callback.
 On a 2-core machine two workers share the cores each would use alone, so
 no speed-up is expected; the benchmark measures what the distribution costs.
-Prints a table and writes ``distribute.json``.
+Prints a table and writes ``distribute.json`` (with the time, load average and
+``tf.matmul`` rate at the start and end); ``--json`` writes
+``benchmarks/results/distribute.json`` instead, the file the README's figures
+come from (``python benchmarks/prose.py``).
 """
 
 from __future__ import annotations
@@ -128,6 +131,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="global batches per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one untimed)")
     parser.add_argument("--output", default="bench_results")
+    parser.add_argument("--json", action="store_true",
+                        help="write benchmarks/results/distribute.json (the README's figures) instead")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--strategy", action="store_true", help=argparse.SUPPRESS)
@@ -136,7 +141,13 @@ def main(argv=None):
     if args.worker:
         return _worker(args)
 
+    from harness import matmul_gflops
+    from load import now
+
+    if args.json:
+        args.output = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     os.makedirs(args.output, exist_ok=True)
+    start = {**now(), "matmul_gflops": round(matmul_gflops(2048, 3)[0], 1)}
     rows = []
     for name, workers, strategy in (("single", 1, False), ("1 worker", 1, True), ("2 workers", 2, True)):
         found, wall = _run_row(workers, strategy, args, args.output, name.replace(" ", "_"))
@@ -150,6 +161,7 @@ def main(argv=None):
             "epoch_seconds": chief["epoch_seconds"], "wall_s": wall,
             "final_loss": [w["losses"][-1] for w in found],
         })
+    end = {**now(), "matmul_gflops": round(matmul_gflops(2048, 3)[0], 1)}
     base = rows[0]["examples_per_s"]
     one_worker = rows[1]["examples_per_s"]
     for row in rows:
@@ -167,6 +179,7 @@ def main(argv=None):
               f"| {losses} |")
     report = {
         "rows": rows,
+        "start": start, "end": end,  # UTC time, load average and float32 2048³ matmul GFLOP/s
         "config": {"global_batch": BATCH, "steps_per_epoch": args.steps, "timed_epochs": args.epochs,
                    "network": "784-512-256, 4 binary heads, 30% missing", "optimizer": "adam",
                    "auto_shard_policy": "DATA"},

@@ -827,6 +827,7 @@ def machine_info() -> dict:
         "cpu_count": os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "loadavg_start": loadavg(),
+        "time_start": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
 
 
@@ -1023,7 +1024,7 @@ def write_results(rows: Sequence[Row], comparisons: Sequence[Target], settings: 
     """
     os.makedirs(directory, exist_ok=True)
     by_id = {r.id: r for r in rows}
-    machine = dict(machine, loadavg_end=loadavg())
+    machine = dict(machine, loadavg_end=loadavg(), time_end=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     report = {
         "machine": machine,
         "settings": dataclasses.asdict(settings),
@@ -1076,4 +1077,9 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     print(format_table(rows, comparisons))
     json_path, png_path = write_results(rows, comparisons, settings, machine, args.output)
     print(f"\nWrote {json_path} and {png_path}")
+    if args.json:  # the committed copy the READMEs' figures come from
+        committed = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"{machine['backend']}.json")
+        with open(json_path) as source, open(committed, "w") as target:
+            target.write(source.read())
+        print(f"Wrote {committed}")
     return 0

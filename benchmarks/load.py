@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Callable
 
-__all__ = ["CpuMeter", "loadavg", "wait_until_quiet"]
+__all__ = ["CpuMeter", "loadavg", "now", "wait_until_quiet"]
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -76,3 +76,8 @@ def wait_until_quiet(max_wait: float, quiet_cores: float, log: Callable[[str], N
             log(f"    waiting: other processes use {busy:.1f} cores (loadavg {loadavg()})")
             announced = True
         time.sleep(5.0)
+
+
+def now() -> dict:
+    """The UTC time and the load average, to stamp the start and end of a run."""
+    return {"time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "loadavg": loadavg()}

@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="bench_results",
                         help="directory for the results (default: bench_results)")
     parser.add_argument("--json", action="store_true",
-                        help="with --backends: also write backends.json to benchmarks/results/, the file "
-                             "the READMEs' figures come from (python benchmarks/prose.py)")
+                        help="also write the report to benchmarks/results/ (backends.json with --backends, "
+                             "else tensorflow.json, ...: the backend's name), the files the READMEs' figures "
+                             "come from (python benchmarks/prose.py)")
     parser.add_argument("--steps", type=_positive, help="steps per epoch (default 40)")
     parser.add_argument("--epochs", type=_positive, help="timed epochs after the first (default 3)")
     parser.add_argument("--rounds", type=_positive,
@@ -82,6 +83,4 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.backends and (args.backend or args.only or args.rows):
         parser.error("--backends runs its own rows on each backend; drop --backend, --only and --rows")
-    if args.json and not args.backends:
-        parser.error("--json writes the side-by-side report: use it with --backends")
     return args

@@ -1,38 +1,48 @@
-"""The benchmark figures the READMEs quote, rendered from the committed result files.
+"""The measured figures the READMEs quote, rendered from the committed result files.
 
-``python benchmarks/prose.py`` rewrites every marked block of ``README.md``
-and ``benchmarks/README.md``; ``--check`` only reports the blocks that differ
-from their result files (exit status 1). A block is the text between
-``<!-- figures:NAME -->`` and ``<!-- /figures -->``; everything outside the
-markers is left alone. The figures come from ``benchmarks/results/*.json``,
-which the benchmarks write with ``--json`` (``backends.json``: ``python
-benchmarks/run.py --backends tensorflow,jax,torch --json``).
+``python benchmarks/prose.py`` rewrites every marked block of ``README.md``,
+``benchmarks/README.md`` and ``data/README.md``; ``--check`` only reports the
+blocks that differ from their result files (exit status 1). A block is the
+text between ``<!-- figures:NAME -->`` and ``<!-- /figures -->``; everything
+outside the markers is left alone. ``RENDERERS`` maps each block to its
+result file and its render function; the files and what writes them:
+
+* ``benchmarks/results/backends.json``: ``python benchmarks/run.py --backends
+  tensorflow,jax,torch --json``;
+* ``benchmarks/results/tensorflow.json``: ``python benchmarks/run.py --backend
+  tensorflow --only a,e,g --rows a,a-spe8 --json`` (``steps_per_execution``);
+* ``benchmarks/results/many_tasks.json``: ``python benchmarks/many_tasks.py
+  --json benchmarks/results/many_tasks.json`` (``prose_many_tasks.py``);
+* ``benchmarks/results/balancing.json``: ``python benchmarks/balancing.py
+  --output benchmarks/results`` (``prose_balancing.py``);
+* ``benchmarks/results/serving.json`` and ``distribute.json``: ``python
+  benchmarks/serving.py --output benchmarks/results/serving.json``, ``python
+  benchmarks/distribute.py --json`` (``prose_deploy.py``);
+* ``notebooks/results/NN_name.json``: ``python notebooks/build.py --execute``
+  (``prose_notebooks.py``).
 
 Every figure and every word that depends on one (faster or slower, met or
-not, which backend) is computed here from the file, so a new run cannot
-leave a stale number or a stale conclusion in the prose.
+not, which backend) is computed from the file, so a new run cannot leave a
+stale number or a stale conclusion in the prose; ``tests/test_prose.py``
+fails when a block is stale.
 """
-
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
-from pathlib import Path
 
 from backends import MAX_WAIT, ROWS, TORCH_ROW, side_by_side
+from prose_balancing import balancing_reading, balancing_run, balancing_summary, balancing_tables
+from prose_deploy import distribute_summary, serving_summary
+from prose_many_tasks import many_tasks_reading, many_tasks_section, many_tasks_summary
+from prose_notebooks import load_notebooks, notebook_headlines
+from prose_text import ROOT, load
+from prose_text import times as _times
+from prose_text import wrap as _wrap
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.DOTALL)
-
-
-def load(name: str = "backends") -> dict:
-    """A result file of ``benchmarks/results``."""
-    with open(RESULTS / f"{name}.json") as f:
-        return json.load(f)
 
 
 # -- figures from a --backends report ------------------------------------------
@@ -76,11 +86,6 @@ def _spread(report, backend, rows=None) -> float:
     """The largest slowest-to-fastest round factor of a backend's rows."""
     found = [row for row_id, row in report["rows"][backend].items() if rows is None or row_id in rows]
     return max(max(r["value"] for r in row["rounds"]) / min(r["value"] for r in row["rounds"]) for row in found)
-
-
-def _times(values: list[str]) -> str:
-    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
-    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
 
 
 def _versions(report) -> str:
@@ -297,43 +302,40 @@ def backends_summary(report: dict) -> str:
     return "\n".join(lines) + "\n\n" + _wrap(text) + "\n"
 
 
-def _wrap(text: str, width: int = 78, indent: str = "") -> str:
-    """Breaks a paragraph at spaces (never inside a backtick span) into lines of about ``width``."""
-    lines, line, ticks = [], "", 0
-    for word in text.split(" "):
-        if line and len(line) + 1 + len(word) > width and ticks % 2 == 0:
-            lines.append(line)
-            line = indent + word
-        else:
-            line = f"{line} {word}" if line else word
-        ticks += word.count("`")
-    return "\n".join([*lines, line])
+# -- figures from a TensorFlow-only run (python benchmarks/run.py --backend tensorflow --json) ----------
+
+SPE_COMMAND = "python benchmarks/run.py --backend tensorflow --only a,e,g --rows a,a-spe8 --json"
 
 
-# -- figures from benchmarks/many_tasks.py ---------------------------------------
+def _compared(factor: float, than: str) -> str:
+    if factor >= 1.05:
+        return f"{factor:.2f}× faster than {than}"
+    if factor <= 0.95:
+        return f"{1 / factor:.2f}× slower than {than}"
+    return f"about as fast as {than} ({factor:.2f}×)"
 
-def many_tasks_summary(report: dict) -> str:
-    """README's sentences on many named tasks against one fused head, per backend."""
-    targets = {(t["backend"], t["tasks"], t["ratio"]): t for t in report["targets"]}
-    tasks = report["tasks"]
-    parts = []
-    for backend in report["backends"]:
-        steady = ", ".join(f"{targets[(backend, t, 'steady')]['value']:.2f}× at {t:,}" for t in tasks)
-        first = ", ".join(f"{targets[(backend, t, 'first_epoch')]['value']:.2f}×" for t in tasks)
-        parts.append(f"{NAMES[backend]} {steady} (first epoch {first})")
-    missed = [f"{NAMES[t['backend']]} {t['tasks']:,} tasks {t['ratio'].replace('_', ' ')}"
-              for t in report["targets"] if not t["met"]]
-    start, end = report["start"], report["end"]
-    settings = report["settings"]
-    text = (f"Measured by `python benchmarks/many_tasks.py` ({start['time'][:10]}, "
-            f"{settings['examples']:,} examples, batch {settings['batch_size']}, "
-            f"{int(settings['missing'] * 100)} % of labels missing, no metrics; load average "
-            f"{start['loadavg'].split()[0]} at the start, {end['loadavg'].split()[0]} at the end): named binary "
-            f"tasks train at " + "; ".join(parts) + " the speed of one plain `Dense(T)` head with a masked "
-            "loss (targets: ≥ 0.8×, first epoch ≤ 3×). "
-            + (f"Missed: {', '.join(missed)}. " if missed else "Every target met. ")
-            + "The rounds ran on a shared machine; `benchmarks/README.md` has the table, the matmul "
-            "rate beside each figure, and the caveats.")
+
+def steps_per_execution(report: dict) -> str:
+    """README.md: what ``steps_per_execution=8`` and XLA together buy on TensorFlow (rows a-spe8/xla, a)."""
+    rows = {row["id"]: row for row in report["rows"]}
+    base, both = rows["a"], rows["a-spe8/xla"]
+    factor = both["value"] / base["value"]
+    alone = {"`steps_per_execution=8`": rows["a-spe8"]["value"] / base["value"],
+             "`jit_compile=True`": rows["a/xla"]["value"] / base["value"]}
+    machine = report["machine"]
+    used = [base, both, rows["a-spe8"], rows["a/xla"]]
+    rates = [row["matmul_gflops"] for row in used]
+    others = max(row["other_cores"] or 0.0 for row in used)
+    compared = _compared(factor, "Keras's defaults")
+    text = (f"On TensorFlow, `compile(steps_per_execution=8, jit_compile=True)` made training {compared} "
+            f"({both['value']:,.0f} against {base['value']:,.0f} "
+            f"examples/s; " + ", ".join(f"{what} alone {value:.2f}×" for what, value in alone.items())
+            + f") in the TensorFlow-only run of {machine['time_start'][:10]} (`{SPE_COMMAND} --max-wait "
+            f"{report['settings']['max_wait']:g} --retries {report['settings']['retries']}`, best of "
+            f"{report['settings']['rounds']} rounds; load average {machine['loadavg_start'].split()[0]} at the "
+            f"start and {machine['loadavg_end'].split()[0]} at the end, other processes using up to "
+            f"{others:.1f} cores and the matmul at {min(rates):.0f}–{max(rates):.0f} GFLOP/s during these "
+            "rows' best rounds).")
     return _wrap(text) + "\n"
 
 
@@ -341,8 +343,15 @@ def many_tasks_summary(report: dict) -> str:
 
 # Each block: the result file it is rendered from, and how.
 RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("backends", backends_summary),
-             "many-tasks-summary": ("many_tasks", many_tasks_summary)}
-FILES = ("README.md", "benchmarks/README.md")
+             "many-tasks-summary": ("many_tasks", many_tasks_summary), "many-tasks": ("many_tasks", many_tasks_section),
+             "many-tasks-reading": ("many_tasks", many_tasks_reading),
+             "balancing-summary": ("balancing", balancing_summary), "balancing-run": ("balancing", balancing_run),
+             "balancing-tables": ("balancing", balancing_tables),
+             "balancing-reading": ("balancing", balancing_reading),
+             "steps-per-execution": ("tensorflow", steps_per_execution),
+             "notebook-headlines": ("notebooks", notebook_headlines),
+             "serving-summary": ("serving", serving_summary), "distribute-summary": ("distribute", distribute_summary)}
+FILES = ("README.md", "benchmarks/README.md", "data/README.md")
 
 
 def render(text: str, report: dict) -> str:
@@ -352,7 +361,8 @@ def render(text: str, report: dict) -> str:
         if name not in RENDERERS:
             raise KeyError(f"unknown figures block {name!r}; known: {sorted(RENDERERS)}")
         source, renderer = RENDERERS[name]
-        return match.group(1) + renderer(report if source == "backends" else load(source)) + match.group(4)
+        data = report if source == "backends" else load_notebooks() if source == "notebooks" else load(source)
+        return match.group(1) + renderer(data) + match.group(4)
 
     return BLOCK.sub(block, text)
 

@@ -19,10 +19,12 @@ Each case is warmed up (tracing included there), then called ``--calls``
 times; the table shows the median (p50) and 99th percentile (p99) latency
 of one call in milliseconds and the throughput at the median. Inputs are
 ``tf.Tensor`` objects made beforehand, so host-to-tensor conversion is not
-timed. Results are printed and written as JSON.
+timed. Results are printed and written as JSON, with the time, load average and
+``tf.matmul`` rate at the start and end; the README's serving figures come
+from ``benchmarks/results/serving.json`` (``python benchmarks/prose.py``).
 
 Example:
-    ``python benchmarks/serving.py --calls 200 --output serving.json``
+    ``python benchmarks/serving.py --calls 200 --output benchmarks/results/serving.json``
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from harness import matmul_gflops  # noqa: E402
+from load import now  # noqa: E402
 
 import keras_mtl as kmtl  # noqa: E402
 from keras_mtl.demo import build_street_model  # noqa: E402
@@ -168,13 +172,16 @@ def main(argv=None) -> int:
     if args.wait_quiet is not None:
         wait_until_quiet(args.wait_quiet)
     started = loadavg()
+    start = {**now(), "matmul_gflops": round(matmul_gflops(2048, 3)[0], 1)}
     print(f"Serving latency, {args.calls} calls per case after {args.warmup} warm-up calls "
           f"(load average {started})")
     rows = run(models, batch_sizes, args.calls, args.warmup)
+    end = {**now(), "matmul_gflops": round(matmul_gflops(2048, 3)[0], 1)}
     print()
     print(table(rows))
     result = {
         "rows": rows,
+        "start": start, "end": end,  # UTC time, load average and float32 2048³ matmul GFLOP/s
         "settings": {"calls": args.calls, "warmup": args.warmup, "models": models,
                      "batch_sizes": batch_sizes},
         "environment": {"python": platform.python_version(), "tensorflow": tf.__version__,

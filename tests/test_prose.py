@@ -5,6 +5,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,7 +13,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import prose  # noqa: E402
 
-BLOCKS = {"README.md": ["many-tasks-summary", "backends-summary"], "benchmarks/README.md": ["backends"]}
+BLOCKS = {"README.md": ["balancing-summary", "many-tasks-summary", "backends-summary", "steps-per-execution",
+                        "serving-summary", "distribute-summary", "notebook-headlines"],
+          "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading"],
+          "data/README.md": ["balancing-run", "balancing-tables", "balancing-reading"]}
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +102,176 @@ def test_a_changed_figure_is_put_back(report):
     assert prose.render(stale, report) == text
     with pytest.raises(KeyError, match="unknown figures block"):
         prose.render("<!-- figures:nothing -->\nx\n<!-- /figures -->", report)
+
+
+def _flat(text):
+    return " ".join(text.split())
+
+
+# -- benchmarks/results/tensorflow.json (README's steps_per_execution sentence) -------------
+
+def test_steps_per_execution_is_the_ratio_the_harness_stored():
+    report = prose.load("tensorflow")
+    stored = {(t["row"], t["baseline"]): t["ratio"] for t in report["targets"]}
+    # both together against the defaults: the product of the two ratios the harness computed
+    factor = stored[("a-spe8/xla", "a/xla")] * stored[("a/xla", "a")]
+    text = _flat(prose.steps_per_execution(report))
+    if factor >= 1.05:
+        assert f"made training {factor:.2f}× faster than Keras's defaults" in text
+    elif factor <= 0.95:
+        assert f"made training {1 / factor:.2f}× slower than Keras's defaults" in text
+    assert f"`steps_per_execution=8` alone {stored[('a-spe8', 'a')]:.2f}×" in text
+
+    changed = copy.deepcopy(report)
+    rows = {row["id"]: row for row in changed["rows"]}
+    rows["a-spe8/xla"]["value"] = rows["a"]["value"] / 2
+    assert "made training 2.00× slower than Keras's defaults" in _flat(prose.steps_per_execution(changed))
+
+
+# -- benchmarks/results/balancing.json ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def balancing():
+    return prose.load("balancing")
+
+
+def test_balancing_tables_are_the_summaries_of_the_runs(balancing):
+    tables = prose.balancing_tables(balancing)
+    mnist = balancing["task_sets"]["multi_mnist"]
+    # GradNorm's left accuracy and Δm, recomputed from its three runs (population std, as the benchmark)
+    runs = [r for r in mnist["runs"] if r["config"] == "GradNorm"]
+    left = np.array([r["metric"]["left"] for r in runs]) * 100
+    cells = _cells(tables, str(mnist["summary"]["GradNorm"]["rank"]))
+    assert cells[0] == "`GradNorm`"
+    assert cells[1] == f"{left.mean():.2f} ± {left.std():.2f}"
+    delta = mnist["summary"]["GradNorm"]["delta_m"][0]
+    assert cells[3].startswith(f"+{delta:.2f} ± ") and delta > 0
+    # the tuned row: a negative Δm printed with a minus sign, and the chosen learning rate
+    assert "| 1 | `FixedWeights`, tuned lr 3e-3 | 89.82 ± 0.08 |" in tables
+    assert "| −1.62 ± 0.27 |" in tables
+
+
+def test_balancing_run_conditions_come_from_the_file(balancing):
+    text = _flat(prose.balancing_run(balancing))
+    steps = [1000 * r["step_seconds"] for r in balancing["task_sets"]["multi_mnist"]["runs"]
+             if r["config"] == "FixedWeights"]
+    assert f"MultiMNIST: {min(steps):.1f}–{max(steps):.1f} ms per step" in text
+    assert f"{balancing['total_seconds'] / 60:.1f} minutes" in text
+    assert f"matmul {balancing['machine']['matmul_gflops_2048_before']:.1f} GFLOP/s before" in text
+
+
+def test_balancing_summary_follows_the_numbers(balancing):
+    text = _flat(prose.balancing_summary(balancing))
+    assert "no strategy at that learning rate beats the single-task networks" in text
+    assert "rank first on both, beyond the seed spread (Δm −1.6 % and −21.6 %)" in text
+    assert "(here 15th of 16 on MultiMNIST)" in text
+
+    changed = copy.deepcopy(balancing)
+    mnist = changed["task_sets"]["multi_mnist"]["summary"]
+    mnist["ScaleInvariant"]["delta_m"][0] = -0.5              # an untuned strategy beats single tasks
+    mnist["ScaleInvariant"]["delta_m_per_seed"][0] = -9.0     # and the tuned row no longer leads every seed
+    text = _flat(prose.balancing_summary(changed))
+    assert "only `ScaleInvariant` on MultiMNIST beats the single-task networks" in text
+    assert "Δm (lower is better) runs from −0.5 % (`ScaleInvariant`)" in text
+    assert "though not in every seed" in text
+
+
+def test_balancing_reading_counts_seeds_and_compares_per_seed(balancing):
+    text = _flat(prose.balancing_reading(balancing))
+    summary = balancing["task_sets"]["multi_mnist"]["summary"]
+    strategies = [c for c, e in summary.items() if "rank" in e and c != "FixedWeights (tuned lr)"]
+    worst = [int(np.argmax(summary[c]["delta_m_per_seed"])) for c in strategies]
+    assert f"Seed 2 is the worst for {worst.count(2)} of the {len(strategies)} strategies" in text
+    conflict = balancing["task_sets"]["scale_conflict"]["summary"]
+    gains = np.subtract(conflict["FixedWeights"]["delta_m_per_seed"], conflict["PCGrad"]["delta_m_per_seed"])
+    assert f"by {gains.min():.1f}–{gains.max():.1f} points" in text
+    assert "on MultiMNIST `PCGrad` is no better than `FixedWeights`" in text
+
+    changed = copy.deepcopy(balancing)
+    fixed = changed["task_sets"]["multi_mnist"]["summary"]["FixedWeights"]["delta_m_per_seed"]
+    changed["task_sets"]["multi_mnist"]["summary"]["PCGrad"]["delta_m_per_seed"] = [v - 0.5 for v in fixed]
+    assert ("on MultiMNIST `PCGrad` is better than `FixedWeights` in every seed, by 0.5 points"
+            in _flat(prose.balancing_reading(changed)))
+
+
+# -- benchmarks/results/serving.json and distribute.json ------------------------------------
+
+def test_serving_table_and_reading(tmp_path):
+    report = prose.load("serving")
+    text = prose.serving_summary(report)
+    row = next(r for r in report["rows"] if (r["model"], r["batch"], r["method"]) == ("mlp", 1, "keras_call"))
+    assert _cells(text, "MLP 784→512→256, 4 tasks, 1")[1] == f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f}"
+    assert f"{report['start']['time'][:10]}" in text and "serve the SavedModel" in text
+
+    slow = copy.deepcopy(report)  # the SavedModel slower than eager Keras at batch 1
+    for r in slow["rows"]:
+        if r["method"] == "saved_model" and r["batch"] == 1:
+            r["p50_ms"] = 1000.0
+    text = _flat(prose.serving_summary(slow))
+    assert "not faster than an eager call at batch 1" in text and "serve the SavedModel" not in text
+    assert "slower than Keras's compiled predict step" not in text  # batch 256 still as fast: mixed
+
+
+def test_distribute_table_and_reading():
+    report = prose.load("distribute")
+    text = prose.distribute_summary(report)
+    two = report["rows"][2]
+    assert _cells(text, "two workers")[:2] == [f"{two['examples_per_s']:,.0f}",
+                                                f"{two['examples_per_s'] / report['rows'][0]['examples_per_s']:.2f}"]
+    assert "the second worker only adds contention" in _flat(text)
+
+    faster = copy.deepcopy(report)
+    faster["rows"][2]["ratio_vs_single"] = 1.8
+    assert "two workers ran 1.80× as fast as one process" in _flat(prose.distribute_summary(faster))
+
+
+# -- benchmarks/results/many_tasks.json (benchmarks/README) ---------------------------------
+
+def test_many_tasks_section_counts_the_busy_measurements():
+    report = prose.load("many_tasks")
+    text = _flat(prose.many_tasks_section(report))
+    measured = [m for rounds in report["raw"].values() for r in rounds for row in r["rows"].values()
+                for m in row.values()]
+    busy = sum(m["other_cores"] > 0.5 for m in measured)
+    assert f"during {busy} of the {len(measured)} measurements" in text
+    assert report["table_markdown"] in prose.many_tasks_section(report)
+
+
+def test_many_tasks_reading_per_backend_and_round():
+    report = prose.load("many_tasks")
+    text = _flat(prose.many_tasks_reading(report))
+    rounds = [r["rows"]["100"]["keras_mtl"]["value"] / r["rows"]["100"]["plain"]["value"]
+              for r in report["raw"]["tensorflow"]]
+    assert "**TensorFlow** meets every target" in text
+    assert "round by round " + ", ".join(f"{v:.2f}" for v in rounds) + " and" in text
+    assert "**JAX** misses the steady-rate target at 100 tasks and the pipeline target at 1,000 tasks" in text
+
+    changed = copy.deepcopy(report)
+    for target in changed["targets"]:
+        if target["backend"] == "jax":
+            target["met"] = target["met"] if target["met"] is None else True
+    assert "**JAX** meets every target" in _flat(prose.many_tasks_reading(changed))
+
+
+# -- notebooks/results/*.json ---------------------------------------------------------------
+
+def test_notebook_headlines_say_the_size_and_the_figures():
+    results = prose.load_notebooks()
+    text = _flat(prose.notebook_headlines(results))
+    digits = results["07_real_digits"]
+    scarce = digits["by_fraction"]["0.02"]
+    assert f"`07_real_digits` (size {digits['size']}, seeds 0, 1 and 2)" in text
+    assert f"{scarce['multi']:.3f} against {scarce['separate']:.3f} with ~{scarce['labels_per_task']}" in text
+    streets = results["01_street_scenes"]
+    assert f"`01_street_scenes` (size {streets['size']}, seed {streets['seed']})" in text
+    many = results["04_many_tasks"]
+    assert f"{many['alone_auc']:.3f} alone" in text
+
+    rerun = copy.deepcopy(results)  # a full-size rerun with other figures: the text follows
+    rerun["04_many_tasks"].update(size="full", seeds=[0, 1, 2], alone_auc=0.5, gain_with_most_others=-0.1)
+    rerun["07_real_digits"]["by_fraction"]["0.02"]["multi_minus_separate"] = -0.01
+    rerun["07_real_digits"]["by_fraction"]["0.05"]["multi_minus_separate"] = -0.02
+    text = _flat(prose.notebook_headlines(rerun))
+    assert "`04_many_tasks` (size full, seeds 0, 1 and 2): the target tasks' mean AUC 0.500 alone" in text
+    assert "(−0.100, mean over the seeds)" in text
+    assert "network trailed four separate networks while labels were scarce" in text
