@@ -18,6 +18,8 @@ result file and its render function; the files and what writes them:
 * ``benchmarks/results/serving.json`` and ``distribute.json``: ``python
   benchmarks/serving.py --output benchmarks/results/serving.json``, ``python
   benchmarks/distribute.py --json`` (``prose_deploy.py``);
+* ``benchmarks/results/representation.json``: ``python benchmarks/representation.py
+  --output benchmarks/results`` (``prose_representation.py``);
 * ``notebooks/results/NN_name.json``: ``python notebooks/build.py --execute``
   (``prose_notebooks.py``).
 
@@ -37,6 +39,7 @@ from prose_balancing import balancing_reading, balancing_run, balancing_summary,
 from prose_deploy import distribute_summary, serving_summary
 from prose_many_tasks import many_tasks_reading, many_tasks_section, many_tasks_summary
 from prose_notebooks import load_notebooks, notebook_headlines
+from prose_representation import representation_summary
 from prose_text import ROOT, load
 from prose_text import times as _times
 from prose_text import wrap as _wrap
@@ -350,7 +353,8 @@ RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("b
              "balancing-reading": ("balancing", balancing_reading),
              "steps-per-execution": ("tensorflow", steps_per_execution),
              "notebook-headlines": ("notebooks", notebook_headlines),
-             "serving-summary": ("serving", serving_summary), "distribute-summary": ("distribute", distribute_summary)}
+             "serving-summary": ("serving", serving_summary), "distribute-summary": ("distribute", distribute_summary),
+             "representation-summary": ("representation", representation_summary)}
 FILES = ("README.md", "benchmarks/README.md", "data/README.md")
 
 

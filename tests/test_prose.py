@@ -13,8 +13,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import prose  # noqa: E402
 
-BLOCKS = {"README.md": ["balancing-summary", "many-tasks-summary", "backends-summary", "steps-per-execution",
-                        "serving-summary", "distribute-summary", "notebook-headlines"],
+BLOCKS = {"README.md": ["representation-summary", "balancing-summary", "many-tasks-summary", "backends-summary",
+                        "steps-per-execution", "serving-summary", "distribute-summary", "notebook-headlines"],
           "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading"],
           "data/README.md": ["balancing-run", "balancing-tables", "balancing-reading"]}
 
@@ -223,6 +223,19 @@ def test_distribute_table_and_reading():
     faster = copy.deepcopy(report)
     faster["rows"][2]["ratio_vs_single"] = 1.8
     assert "two workers ran 1.80× as fast as one process" in _flat(prose.distribute_summary(faster))
+
+
+def test_representation_table_and_reading():
+    report = prose.load("representation")
+    text = prose.representation_summary(report)
+    times = report["step_ms"]["mlp_10"]
+    base = times["FixedWeights"]
+    assert _cells(text, "`MGDA`")[2:] == [f"{times['MGDA:parameters'] / base:.2f}",
+                                          f"{times['MGDA:representation'] / base:.2f}"]
+
+    slower = copy.deepcopy(report)  # the representation step slower than the parameters one
+    slower["step_ms"]["mlp_10"]["UPGrad:representation"] = 100 * slower["step_ms"]["mlp_10"]["UPGrad:parameters"]
+    assert "except `UPGrad`, slower there" in _flat(prose.representation_summary(slower))
 
 
 # -- benchmarks/results/many_tasks.json (benchmarks/README) ---------------------------------
