@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import prose  # noqa: E402
 
-BLOCKS = {"README.md": ["many-tasks-summary", "backends-summary"], "benchmarks/README.md": ["backends"]}
+BLOCKS = {"README.md": ["demo", "many-tasks-summary", "backends-summary"], "benchmarks/README.md": ["backends"]}
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,18 @@ def test_a_changed_figure_is_put_back(report):
     assert prose.render(stale, report) == text
     with pytest.raises(KeyError, match="unknown figures block"):
         prose.render("<!-- figures:nothing -->\nx\n<!-- /figures -->", report)
+
+
+def test_the_demo_paragraph_quotes_the_demo_run():
+    report = prose.load("demo")
+    text = prose.demo_summary(report).replace("\n", " ")
+    auc = " / ".join(f"{v:.3f}" for v in report["test_auc"].values())
+    assert f"{report['demo_seconds']:.0f} s wall clock" in text and auc in text
+    scaled = report["demo_seconds_at_reference"]   # time × the faster matmul rate / 156
+    rate = max(report["matmul_gflops_before"], report["matmul_gflops_after"])
+    assert scaled == pytest.approx(report["demo_seconds"] * rate / 156, abs=0.1)
+    verdict = "within" if scaled <= 180 else "over"
+    assert f"that is {scaled:.0f} s: {verdict} the 180 s budget" in text
+    slow = {**report, "demo_seconds_at_reference": 181.0, "test_auc": {**report["test_auc"], "pedestrian": 0.94}}
+    text = prose.demo_summary(slow).replace("\n", " ")
+    assert "over the 180 s budget" in text and "pedestrian below AUC 0.95" in text
