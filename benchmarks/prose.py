@@ -342,6 +342,43 @@ def steps_per_execution(report: dict) -> str:
     return _wrap(text) + "\n"
 
 
+# -- figures from benchmarks/demo.py ------------------------------------------------
+
+DEMO_PHASES = {"draw": "drawing the scenes", "build": "model and pipelines", "train": "training",
+               "evaluate": "test evaluation", "plots": "plots", "export": "SavedModel export"}
+
+
+def demo_summary(report: dict) -> str:
+    """README's paragraph on the demo's wall time, its phases, its budget and its test figures."""
+    phases = report.get("phase_seconds") or {}
+    parts = [f"{DEMO_PHASES.get(name, name)} {seconds:.0f} s" for name, seconds in phases.items()]
+    epochs = report.get("epoch_seconds") or []
+    if epochs and "train" in phases:
+        index = list(phases).index("train")
+        parts[index] += f" ({_times([f'{s:.0f}' for s in epochs])} s per epoch)"
+    rate = max(report["matmul_gflops_before"], report["matmul_gflops_after"])
+    scaled, budget = report["demo_seconds_at_reference"], report["reference_budget_seconds"]
+    names = list(report["test_auc"])
+    auc = " / ".join(f"{report['test_auc'][n]:.3f}" for n in names)
+    accuracy = report.get("test_accuracy") or {}
+    low = [n.replace("_", " ") for n in names if report["test_auc"][n] < 0.95]
+    hardest = min(names, key=report["test_auc"].get)
+    text = (f"Measured by `python benchmarks/demo.py` on the {report['cpus']}-core development machine "
+            f"({report['date']}, default settings, other jobs on the cores: load average "
+            f"{' / '.join(f'{v:.1f}' for v in report['load_average'])} over 1 / 5 / 15 min at the end): "
+            f"{report['demo_seconds']:.0f} s wall clock in all — " + ", ".join(parts) + " — with the TF "
+            f"2048³ matmul at {report['matmul_gflops_before']:.0f} GFLOP/s before the run and "
+            f"{report['matmul_gflops_after']:.0f} after. Scaled by the faster rate, {rate:.0f} GFLOP/s, to the "
+            f"{report['reference_gflops']:.0f} GFLOP/s reference that is {scaled:.0f} s: "
+            + (f"within the {budget:.0f} s budget" if scaled <= budget else f"over the {budget:.0f} s budget")
+            + f". Test AUC {' / '.join(n.replace('_', ' ') for n in names)} {auc}"
+            + (f" (accuracy {' / '.join(f'{accuracy[n]:.2f}' for n in names)})" if accuracy else "")
+            + ", every AUC over all 2,000 test images: "
+            + ("every object at AUC ≥ 0.95" if not low else f"{_times(low)} below AUC 0.95")
+            + f", the {hardest.replace('_', ' ')} the hardest. `benchmarks/results/demo.json` holds the run.")
+    return _wrap(text) + "\n"
+
+
 # -- the files and their blocks ------------------------------------------------
 
 # Each block: the result file it is rendered from, and how.
@@ -354,7 +391,8 @@ RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("b
              "steps-per-execution": ("tensorflow", steps_per_execution),
              "notebook-headlines": ("notebooks", notebook_headlines),
              "serving-summary": ("serving", serving_summary), "distribute-summary": ("distribute", distribute_summary),
-             "representation-summary": ("representation", representation_summary)}
+             "representation-summary": ("representation", representation_summary),
+             "demo": ("demo", demo_summary)}
 FILES = ("README.md", "benchmarks/README.md", "data/README.md")
 
 

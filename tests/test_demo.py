@@ -95,8 +95,36 @@ def test_demo_benchmark_scales_the_time_to_the_reference_machine(monkeypatch, tm
     monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(keras_mtl.demo, "run_demo",
                         lambda output, size, verbose: {n: {"auc": 0.96} for n in OBJECT_TASKS})
-    result = bench.main(["--size", "full", "--output", str(tmp_path)])
+    result = bench.main(["--size", "full", "--output", str(tmp_path), "--results", str(tmp_path / "demo.json")])
     assert result["demo_seconds"] == 100.0
     assert result["demo_seconds_at_reference"] == pytest.approx(100.0 * 312.0 / 156.0, abs=0.05)
     assert result["within_budget"] is False   # 200 s at the reference, over its 180 s
     assert json.loads((tmp_path / "demo_benchmark.json").read_text()) == result
+    assert json.loads((tmp_path / "demo.json").read_text()) == result
+
+
+def test_pooling_first_computes_the_same_function_at_inference():
+    """Max pooling commutes with ReLU and with an increasing affine map (BN at inference, gamma > 0)."""
+    from keras_mtl.demo import build_street_model
+
+    classic = build_street_model(image_size=32, width=4)
+    pooled = build_street_model(image_size=32, width=4, pool_first=True)
+    rng = np.random.default_rng(0)
+    for layer in classic.layers:
+        if layer.name.startswith("norm"):   # positive scales, any shifts and moving statistics
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(size=beta.shape),
+                               rng.normal(size=mean.shape), rng.uniform(0.5, 2, variance.shape)])
+    pooled.set_weights(classic.get_weights())
+    images = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    expected, got = classic.predict(images, verbose=0), pooled.predict(images, verbose=0)
+    for name in OBJECT_TASKS:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6)
+    # A negative scale breaks the commutation: the two orders then differ.
+    norm = classic.get_layer("norm1")
+    gamma, *rest = norm.get_weights()
+    norm.set_weights([-gamma, *rest])
+    pooled.set_weights(classic.get_weights())
+    differ = [np.abs(pooled.predict(images, verbose=0)[n] - classic.predict(images, verbose=0)[n]).max()
+              for n in OBJECT_TASKS]
+    assert max(differ) > 1e-3

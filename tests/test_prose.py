@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import prose  # noqa: E402
 
-BLOCKS = {"README.md": ["representation-summary", "balancing-summary", "many-tasks-summary", "backends-summary",
+BLOCKS = {"README.md": ["demo", "representation-summary", "balancing-summary", "many-tasks-summary", "backends-summary",
                         "steps-per-execution", "serving-summary", "distribute-summary", "notebook-headlines"],
           "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading"],
           "data/README.md": ["balancing-run", "balancing-tables", "balancing-reading"]}
@@ -288,3 +288,18 @@ def test_notebook_headlines_say_the_size_and_the_figures():
     assert "`04_many_tasks` (size full, seeds 0, 1 and 2): the target tasks' mean AUC 0.500 alone" in text
     assert "(−0.100, mean over the seeds)" in text
     assert "network trailed four separate networks while labels were scarce" in text
+
+
+def test_the_demo_paragraph_quotes_the_demo_run():
+    report = prose.load("demo")
+    text = prose.demo_summary(report).replace("\n", " ")
+    auc = " / ".join(f"{v:.3f}" for v in report["test_auc"].values())
+    assert f"{report['demo_seconds']:.0f} s wall clock" in text and auc in text
+    scaled = report["demo_seconds_at_reference"]   # time × the faster matmul rate / 156
+    rate = max(report["matmul_gflops_before"], report["matmul_gflops_after"])
+    assert scaled == pytest.approx(report["demo_seconds"] * rate / 156, abs=0.1)
+    verdict = "within" if scaled <= 180 else "over"
+    assert f"that is {scaled:.0f} s: {verdict} the 180 s budget" in text
+    slow = {**report, "demo_seconds_at_reference": 181.0, "test_auc": {**report["test_auc"], "pedestrian": 0.94}}
+    text = prose.demo_summary(slow).replace("\n", " ")
+    assert "over the 180 s budget" in text and "pedestrian below AUC 0.95" in text

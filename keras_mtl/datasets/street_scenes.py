@@ -32,7 +32,10 @@ keras_mtl's ``MISSING`` sentinel.
 from __future__ import annotations
 
 import math
+import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -58,6 +61,8 @@ _MIN_IMAGE_SIZE = 32
 # Pixels per chunk: 256 images at 64x64. Bounds the float32 working set to
 # roughly 50 MB whatever the image size.
 _CHUNK_PIXELS = 256 * 64 * 64
+# Threads drawing chunks at once: one per core, up to 4.
+_DRAWING_THREADS = min(4, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------------------
@@ -101,20 +106,42 @@ def _validate(num_examples: int, image_size: int, seed: int, missing: str, fract
                          f"1: every object carries the shared marking), got {relatedness!r}.")
 
 
+def _draw_chunk(index: int, n: int, image_size: int, seed: int, missing: str, fraction: float,
+                relatedness: float) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(images, full labels, missing masks) of chunk ``index``, which holds ``n`` scenes."""
+    # Independent streams per chunk and purpose: the pictures do not change
+    # with the missing-label pattern, only which labels are hidden.
+    images, labels = render_scenes(np.random.default_rng([seed, index, 0]), n, image_size,
+                                   relatedness=float(relatedness),
+                                   mark_rng=np.random.default_rng([seed, index, 2]))
+    masks = _missing_masks(np.random.default_rng([seed, index, 1]), n, missing, float(fraction))
+    return images, labels, masks
+
+
 def _iter_chunks(
     num_examples: int, image_size: int, seed: int, missing: str, fraction: float, relatedness: float = 0.0
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """Yields (images, full labels, missing masks) chunk by chunk."""
+    """Yields (images, full labels, missing masks) chunk by chunk, in order.
+
+    Chunks are drawn by a few threads at once (NumPy releases the GIL inside
+    its array operations); each has its own random streams, so the arrays do
+    not depend on which thread drew them or when.
+    """
     chunk = max(1, _CHUNK_PIXELS // (image_size * image_size))
-    for index, start in enumerate(range(0, num_examples, chunk)):
-        n = min(chunk, num_examples - start)
-        # Independent streams per chunk and purpose: the pictures do not change
-        # with the missing-label pattern, only which labels are hidden.
-        images, labels = render_scenes(np.random.default_rng([seed, index, 0]), n, image_size,
-                                       relatedness=float(relatedness),
-                                       mark_rng=np.random.default_rng([seed, index, 2]))
-        masks = _missing_masks(np.random.default_rng([seed, index, 1]), n, missing, float(fraction))
-        yield images, labels, masks
+    sizes = [min(chunk, num_examples - start) for start in range(0, num_examples, chunk)]
+    workers = min(_DRAWING_THREADS, len(sizes))
+    if workers < 2:
+        for index, n in enumerate(sizes):
+            yield _draw_chunk(index, n, image_size, seed, missing, fraction, relatedness)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque()  # at most 2 chunks per thread in flight bounds the memory
+        for index, n in enumerate(sizes):
+            pending.append(pool.submit(_draw_chunk, index, n, image_size, seed, missing, fraction, relatedness))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def generate_street_scenes(
@@ -133,7 +160,7 @@ def generate_street_scenes(
     0.5, and half of the images hold 1 to 3 cars; all independently, at random
     positions and scales (0.6-1.4x), overlapping in depth order. An object
     hidden by more than 70 % behind nearer ones counts as absent. Drawing is
-    vectorised over chunks of images.
+    vectorised over chunks of images, several chunks at once on several cores.
 
     Missing labels: with ``missing="uniform"`` each (image, object) label is
     hidden independently with probability ``missing_fraction``. With
