@@ -13,6 +13,7 @@ of tensor operations (:class:`FusedTaskLoss`).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import keras
@@ -232,14 +233,27 @@ class ForwardRecord:
         # The trunk's output of the latest forward pass, noted by the layer that
         # reads it; plus a zero probe a training step may set, to differentiate
         # with respect to it where intermediate tensors have no gradient (JAX).
-        self.representation = None
-        self.probe = None
+        # Per thread: MirroredStrategy traces each replica's step in its own.
+        self._replica = threading.local()
+
+    @property
+    def representation(self):
+        """The shared representation of this thread's latest forward pass (``None`` before one)."""
+        return getattr(self._replica, "representation", None)
+
+    @property
+    def probe(self):
+        return getattr(self._replica, "probe", None)
+
+    @probe.setter
+    def probe(self, value):
+        self._replica.probe = value
 
     def tap(self, features):
         """Notes ``features`` (the shared representation) and returns it, plus the probe if set."""
         if self.probe is not None:
             features = features + ops.cast(self.probe, features.dtype)
-        self.representation = features
+        self._replica.representation = features
         return features
 
     def note(self, name, logits, output):
