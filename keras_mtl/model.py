@@ -187,7 +187,7 @@ class MultiTaskModel(keras.Model):
         self._compiled = None
         self._step_training = False
         self._logits = _LogitsForward(self)
-        self._fused_step = False
+        self._fused_steps = 0  # steps under way (MirroredStrategy traces each replica's in a thread)
 
     # -- tasks ----------------------------------------------------------------
 
@@ -593,7 +593,7 @@ class MultiTaskModel(keras.Model):
         return [g * ops.cast(scale, g.dtype) for g in gradients]
 
     def call(self, inputs, training=None, mask=None, **kwargs):
-        if self._fused_step:
+        if self._fused_steps:
             return self._logits.model(inputs, training=training)
         return super().call(inputs, training=training, mask=mask, **kwargs)
 
@@ -605,15 +605,15 @@ class MultiTaskModel(keras.Model):
         (PyTorch) building, flattening and repacking a dict of 1,000 outputs
         would cost every step more than the layers themselves.
         """
-        self._fused_step = True
+        self._fused_steps += 1
         try:
             yield
         finally:
-            self._fused_step = False
+            self._fused_steps -= 1
 
     def _step_logits(self, y_pred):
         """The fused logits behind ``y_pred``, or ``None`` for predictions of unknown origin."""
-        if self._fused_step and not isinstance(y_pred, dict):
+        if self._fused_steps and not isinstance(y_pred, dict):
             return y_pred  # what call returned in this step (JAX hands back a new tracer of it)
         return self._record.logits_for(y_pred)
 
