@@ -14,6 +14,7 @@ of tensor operations (:class:`FusedTaskLoss`).
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import keras
@@ -32,6 +33,7 @@ __all__ = [
     "TaskMetrics",
     "TaskOutput",
     "TaskOutputs",
+    "TaskOutputView",
     "logits_from_outputs",
     "stack_groups",
     "stack_weights",
@@ -386,6 +388,41 @@ class TaskOutputs(keras.layers.Layer):
         return config
 
 
+class TaskOutputView(Mapping):
+    """``{task name: output}`` computed from the fused logits when read.
+
+    What the model's output dict holds, without building it: training
+    steps that run on the fused logits hand this to the metrics, and only
+    the tasks whose outputs are read (tasks with metrics of their own)
+    cost a slice and an activation, the same ones :class:`TaskOutputs`
+    applies.
+
+    Args:
+        logits: fused logits ``(batch, layout.units)``.
+        layout: the model's :class:`HeadLayout`.
+
+    Example:
+        >>> layout = HeadLayout([Task("car"), Task("weather", kind="categorical", num_classes=2)])
+        >>> view = TaskOutputView(ops.zeros((1, 3)), layout)
+        >>> sorted(view), [float(v) for v in ops.convert_to_numpy(view["weather"])[0]]
+        (['car', 'weather'], [0.5, 0.5])
+    """
+
+    def __init__(self, logits, layout: HeadLayout):
+        self.logits, self.layout = logits, layout
+
+    def __getitem__(self, name):
+        block = self.layout.block(name)
+        activation = keras.activations.get(block.task.activation)
+        return ops.cast(activation(self.logits[:, block.start:block.stop]), "float32")
+
+    def __iter__(self):
+        return (task.name for task in self.layout.tasks)
+
+    def __len__(self):
+        return len(self.layout.blocks)
+
+
 def logits_from_outputs(y_pred: dict, layout: HeadLayout, epsilon: float = 1e-7):
     """Fused logits recovered from outputs in user units (for foreign predictions).
 
@@ -583,7 +620,7 @@ class TaskMetrics(keras.metrics.Metric):
                 every task's output.
             stacked: the groups' label matrices, if already computed.
         """
-        batch_size = ops.shape(y_pred[self.layout.tasks[0].name])[0]
+        batch_size = ops.shape(logits if logits is not None else y_pred[self.layout.tasks[0].name])[0]
         if stacked is None:
             stacked = stack_groups(y, self.layout, batch_size)
         matrices = dict(zip((g.key for g in self.layout.groups), stacked))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -19,6 +21,7 @@ from keras_mtl.heads import (
     TaskMetrics,
     TaskOutput,
     TaskOutputs,
+    TaskOutputView,
     logits_from_outputs,
     stack_groups,
 )
@@ -32,6 +35,17 @@ SHARING_LAYER = "sharing"
 OUTPUTS_LAYER = "task_outputs"
 # Up to this many tasks, training logs every task's loss and metrics.
 LOG_EVERY_TASK_UP_TO = 16
+
+
+class _LogitsForward:
+    """The model's graph up to the fused logits, sharing the model's layers.
+
+    Held outside Keras's tracking (no second copy of the layers in
+    ``summary()``, saved files or checkpoints).
+    """
+
+    def __init__(self, model):
+        self.model = keras.Model(model.input, model.get_layer(HEADS_LAYER).output)
 
 
 class _Compiled:
@@ -173,6 +187,8 @@ class MultiTaskModel(keras.Model):
         self._metric_slot = []
         self._compiled = None
         self._step_training = False
+        self._logits = _LogitsForward(self)
+        self._fused_steps = 0  # steps under way (MirroredStrategy traces each replica's in a thread)
 
     # -- tasks ----------------------------------------------------------------
 
@@ -456,7 +472,7 @@ class MultiTaskModel(keras.Model):
         """
         self._require_compiled()
         y = self._labels_by_task(y)
-        logits = self._record.logits_for(y_pred)
+        logits = self._step_logits(y_pred)
         if logits is None:  # predictions that did not come from this model's forward pass
             logits = logits_from_outputs(self._labels_by_task(y_pred), self._layout)
         stacked = stack_groups(y, self._layout, ops.shape(logits)[0])
@@ -506,8 +522,10 @@ class MultiTaskModel(keras.Model):
         self._require_compiled()
         y = self._labels_by_task(y)
         task_metrics = self._metric(TaskMetrics)
-        task_metrics.update_state(y, self._labels_by_task(y_pred), sample_weight,
-                                  logits=self._record.logits_for(y_pred))
+        logits = self._step_logits(y_pred)
+        outputs = TaskOutputView(logits, self._layout) if not isinstance(y_pred, dict) and logits is not None \
+            else self._labels_by_task(y_pred)
+        task_metrics.update_state(y, outputs, sample_weight, logits=logits)
         # Set by loss_terms earlier in the same step (the same trace on every backend;
         # under tf.distribute every replica's step sets the same value).
         if self._step_training and not self._compiled.log_every_task:
@@ -644,15 +662,45 @@ class MultiTaskModel(keras.Model):
         scale = self.optimizer.scale_loss(ops.convert_to_tensor(1.0, "float32"))
         return [g * ops.cast(scale, g.dtype) for g in gradients]
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if self._fused_steps:
+            return self._logits.model(inputs, training=training)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    @contextlib.contextmanager
+    def _on_fused_logits(self):
+        """Within a training or test step the forward pass stops at the fused logits.
+
+        The loss and the metrics need nothing else, and on an eager backend
+        (PyTorch) building, flattening and repacking a dict of 1,000 outputs
+        would cost every step more than the layers themselves.
+        """
+        self._fused_steps += 1
+        try:
+            yield
+        finally:
+            self._fused_steps -= 1
+
+    def _step_logits(self, y_pred):
+        """The fused logits behind ``y_pred``, or ``None`` for predictions of unknown origin."""
+        if self._fused_steps and not isinstance(y_pred, dict):
+            return y_pred  # what call returned in this step (JAX hands back a new tracer of it)
+        return self._record.logits_for(y_pred)
+
     def train_step(self, *args):
         # Keras's own step (through compute_loss), except for strategies that
         # need per-task gradients: the step of keras_mtl.backend for this backend.
         self._require_compiled()
-        if self.balancing.gradient_scope is None:
-            return super().train_step(*args)
-        if _wrt_representation(self.balancing):
-            return backend_lib.representation_train_step(self, *args)
-        return backend_lib.train_step(self, *args)
+        with self._on_fused_logits():
+            if self.balancing.gradient_scope is None:
+                return super().train_step(*args)
+            if _wrt_representation(self.balancing):
+                return backend_lib.representation_train_step(self, *args)
+            return backend_lib.train_step(self, *args)
+
+    def test_step(self, *args):
+        with self._on_fused_logits():
+            return super().test_step(*args)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15 cannot reduce a PerReplica batch across workers here; see

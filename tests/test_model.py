@@ -127,6 +127,27 @@ def test_metrics_count_labelled_entries_only():
     np.testing.assert_allclose(result["distance_mae"], expected_mae, rtol=1e-5)
 
 
+def test_step_metrics_read_task_outputs_from_the_fused_logits():
+    # Training and test steps stop the forward pass at the fused logits; a task with
+    # metrics of its own (categorical accuracy, a custom MSE) reads its output from them.
+    rng = np.random.default_rng(4)
+    model = build()
+    model.compile(metrics={"weather": ["accuracy"], "distance": [keras.metrics.MeanSquaredError(name="mse")]})
+    x = rng.normal(size=(48, 6)).astype("float32")
+    labels = random_labels(48, rng, missing=0.3)
+    model.fit(x, labels, batch_size=16, epochs=1, verbose=0)
+    result = model.evaluate(x, labels, batch_size=48, return_dict=True, verbose=0)
+    outputs = model(x, training=True)  # outside a step: every task's output, as always
+    assert sorted(outputs) == sorted(model.task_names)
+    preds = model.predict(x, verbose=0)
+    keep = ~np.isnan(labels["weather"])
+    expected = np.mean(np.argmax(preds["weather"][keep], axis=1) == labels["weather"][keep])
+    np.testing.assert_allclose(result["weather_accuracy"], expected, rtol=1e-6)
+    keep = ~np.isnan(labels["distance"])
+    expected = np.mean((preds["distance"][keep, 0] - labels["distance"][keep]) ** 2)
+    np.testing.assert_allclose(result["distance_mse"], expected, rtol=1e-5)
+
+
 def test_stable_at_extreme_logits():
     model = build(tasks=[kmtl.Task("car"), kmtl.Task("weather", kind="categorical", num_classes=3)])
     heads = model.get_layer("heads")
