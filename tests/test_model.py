@@ -59,7 +59,7 @@ def numpy_total_loss(model, x, labels, weights, normalize="batch"):
     m = len(x)
     for task in model.tasks:
         y, p = labels[task.name].astype("float64"), preds[task.name].astype("float64")
-        if task.kind == "categorical":
+        if isinstance(task.kind, kmtl.kinds.Categorical):
             mask = ~np.isnan(y)
             idx = np.where(mask, y, 0).astype(int)
             entry = -np.log(p[np.arange(m), idx])
@@ -67,7 +67,7 @@ def numpy_total_loss(model, x, labels, weights, normalize="batch"):
             y = y.reshape(p.shape)
             mask = ~np.isnan(y)
             yc = np.where(mask, y, 0)
-            if task.kind == "regression":
+            if isinstance(task.kind, kmtl.kinds.Regression):
                 entry = (p - yc) ** 2
             else:
                 entry = -(yc * np.log(p) + (1 - yc) * np.log(1 - p))

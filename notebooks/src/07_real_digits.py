@@ -119,7 +119,7 @@ def trunk():
 
 def accuracy(task, scores):
     truth = y_test[task.name]
-    if task.kind == "categorical":
+    if task.kind.class_output:  # one class per example (softmax), not a probability per unit
         return float(np.mean(np.argmax(scores, axis=-1) == truth))
     return float(np.mean((np.ravel(scores) > 0.5) == (truth == 1)))
 
