@@ -19,6 +19,33 @@ def _current(scope, variables, values):
     return found
 
 
+def _rows(model, values, non_trainable, metrics_values, x, y, sample_weight):
+    """The forward pass and the loss rows of both steps, as a function of the trainable values.
+
+    Returns ``(rows, aux)``: the rows to differentiate, and the predictions,
+    the task losses, ``present``, the weights, and the non-trainable and
+    metric values the step left.
+    """
+    y_pred, new_non_trainable, losses = model.stateless_call(
+        values, non_trainable, x, return_losses=True, training=True)
+    mapping = [*zip(model.trainable_variables, values), *zip(model.non_trainable_variables, new_non_trainable),
+               *zip(model.metrics_variables, metrics_values)]
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        terms = model.loss_terms(y, y_pred, sample_weight, training=True, extra_losses=losses)
+    new_non_trainable = _current(scope, model.non_trainable_variables, new_non_trainable)
+    new_metrics = _current(scope, model.metrics_variables, metrics_values)
+    return terms.rows, (y_pred, terms.task_losses, terms.present, terms.weights, new_non_trainable, new_metrics)
+
+
+def _logs(model, metrics_values, rows, x, y, y_pred, sample_weight):
+    """The end of both steps: the loss metric and the task metrics, statelessly."""
+    batch_size = keras.tree.flatten(x)[0].shape[0]
+    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
+        model.loss_metric.update_state(jnp.sum(rows), sample_weight=batch_size)
+        logs = model.compute_metrics(x, y, y_pred, sample_weight)
+    return logs, _current(scope, model.metrics_variables, metrics_values)
+
+
 def train_step(model, state, data):
     """Keras's stateless JAX training step, with the per-task gradients of the shared parameters.
 
@@ -40,16 +67,7 @@ def train_step(model, state, data):
         values = list(other_values)
         for i, value in zip(chosen, selected_values):
             values[i] = value
-        y_pred, new_non_trainable, losses = model.stateless_call(
-            values, non_trainable, x, return_losses=True, training=True)
-        mapping = [*zip(variables, values), *zip(model.non_trainable_variables, new_non_trainable),
-                   *zip(model.metrics_variables, metrics_values)]
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            terms = model.loss_terms(y, y_pred, sample_weight, training=True, extra_losses=losses)
-        new_non_trainable = _current(scope, model.non_trainable_variables, new_non_trainable)
-        new_metrics = _current(scope, model.metrics_variables, metrics_values)
-        return terms.rows, (y_pred, terms.task_losses, terms.present, terms.weights,
-                            new_non_trainable, new_metrics)
+        return _rows(model, values, non_trainable, metrics_values, x, y, sample_weight)
 
     selected_values = [trainable[i] for i in chosen]
     rows, backward, aux = jax.vjp(rows_of, selected_values, list(trainable), has_aux=True)
@@ -68,11 +86,7 @@ def train_step(model, state, data):
     non_trainable = _current(scope, model.non_trainable_variables, non_trainable)
     trainable, optimizer_values = model.optimizer.stateless_apply(optimizer_values, updates, trainable)
 
-    batch_size = keras.tree.flatten(x)[0].shape[0]
-    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
-        model.loss_metric.update_state(jnp.sum(rows), sample_weight=batch_size)
-        logs = model.compute_metrics(x, y, y_pred, sample_weight)
-    metrics_values = _current(scope, model.metrics_variables, metrics_values)
+    logs, metrics_values = _logs(model, metrics_values, rows, x, y, y_pred, sample_weight)
     return logs, (trainable, non_trainable, optimizer_values, metrics_values)
 
 
@@ -114,18 +128,9 @@ def representation_train_step(model, state, data):
     def rows_of(values, probe):
         record.probe = probe
         try:
-            y_pred, new_non_trainable, losses = model.stateless_call(
-                values, non_trainable, x, return_losses=True, training=True)
+            return _rows(model, values, non_trainable, metrics_values, x, y, sample_weight)
         finally:
             record.probe = None
-        mapping = [*zip(variables, values), *zip(model.non_trainable_variables, new_non_trainable),
-                   *zip(model.metrics_variables, metrics_values)]
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            terms = model.loss_terms(y, y_pred, sample_weight, training=True, extra_losses=losses)
-        new_non_trainable = _current(scope, model.non_trainable_variables, new_non_trainable)
-        new_metrics = _current(scope, model.metrics_variables, metrics_values)
-        return terms.rows, (y_pred, terms.task_losses, terms.present, terms.weights,
-                            new_non_trainable, new_metrics)
 
     rows, backward, aux = jax.vjp(rows_of, list(trainable), probe, has_aux=True)
     y_pred, task_losses, present, weights, non_trainable, metrics_values = aux
@@ -145,8 +150,5 @@ def representation_train_step(model, state, data):
                                               [gradients[position[id(v)]] for v in other])
     trainable, optimizer_values = model.optimizer.stateless_apply(optimizer_values, updates, trainable)
 
-    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
-        model.loss_metric.update_state(jnp.sum(rows), sample_weight=batch_size)
-        logs = model.compute_metrics(x, y, y_pred, sample_weight)
-    metrics_values = _current(scope, model.metrics_variables, metrics_values)
+    logs, metrics_values = _logs(model, metrics_values, rows, x, y, y_pred, sample_weight)
     return logs, (trainable, non_trainable, optimizer_values, metrics_values)

@@ -31,10 +31,7 @@ def train_step(model, data):
     jacobians = [tf.zeros((terms.rows.shape[0], *v.shape)) if j is None else j
                  for j, v in zip(jacobians, selected)]
     model.optimizer.apply_gradients(zip(model.combine_gradients(gradients, jacobians, terms), variables))
-    batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-    model.loss_metric.update_state(distribute_lib.replica_estimate(terms.total, batch_size),
-                                   sample_weight=batch_size)
-    return model.compute_metrics(x, y, y_pred, sample_weight)
+    return _logs(model, x, y, y_pred, sample_weight, terms)
 
 
 def representation_train_step(model, data):
@@ -64,6 +61,11 @@ def representation_train_step(model, data):
     del tape
     model.optimizer.apply_gradients(zip(model.representation_update(trunk_gradients, other_gradients),
                                         model.trainable_variables))
+    return _logs(model, x, y, y_pred, sample_weight, terms)
+
+
+def _logs(model, x, y, y_pred, sample_weight, terms):
+    """The end of both steps: the loss metric (this replica's estimate) and the task metrics."""
     batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
     model.loss_metric.update_state(distribute_lib.replica_estimate(terms.total, batch_size),
                                    sample_weight=batch_size)

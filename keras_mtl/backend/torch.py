@@ -38,9 +38,7 @@ def train_step(model, data):
     updates = model.combine_gradients(gradients, [j.detach() for j in jacobians], terms)
     with torch.no_grad():
         model.optimizer.apply(updates, variables)
-    batch_size = keras.tree.flatten(x)[0].shape[0]
-    model.loss_metric.update_state(terms.total.detach(), sample_weight=batch_size)
-    return model.compute_metrics(x, y, y_pred, sample_weight)
+    return _logs(model, x, y, y_pred, sample_weight, terms)
 
 
 @torch.compiler.disable
@@ -78,6 +76,11 @@ def representation_train_step(model, data):
                                           [None if g is None else g.detach() for g in other_gradients])
     with torch.no_grad():
         model.optimizer.apply(updates, model.trainable_variables)
+    return _logs(model, x, y, y_pred, sample_weight, terms)
+
+
+def _logs(model, x, y, y_pred, sample_weight, terms):
+    """The end of both steps: the loss metric and the task metrics."""
     batch_size = keras.tree.flatten(x)[0].shape[0]
     model.loss_metric.update_state(terms.total.detach(), sample_weight=batch_size)
     return model.compute_metrics(x, y, y_pred, sample_weight)
