@@ -28,7 +28,7 @@ def many_tasks_summary(report: dict) -> str:
             f"tasks train at " + "; ".join(parts) + " the speed of one plain `Dense(T)` head with a masked "
             "loss (targets: ≥ 0.8×, first epoch ≤ 3×). "
             + (f"Missed: {', '.join(missed)}. " if missed else "Every target met. ")
-            + "The rounds ran on a shared machine; `benchmarks/README.md` has the table, the matmul "
+            + f"The rounds ran on a {_machine_state(report)} machine; `benchmarks/README.md` has the table, the matmul "
             "rate beside each figure, and the caveats.")
     return wrap(text) + "\n"
 
@@ -37,6 +37,16 @@ def _measurements(report: dict) -> list[dict]:
     """Every timed measurement of every round (keras_mtl, plain, pipelines, ...)."""
     return [m for rounds in report["raw"].values() for r in rounds for row in r.get("rows", {}).values()
             for m in row.values() if isinstance(m, dict) and "matmul_gflops" in m]
+
+
+def _busy(report: dict) -> int:
+    """How many measurements ran while other processes used more than the quiet share of the cores."""
+    return sum(m["other_cores"] is not None and m["other_cores"] > report["settings"]["quiet_cores"]
+               for m in _measurements(report))
+
+
+def _machine_state(report: dict) -> str:
+    return "quiet" if _busy(report) == 0 else "shared"
 
 
 def _versions(machine: dict) -> str:
@@ -50,15 +60,14 @@ def many_tasks_section(report: dict) -> str:
     start, end = report["start"], report["end"]
     machine = report["machine"][report["backends"][0]]
     measured = _measurements(report)
-    busy = sum(m["other_cores"] is not None and m["other_cores"] > report["settings"]["quiet_cores"]
-               for m in measured)
+    busy = _busy(report)
     peak = max(float(m["loadavg"].split()[0]) for m in measured)
     rates = [m["matmul_gflops"] for m in measured if m["matmul_gflops"]]
     cpu = " ".join(machine["cpu"].replace("(R)", "").split()[:2])
     gpus = "no GPU" if not machine["gpus"] else f"{machine['gpus']} GPU(s)"
     text = (f"{start['time'][:10]}, {start['time'][11:16]}–{end['time'][11:16]} UTC ({report['wall_s'] / 60:.1f} "
             f"min), `{' '.join(report['command'])}`; {machine['cpu_count']} vCPU {cpu}, {gpus}; "
-            f"{_versions(machine)}. The machine was shared: load average {start['loadavg'].split()[0]} at the "
+            f"{_versions(machine)}. The machine was {_machine_state(report)}: load average {start['loadavg'].split()[0]} at the "
             f"start, {end['loadavg'].split()[0]} at the end (up to {peak:.1f} in between); other processes used "
             f"more than {report['settings']['quiet_cores']:g} cores during {busy} of the {len(measured)} "
             f"measurements, and the 2048³ matmul rate ranged over {min(rates):.0f}–{max(rates):.0f} GFLOP/s. "

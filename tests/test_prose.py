@@ -248,6 +248,14 @@ def test_many_tasks_section_counts_the_busy_measurements():
     busy = sum(m["other_cores"] > 0.5 for m in measured)
     assert f"during {busy} of the {len(measured)} measurements" in text
     assert report["table_markdown"] in prose.many_tasks_section(report)
+    state = "quiet" if busy == 0 else "shared"
+    assert f"The machine was {state}:" in text
+    assert f"ran on a {state} machine" in _flat(prose.many_tasks_summary(report))
+    # One busy measurement makes the machine shared.
+    shared = copy.deepcopy(report)
+    next(iter(shared["raw"].values()))[0]["rows"]["100"]["keras_mtl"]["other_cores"] = 1.5
+    assert "The machine was shared:" in _flat(prose.many_tasks_section(shared))
+    assert "ran on a shared machine" in _flat(prose.many_tasks_summary(shared))
 
 
 def test_many_tasks_reading_per_backend_and_round():
