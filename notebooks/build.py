@@ -50,8 +50,12 @@ def read_notebook(source: Path) -> nbformat.NotebookNode:
     return notebook
 
 
-def execute(notebook, workdir: Path, size: str, timeout: int = 7200):
-    """Runs ``notebook`` in ``workdir`` at ``size`` ("full" or "small"), in place."""
+def execute(notebook, workdir: Path, size: str, timeout: int | None = None):
+    """Runs ``notebook`` in ``workdir`` at ``size`` ("full" or "small"), in place.
+
+    ``timeout`` is per cell, in seconds; none by default, since one cell of a full-size
+    grid (02) trains for hours on a 2-core machine.
+    """
     os.environ["KERAS_MTL_NOTEBOOK_SIZE"] = size
     os.environ.setdefault("MPLBACKEND", "Agg")
     # The kernel imports keras_mtl from this checkout, whatever is installed.
