@@ -122,7 +122,7 @@ def served(exported):
 def expected_outputs(model, x):
     preds = model.predict(x, verbose=0)
     for task in model.tasks:
-        if task.kind == "categorical":
+        if task.kind.class_output:
             preds[f"{task.name}_class"] = np.argmax(preds[task.name], axis=-1)
     return preds
 

@@ -80,9 +80,9 @@ def numpy_heads(model, per_task):
     outputs = {}
     for t, task in enumerate(model.tasks):
         logits = per_task[:, t] @ kernel[t][:, :task.units] + bias[t][:task.units]
-        if task.kind == "categorical":
+        if isinstance(task.kind, kmtl.kinds.Categorical):
             outputs[task.name] = softmax(logits)
-        elif task.kind == "regression":
+        elif isinstance(task.kind, kmtl.kinds.Regression):
             outputs[task.name] = logits
         else:
             outputs[task.name] = sigmoid(logits)
@@ -96,14 +96,17 @@ def numpy_task_losses(model, x, labels):
     losses = {}
     for task in model.tasks:
         y, p = labels[task.name].astype("float64"), preds[task.name].astype("float64")
-        if task.kind == "categorical":
+        if isinstance(task.kind, kmtl.kinds.Categorical):
             mask = ~np.isnan(y)
             entry = -np.log(p[np.arange(m), np.where(mask, y, 0).astype(int)])
         else:
             y = y.reshape(p.shape)
             mask = ~np.isnan(y)
             yc = np.where(mask, y, 0.0)
-            entry = (p - yc) ** 2 if task.kind == "regression" else -(yc * np.log(p) + (1 - yc) * np.log(1 - p))
+            if isinstance(task.kind, kmtl.kinds.Regression):
+                entry = (p - yc) ** 2
+            else:
+                entry = -(yc * np.log(p) + (1 - yc) * np.log(1 - p))
         losses[task.name] = np.sum(np.where(mask, entry, 0.0)) / m
     return losses
 
@@ -287,7 +290,7 @@ def test_soft_sharing_gradient_pulls_towers_to_their_mean():
     heads_before = model.get_layer("heads").get_weights()
     model.compile(optimizer=keras.optimizers.SGD(lr))
     x = np.random.default_rng(8).normal(size=(16, 6)).astype("float32")
-    unlabelled = {t.name: np.full((16, t.units) if t.units > 1 and t.kind != "categorical" else 16, np.nan)
+    unlabelled = {t.name: np.full(t.kind.label_shape(t, 16), np.nan)
                   for t in model.tasks}
     model.fit(x, unlabelled, batch_size=16, epochs=1, verbose=0)
     expected = before - 2 * lr * strength * (before - before.mean(axis=0))
