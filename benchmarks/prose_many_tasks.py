@@ -28,8 +28,8 @@ def many_tasks_summary(report: dict) -> str:
             f"tasks train at " + "; ".join(parts) + " the speed of one plain `Dense(T)` head with a masked "
             "loss (targets: ≥ 0.8×, first epoch ≤ 3×). "
             + (f"Missed: {', '.join(missed)}. " if missed else "Every target met. ")
-            + f"The rounds ran on a {_machine_state(report)} machine; `benchmarks/README.md` has the table, the matmul "
-            "rate beside each figure, and the caveats.")
+            + f"The rounds ran on a {_machine_state(report)} machine; `benchmarks/README.md` has the table, "
+            "the matmul rate beside each figure, and the caveats.")
     return wrap(text) + "\n"
 
 
@@ -67,8 +67,9 @@ def many_tasks_section(report: dict) -> str:
     gpus = "no GPU" if not machine["gpus"] else f"{machine['gpus']} GPU(s)"
     text = (f"{start['time'][:10]}, {start['time'][11:16]}–{end['time'][11:16]} UTC ({report['wall_s'] / 60:.1f} "
             f"min), `{' '.join(report['command'])}`; {machine['cpu_count']} vCPU {cpu}, {gpus}; "
-            f"{_versions(machine)}. The machine was {_machine_state(report)}: load average {start['loadavg'].split()[0]} at the "
-            f"start, {end['loadavg'].split()[0]} at the end (up to {peak:.1f} in between); other processes used "
+            f"{_versions(machine)}. The machine was {_machine_state(report)}: load average "
+            f"{start['loadavg'].split()[0]} at the start, {end['loadavg'].split()[0]} at the end "
+            f"(up to {peak:.1f} in between); other processes used "
             f"more than {report['settings']['quiet_cores']:g} cores during {busy} of the {len(measured)} "
             f"measurements, and the 2048³ matmul rate ranged over {min(rates):.0f}–{max(rates):.0f} GFLOP/s. "
             "Every figure below is in `benchmarks/results/many_tasks.json`, with every round's raw numbers "
