@@ -63,7 +63,7 @@ def checkout_import_problem() -> str | None:
     if found != CHECKOUT / "keras_mtl" or editable_from_checkout():
         return None
     return (f"keras_mtl is imported from the checkout ({found}), not from the installed package: "
-            "run the suite as README.md's Quick start says (`pytest -q tests`, not `python -m pytest`, "
+            "run the suite as README.md's Quick start says (the `pytest` command, not `python -m pytest`, "
             "which puts the current directory first on sys.path)")
 
 

@@ -53,12 +53,24 @@ def run(backend, *args, env=None, timeout=1800):
 EXPORT = {"jax": ["test_export.py"], "torch": []}
 
 
-@ON_TENSORFLOW
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_portable_tests_pass_on(backend):
+def portable_tests_pass_on(backend):
     files = [str(HERE / f) for f in PORTABLE + EXPORT[backend]]
     out = run(backend, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files)
     assert " passed" in out and " failed" not in out
+
+
+# One class per backend: the parallel run (`pytest -n auto`, with pyproject's --dist loadscope)
+# hands each class to a worker of its own, so the two longest tests run side by side.
+@ON_TENSORFLOW
+class TestPortableOnJax:
+    def test_portable_tests_pass(self):
+        portable_tests_pass_on("jax")
+
+
+@ON_TENSORFLOW
+class TestPortableOnTorch:
+    def test_portable_tests_pass(self):
+        portable_tests_pass_on("torch")
 
 
 # -- .keras files across backends -------------------------------------------

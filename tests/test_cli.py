@@ -57,7 +57,7 @@ def serve(version_dir, x):
 def test_export_in_fresh_process_then_next_version_and_inspect(saved, tmp_path, capsys):
     base = tmp_path / "serving" / "street"
     proc = subprocess.run([sys.executable, "-m", "keras_mtl.cli", "export", str(saved["path"]), str(base)],
-                          capture_output=True, text=True, env=CHILD_ENV, timeout=120)
+                          capture_output=True, text=True, env=CHILD_ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"to {base / '1'}" in proc.stdout
     # The fresh process loaded the .keras file: its export predicts what the model did.

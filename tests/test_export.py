@@ -50,7 +50,7 @@ def build_multi_input(seed=0):
 
 def run_python(script, *args):
     proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True,
-                          text=True, env=ENV, timeout=120)
+                          text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -226,7 +226,7 @@ def saved_model_cli(*args):
     cli = cli if os.path.exists(cli) else shutil.which("saved_model_cli")
     require(cli is not None, "saved_model_cli is neither next to this Python nor on PATH (the tensorflow "
                              "package installs it; .ci/run installs tensorflow with the README's pip install)")
-    proc = subprocess.run([cli, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=120)
+    proc = subprocess.run([cli, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 

@@ -38,7 +38,7 @@ EPOCHS = 6
 STEPS = 4  # 64 examples, batch 16
 KILL_AFTER = 2  # kill once every strategy has logged this epoch
 BATCH_SECONDS = 0.05  # a slow epoch that leaves the CPU free, so the kill lands inside it
-TIMEOUT = 150
+TIMEOUT = 600  # per start; generous for two test workers on 2 cores, and a hang still fails
 
 
 def strategies():
