@@ -128,3 +128,14 @@ def test_pooling_first_computes_the_same_function_at_inference():
     differ = [np.abs(pooled.predict(images, verbose=0)[n] - classic.predict(images, verbose=0)[n]).max()
               for n in OBJECT_TASKS]
     assert max(differ) > 1e-3
+
+
+def test_multipliers_set_each_blocks_channels_and_bad_ones_are_refused():
+    from keras_mtl.demo import build_street_model
+
+    model = build_street_model(image_size=32, width=4, multipliers=(1, 2, 2))
+    assert [model.get_layer(f"conv{i}").filters for i in (1, 2, 3)] == [4, 8, 8]
+    assert [build_street_model(image_size=32, width=3).get_layer(f"conv{i}").filters for i in (1, 2, 3)] == [3, 6, 12]
+    for bad in [(1, 2), (1, 0, 2), (1, 1.5, 2)]:
+        with pytest.raises(ValueError, match="multipliers"):
+            build_street_model(image_size=32, width=4, multipliers=bad)
