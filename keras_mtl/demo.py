@@ -55,13 +55,13 @@ def build_street_model(image_size: int = 64, tasks=None, width: int = 16,
         image_size: image height and width.
         tasks: the tasks (default: one binary task per object).
         width: channels of the first convolution.
-        multipliers: the three blocks' channels as multiples of ``width``.
         pool_first: pool each block right after its convolution (convolution,
             max pooling, batch normalisation, ReLU). Max pooling commutes with
             ReLU and with any increasing affine map, so the block computes
             nearly the same function, but normalises a map a quarter the
             size; on a CPU, where Keras's batch normalisation is a chain of
             memory-bound element-wise passes, that trains 1.6× faster.
+        multipliers: the three blocks' channels as multiples of ``width``.
 
     Returns:
         An uncompiled :class:`keras_mtl.MultiTaskModel` taking uint8-range
