@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_mtl import kinds
 from keras_mtl import metrics as metrics_lib
 from keras_mtl.metrics import MaskedMetric, TaskLossMeans, TaskWeights, default_metrics, get
 
@@ -85,7 +86,7 @@ def test_keras_serialize_round_trip(identifier, kind, units, reference):
     assert type(restored) is MaskedMetric
     assert type(restored.metric) is reference
     assert restored.name == "task_" + identifier
-    assert restored.kind == kind
+    assert type(restored.kind) is type(kinds.get(kind))
     encoded, _, _, pred = make_batch(kind, units)
     metric.update_state(encoded, pred)
     restored.update_state(encoded, pred)
@@ -188,7 +189,7 @@ def test_get_names_and_classes(identifier, kind, task, name, cls):
     metric = get(identifier, kind, task)
     assert isinstance(metric, MaskedMetric)
     assert metric.name == name
-    assert metric.kind == kind
+    assert type(metric.kind) is type(kinds.get(kind))
     assert type(metric.metric) is cls
 
 
@@ -251,7 +252,7 @@ def test_get_unknown_name_raises():
 def test_default_metrics(kind, names):
     found = default_metrics(kind, "car")
     assert [m.name for m in found] == names
-    assert all(isinstance(m, MaskedMetric) and m.kind == kind for m in found)
+    assert all(isinstance(m, MaskedMetric) and type(m.kind) is type(kinds.get(kind)) for m in found)
 
 
 # -- TaskLossMeans ---------------------------------------------------------------------

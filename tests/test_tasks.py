@@ -26,7 +26,7 @@ def test_defaults():
     task = Task("car")
     assert kmtl.Task is Task
     assert task.name == "car"
-    assert task.kind == "binary"
+    assert isinstance(task.kind, kmtl.kinds.Binary)
     assert task.loss_weight == 1.0 and isinstance(task.loss_weight, float)
     assert task.labels is None and task.num_classes is None and task.class_names is None
     assert task.metrics is None
@@ -100,7 +100,7 @@ def test_build_loss(kind, loss_class, normalize):
 def test_default_metrics_per_kind(kind, names):
     built = make(kind, name="car").build_metrics()
     assert [m.name for m in built] == names
-    assert all(isinstance(m, MaskedMetric) and m.kind == kind for m in built)
+    assert all(isinstance(m, MaskedMetric) and type(m.kind) is type(kmtl.kinds.get(kind)) for m in built)
 
 
 def test_custom_metrics():
