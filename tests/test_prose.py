@@ -315,6 +315,19 @@ def test_the_demo_paragraph_quotes_the_demo_run():
     assert scaled == pytest.approx(report["demo_seconds"] * rate / 156, abs=0.1)
     verdict = "within" if scaled <= 180 else "over"
     assert f"that is {scaled:.0f} s: {verdict} the 180 s budget" in text
-    slow = {**report, "demo_seconds_at_reference": 181.0, "test_auc": {**report["test_auc"], "pedestrian": 0.94}}
+    runs = report["demo_seconds_runs"]
+    assert min(runs) == report["demo_seconds"] and f"fastest of {len(runs)} runs" in text
+    calibrated = report["demo_seconds_at_reference_by_old_demo"]   # 357 s × time here / the old demo's time here
+    old_here = report["demo_seconds"] + report["phase_seconds"]["train"] * (report["old_over_new_train_step"] - 1)
+    assert calibrated == pytest.approx(357 * report["demo_seconds"] / old_here, abs=0.1)
+    verdict = "within" if calibrated <= 180 else "over"
+    ratio = report["old_over_new_train_step"]
+    assert f"{ratio:.2f}× as long as today's here, it is {calibrated:.0f} s: {verdict}" in text
+    slow = {**report, "demo_seconds_at_reference": 181.0, "demo_seconds_at_reference_by_old_demo": 190.0,
+            "test_auc": {**report["test_auc"], "pedestrian": 0.94}}
     text = prose.demo_summary(slow).replace("\n", " ")
-    assert "over the 180 s budget" in text and "pedestrian below AUC 0.95" in text
+    assert "that is 181 s: over the 180 s budget" in text and "it is 190 s: over the 180 s budget" in text
+    assert "pedestrian below AUC 0.95" in text
+    fast = {**slow, "demo_seconds_at_reference": 179.0, "demo_seconds_at_reference_by_old_demo": 150.0}
+    text = prose.demo_summary(fast).replace("\n", " ")
+    assert "that is 179 s: within the 180 s budget" in text and "it is 150 s: within the 180 s budget" in text
