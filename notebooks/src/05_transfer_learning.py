@@ -35,9 +35,9 @@
 #   source whose features B needs most, as when a network pretrained on a
 #   large photo collection is reused on a smaller one drawn from elsewhere.
 #
-# The three object sources differ in one way that matters: for pedestrian,
-# car and stop sign, a traffic light is a negative example, so their trunks
-# may learn to ignore it.
+# The two sources of pedestrians, cars and stop signs differ from the
+# traffic-light source in one way that matters: for their tasks a traffic
+# light is a negative example, so their trunks may learn to ignore it.
 #
 # B is trained from scratch, and on each pretrained trunk frozen (only the new
 # head trains, at learning rate 10⁻²) and then fine-tuned end to end at
