@@ -90,7 +90,7 @@ def test_four_markers_give_identical_batches(kind, container):
         elif container == "object_array":
             labels = np.array(labels, dtype=object)
         elif container == "series":
-            if kind == "multilabel":
+            if isinstance(kmtl.kinds.get(kind), kmtl.kinds.Multilabel):
                 labels = pd.DataFrame(labels)
             else:
                 labels = pd.Series(labels, dtype=object)

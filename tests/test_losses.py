@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gradients import float64, value_and_gradient
 
-from keras_mtl import Task
+from keras_mtl import Task, kinds
 from keras_mtl.heads import FusedTaskLoss, HeadLayout
 from keras_mtl.kinds import Categorical
 from keras_mtl.losses import (
@@ -14,13 +14,19 @@ from keras_mtl.losses import (
     MaskedMeanSquaredError,
 )
 
+
+def _is(kind, cls) -> bool:
+    """Whether the kind a test names (its shorthand) is a ``cls``, asked of the kind object."""
+    return isinstance(kinds.get(kind), cls)
+
+
 LOSS_CLASSES = [MaskedBinaryCrossentropy, MaskedCategoricalCrossentropy, MaskedMeanSquaredError]
 NORMALIZATIONS = ["batch", "labeled"]
 # (kind, units): units is the number of output columns (classes for categorical).
 CASES = [("binary", 1), ("multilabel", 3), ("categorical", 4), ("regression", 1), ("regression", 2)]
 CASE_IDS = [f"{kind}{units}" for kind, units in CASES]
 # (kind, units, from_logits): regression predictions are values, never probabilities.
-PRED_CASES = [(k, u, True) for k, u in CASES] + [(k, u, False) for k, u in CASES if k != "regression"]
+PRED_CASES = [(k, u, True) for k, u in CASES] + [(k, u, False) for k, u in CASES if not _is(k, kinds.Regression)]
 PRED_IDS = [f"{k}{u}-{'logits' if f else 'probabilities'}" for k, u, f in PRED_CASES]
 LOSS_OF_KIND = {
     "binary": MaskedBinaryCrossentropy,
@@ -47,7 +53,7 @@ def reference_loss(kind, y, pred, labelled, normalize, from_logits=True, weight=
     pred = np.asarray(pred, np.float64)
     m = pred.shape[0]
     w = np.ones(m) if weight is None else np.asarray(weight, np.float64).reshape(m)
-    if kind == "categorical":
+    if _is(kind, kinds.Categorical):
         log_p = _log_softmax(pred) if from_logits else np.log(pred)
         classes = np.where(labelled, y, 0).astype(int)
         entries = -log_p[np.arange(m), classes][:, None]
@@ -56,7 +62,7 @@ def reference_loss(kind, y, pred, labelled, normalize, from_logits=True, weight=
         y = np.asarray(y, np.float64).reshape(pred.shape)
         labelled = np.asarray(labelled).reshape(pred.shape)
         y = np.where(labelled, y, 0.0)
-        if kind == "regression":
+        if _is(kind, kinds.Regression):
             entries = (pred - y) ** 2
         elif from_logits:  # −log σ(z) = log(1 + e^−z), −log(1 − σ(z)) = log(1 + e^z)
             entries = y * np.logaddexp(0.0, -pred) + (1 - y) * np.logaddexp(0.0, pred)
@@ -73,15 +79,15 @@ def make_case(kind, units, m=16, from_logits=True, seed=0, missing_rate=0.4):
     Returns (encoded labels for the loss, clean labels, labelled mask, predictions).
     """
     rng = np.random.default_rng(seed)
-    shape = (m,) if kind == "categorical" else (m, units)
+    shape = (m,) if _is(kind, kinds.Categorical) else (m, units)
     labelled = rng.random(shape) >= missing_rate
     labelled.flat[0], labelled.flat[-1] = True, False  # at least one of each
     logits = rng.normal(scale=2.0, size=(m, units))
-    if kind == "categorical":
+    if _is(kind, kinds.Categorical):
         clean = rng.integers(0, units, size=m)
         encoded = np.where(labelled, clean, -1).astype(np.int32)
         pred = logits if from_logits else np.exp(_log_softmax(logits))
-    elif kind == "regression":
+    elif _is(kind, kinds.Regression):
         clean = rng.normal(size=shape)
         encoded = np.where(labelled, clean, np.nan).astype(np.float32)
         pred = logits
@@ -202,11 +208,11 @@ def test_zero_sample_weight_gives_zero(kind, units, normalize):
 def test_no_missing_labels_matches_plain_keras_loss(kind, units, normalize):
     """Without missing labels the masked loss is the usual Keras loss (× units for sums)."""
     _, clean, _, pred = make_case(kind, units, missing_rate=0.0)
-    encoded = clean.astype(np.int32 if kind == "categorical" else np.float32)
-    if kind == "categorical":
+    encoded = clean.astype(np.int32 if _is(kind, kinds.Categorical) else np.float32)
+    if _is(kind, kinds.Categorical):
         plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(clean, pred)
         scale = 1.0
-    elif kind == "regression":
+    elif _is(kind, kinds.Regression):
         plain = keras.losses.MeanSquaredError()(clean, pred)
         scale = units if normalize == "batch" else 1.0
     else:
@@ -291,7 +297,7 @@ def test_gradient_is_zero_at_missing_entries(kind, units, from_logits, normalize
     loss = build(kind, normalize, from_logits)
     _, gradient = value_and_gradient(lambda p: loss(encoded, p), pred)
     assert np.all(np.isfinite(gradient))
-    if kind == "categorical":
+    if _is(kind, kinds.Categorical):
         assert np.all(gradient[~labelled] == 0.0)
         # With probabilities only the true class's column has a gradient.
         assert np.all(np.any(gradient[labelled] != 0.0, axis=-1))
@@ -326,9 +332,9 @@ def test_gradient_matches_reference(kind, units, normalize):
 @pytest.mark.parametrize(("kind", "units", "from_logits"), PRED_CASES, ids=PRED_IDS)
 def test_all_missing_batch_gives_zero_loss_and_zero_gradient(kind, units, from_logits, normalize):
     encoded, _, _, pred = make_case(kind, units, from_logits=from_logits, missing_rate=1.0)
-    if kind == "categorical":
+    if _is(kind, kinds.Categorical):
         encoded = np.full_like(encoded, -1)
-    elif kind == "regression":
+    elif _is(kind, kinds.Regression):
         encoded = np.full_like(encoded, np.nan)
     else:
         encoded = np.full_like(encoded, -1.0)
@@ -369,7 +375,7 @@ def test_extreme_logits_categorical(normalize):
 
 @pytest.mark.parametrize(("kind", "units"), [("binary", 1), ("categorical", 3)])
 def test_saturated_probabilities_are_finite(kind, units):
-    if kind == "binary":
+    if _is(kind, kinds.Binary):
         y, p = np.array([1.0, 0.0], np.float32), np.array([[0.0], [1.0]], np.float32)
     else:
         y, p = np.array([1, 2], np.int32), np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)

@@ -25,16 +25,17 @@ METRIC_IDS = [f"{kind}-{name}" for name, kind, _, _ in METRIC_CASES]
 def make_batch(kind, units, m=20, seed=0, marker=None):
     """Encoded labels (missing as the sentinel or ``marker``), labelled mask, predictions."""
     rng = np.random.default_rng(seed)
-    shape = (m,) if kind in ("binary", "categorical", "regression") else (m, units)
+    kind = kinds.get(kind)
+    shape = (m, units) if isinstance(kind, kinds.Multilabel) else (m,)
     labelled = rng.random(shape) >= 0.4
     labelled.flat[0], labelled.flat[-1] = True, False
-    if kind == "categorical":
+    if isinstance(kind, kinds.Categorical):
         y = rng.integers(0, units, size=m)
         pred = rng.dirichlet(np.ones(units), size=m)
         # Make sure predictions that would be scored right at missing entries exist.
         pred[~labelled, 0] = 5.0
         encoded = np.where(labelled, y, -1).astype(np.int32)
-    elif kind == "regression":
+    elif isinstance(kind, kinds.Regression):
         y = rng.normal(size=shape)
         pred = rng.normal(size=(m, 1))
         encoded = np.where(labelled, y, np.nan if marker is None else marker)
@@ -42,17 +43,18 @@ def make_batch(kind, units, m=20, seed=0, marker=None):
         y = rng.integers(0, 2, size=shape).astype(np.float64)
         pred = rng.random((m, units))
         encoded = np.where(labelled, y, -1.0 if marker is None else marker)
-    return encoded.astype(np.int32 if kind == "categorical" else np.float32), y, labelled, pred.astype(
+    return encoded.astype(np.int32 if isinstance(kind, kinds.Categorical) else np.float32), y, labelled, pred.astype(
         np.float32)
 
 
 def labelled_only(kind, y, labelled, pred, weight=None):
     """What a plain Keras metric must see: the labelled entries, filtered in NumPy."""
-    if kind == "categorical":
+    kind = kinds.get(kind)
+    if isinstance(kind, kinds.Categorical):
         return y[labelled], pred[labelled], None if weight is None else weight[labelled]
     y = y.reshape(len(pred), -1)
     labelled = labelled.reshape(y.shape)
-    if kind == "regression":
+    if isinstance(kind, kinds.Regression):
         rows = labelled.ravel()
         return y[labelled][:, None], pred[rows], None if weight is None else weight[rows]
     entry_weight = None if weight is None else np.broadcast_to(weight[:, None], y.shape)[labelled]
@@ -113,10 +115,11 @@ def test_equals_keras_metric_on_labelled_entries(identifier, kind, units, refere
         y_l, pred_l, weight_l = labelled_only(kind, y, labelled, pred, weight)
         expected.update_state(y_l, pred_l, sample_weight=weight_l)
         # What a metric that ignored the mask would see (missing read as 0).
-        as_zero = np.nan_to_num(np.where(encoded == -1, 0, encoded)) if kind != "regression" else (
-            np.nan_to_num(encoded))
-        unmasked.update_state(as_zero.reshape(len(pred), -1) if kind != "categorical" else as_zero,
-                              pred, sample_weight=weight)
+        kind_object = kinds.get(kind)
+        as_zero = np.nan_to_num(encoded) if isinstance(kind_object, kinds.Regression) else (
+            np.nan_to_num(np.where(encoded == -1, 0, encoded)))
+        as_zero = as_zero if isinstance(kind_object, kinds.Categorical) else as_zero.reshape(len(pred), -1)
+        unmasked.update_state(as_zero, pred, sample_weight=weight)
     assert result(masked) == pytest.approx(result(expected), rel=1e-5, abs=1e-7)
     assert result(unmasked) != pytest.approx(result(expected), rel=1e-3)
 
@@ -124,7 +127,7 @@ def test_equals_keras_metric_on_labelled_entries(identifier, kind, units, refere
 @pytest.mark.parametrize("marker", [np.nan, -1.0], ids=["nan", "minus_one"])
 @pytest.mark.parametrize("kind", ["binary", "multilabel"])
 def test_binary_markers_are_not_counted(kind, marker):
-    units = 3 if kind == "multilabel" else 1
+    units = 3 if isinstance(kinds.get(kind), kinds.Multilabel) else 1
     encoded, y, labelled, pred = make_batch(kind, units, marker=marker)
     masked = get("accuracy", kind)
     masked.update_state(encoded, pred)

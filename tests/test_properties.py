@@ -67,11 +67,12 @@ def label_arrays(draw, kind, n=None, allow_invalid=None):
         allow_invalid = draw(st.booleans())
     pool = [entry for entry in POOLS[kind] if allow_invalid or entry[1] != INVALID]
     n = n or draw(st.integers(1, 6))
-    units = TASKS[kind].units if kind == "multilabel" else 1
+    multilabel = isinstance(TASKS[kind].kind, kmtl.kinds.Multilabel)
+    units = TASKS[kind].units if multilabel else 1
     entries = [[draw(st.sampled_from(pool)) for _ in range(units)] for _ in range(n)]
     tags = np.array([[e[1] for e in row] for row in entries])
     values = np.array([[np.nan if e[2] is None else e[2] for e in row] for row in entries])
-    rows = [[e[0] for e in row] if kind == "multilabel" else row[0][0] for row in entries]
+    rows = [[e[0] for e in row] if multilabel else row[0][0] for row in entries]
     container = draw(st.sampled_from(["list", "object_array", "numeric_array"]))
     plain = all(type(e[0]) in (int, float) for row in entries for e in row)  # MISSING's type is not int
     if container == "object_array" or (container == "numeric_array" and not plain):
@@ -84,10 +85,10 @@ def label_arrays(draw, kind, n=None, allow_invalid=None):
 def predictions(kind, m, seed=0):
     """Fixed predictions in user units: probabilities, class probabilities, values."""
     rng = np.random.default_rng(seed)
-    if kind == "categorical":
+    if isinstance(TASKS[kind].kind, kmtl.kinds.Categorical):
         p = rng.uniform(0.1, 1.0, size=(m, NUM_CLASSES))
         return (p / p.sum(axis=1, keepdims=True)).astype("float32")
-    if kind == "regression":
+    if isinstance(TASKS[kind].kind, kmtl.kinds.Regression):
         return rng.normal(size=(m, 1)).astype("float32")
     return rng.uniform(0.05, 0.95, size=(m, TASKS[kind].units)).astype("float32")
 
@@ -96,9 +97,9 @@ def reference_loss(kind, values, labelled, p, normalize):
     """Section 2 in NumPy: the sum over labelled entries, over m (or over their count)."""
     p = p.astype("float64")
     y = np.where(labelled, values, 0.0)
-    if kind == "categorical":
+    if isinstance(TASKS[kind].kind, kmtl.kinds.Categorical):
         entries = -np.log(p[np.arange(len(p)), y[:, 0].astype(int)])[:, None]
-    elif kind == "regression":
+    elif isinstance(TASKS[kind].kind, kmtl.kinds.Regression):
         entries = (p - y) ** 2
     else:
         entries = -(y * np.log(p) + (1 - y) * np.log(1 - p))
@@ -110,9 +111,9 @@ def reference_loss(kind, values, labelled, p, normalize):
 
 
 def encoded_reference(kind, values, labelled):
-    sentinel = np.nan if kind == "regression" else -1.0
+    sentinel = np.nan if isinstance(TASKS[kind].kind, kmtl.kinds.Regression) else -1.0
     encoded = np.where(labelled, values, sentinel)
-    return encoded if kind == "multilabel" else encoded[:, 0]
+    return encoded if isinstance(TASKS[kind].kind, kmtl.kinds.Multilabel) else encoded[:, 0]
 
 
 def build_pipeline(x, labels, tasks, batch_size):

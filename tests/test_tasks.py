@@ -79,12 +79,14 @@ def test_num_classes_accepts_numpy_integer():
 )
 @pytest.mark.parametrize("normalize", ["batch", "labeled"])
 def test_build_loss(kind, loss_class, normalize):
-    loss = make(kind, name="car").build_loss(normalize)
+    task = make(kind, name="car")
+    loss = task.build_loss(normalize)
     assert type(loss) is loss_class
     assert loss.normalize == normalize
     assert loss.name == "car_loss"
-    assert loss.from_logits is (kind != "regression")
-    if kind != "regression":
+    regression = isinstance(task.kind, kmtl.kinds.Regression)
+    assert loss.from_logits is not regression
+    if not regression:
         assert make(kind).build_loss(normalize, from_logits=False).from_logits is False
 
 
