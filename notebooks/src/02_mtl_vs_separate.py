@@ -36,7 +36,11 @@
 # the same total compute as the four separate networks together and the same
 # number of labelled examples seen per task (a batch of the multi-task network
 # holds about a quarter of each task's labels). A network with fewer images
-# sees each one more often. Every cell of the grid
+# sees each one more often. The network with the separate networks' parameter
+# count is the multi-task network at about twice the width, so it is trained
+# where that width lies in the grid: the widest column has no equal-parameter
+# comparison, since that network alone would cost more than the rest of the
+# grid (its multiply-adds are printed below). Every cell of the grid
 # is repeated over several seeds (initial weights and shuffling), and every
 # sentence in the readings below is computed from this run's numbers.
 #
@@ -60,7 +64,7 @@ from keras_mtl.datasets import OBJECT_TASKS, generate_street_scenes
 
 SIZE = os.environ.get("KERAS_MTL_NOTEBOOK_SIZE", "full")
 LABELLED, WIDTHS, SEEDS, STEPS, N_TEST, FULL = {
-    "full": ((100, 400, 1600), (4, 8, 16), (0, 1, 2), 300, 1000, True),
+    "full": ((100, 400, 1600), (4, 8, 16, 32), (0, 1, 2), 300, 1000, True),
     "small": ((100, 800), (8,), (0,), 100, 500, False),
 }[SIZE]
 # The small size leaves out the equal-parameter networks and the balancing experiment.
@@ -150,37 +154,66 @@ def params_of(width, num_tasks):
     return kmtl.MultiTaskModel(*trunk(width), [kmtl.Task(f"t{i}") for i in range(num_tasks)]).count_params()
 
 
-# The multi-task width with the parameter count of the four separate networks together.
+def multiply_adds(width):
+    """Multiply-adds per image in the trunk's convolutions, which dominate its cost."""
+    sizes = (IMAGE, IMAGE // 2, IMAGE // 4)
+    channels = (3, width, 2 * width, 2 * width)
+    return sum(s * s * 9 * c_in * c_out for s, c_in, c_out in zip(sizes, channels, channels[1:]))
+
+
+# The multi-task width with the parameter count of the four separate networks together; trained only
+# where that width is in the grid (a wider one would cost more than the grid itself).
 EQUAL_PARAMS = {}
 for w in WIDTHS:
     target = len(OBJECT_TASKS) * params_of(w, 1)
-    EQUAL_PARAMS[w] = min(range(w, 4 * w + 1), key=lambda v: abs(params_of(v, len(OBJECT_TASKS)) - target))
+    v = min(range(w, 4 * w + 1), key=lambda v: abs(params_of(v, len(OBJECT_TASKS)) - target))
     print(f"width {w}: 4 separate networks {target:,} parameters; multi-task at width {w} "
-          f"{params_of(w, 4):,}, at width {EQUAL_PARAMS[w]} {params_of(EQUAL_PARAMS[w], 4):,}")
+          f"{params_of(w, 4):,}, at width {v} {params_of(v, 4):,} ({multiply_adds(v) / 1e6:.1f} M multiply-adds "
+          f"an image against {multiply_adds(w) / 1e6:.1f} M)" + ("" if v <= max(WIDTHS) else ": not trained"))
+    if v <= max(WIDTHS):
+        EQUAL_PARAMS[w] = v
 
 # %% [markdown]
 # ## The grid
 
 # %%
+trained = {}   # (width, relatedness, n, seed) -> the multi-task network's test AUCs
+
+
+def multi_task(w, r, n, seed):
+    """Trains each multi-task network once: the equal-parameter network at one width is the
+    same-architecture network at another, and the same seed gives the same network."""
+    if (w, r, n, seed) not in trained:
+        x_multi, y_multi, _ = labelled_split(r, n)
+        trained[(w, r, n, seed)] = train_and_test(w, OBJECT_TASKS, x_multi, y_multi, r, seed)[0]
+    return trained[(w, r, n, seed)]
+
+
 runs = []   # one record per (relatedness, labels per task, width, seed)
 for r in RELATEDNESS:
     for n in LABELLED:
-        x_multi, y_multi, own = labelled_split(r, n)
+        own = labelled_split(r, n)[2]
         for w in WIDTHS:
             for seed in SEEDS:
                 record = {"relatedness": r, "n": n, "width": w, "seed": seed, "separate": {}}
                 for t in OBJECT_TASKS:
                     record["separate"].update(train_and_test(w, [t], *own[t], r, seed)[0])
-                record["multi"], _ = train_and_test(w, OBJECT_TASKS, x_multi, y_multi, r, seed)
-                if FULL:
-                    record["multi_equal_params"], _ = train_and_test(EQUAL_PARAMS[w], OBJECT_TASKS, x_multi,
-                                                                     y_multi, r, seed)
+                record["multi"] = multi_task(w, r, n, seed)
+                if FULL and w in EQUAL_PARAMS:
+                    record["multi_equal_params"] = multi_task(EQUAL_PARAMS[w], r, n, seed)
                 runs.append(record)
-                mean = {k: np.mean(list(record[k].values())) for k in ("separate", *KINDS)}
+                mean = {k: np.mean(list(record[k].values())) for k in ("separate", *KINDS) if k in record}
                 print(f"relatedness {r:.0f}  n {n:>5}  width {w:>2}  seed {seed}: mean AUC separate "
                       f"{mean['separate']:.3f}, multi {mean['multi']:.3f}"
-                      + (f", multi (equal params) {mean['multi_equal_params']:.3f}" if FULL else ""))
+                      + (f", multi (equal params) {mean['multi_equal_params']:.3f}" if "multi_equal_params" in mean
+                         else ""))
 print(f"{time.perf_counter() - started:.0f} s so far")
+
+
+def compared(kind):
+    """The widths at which networks of this kind were trained (the equal-parameter one only where its width
+    is in the grid)."""
+    return [w for w in WIDTHS if kind != "multi_equal_params" or w in EQUAL_PARAMS]
 
 
 # %%
@@ -212,10 +245,14 @@ limit = 0.2
 for row, kind in enumerate(KINDS):
     for col, r in enumerate(RELATEDNESS):
         ax = axes[row][col]
-        diff = np.array([[(cell(r, n, w, kind) - cell(r, n, w, "separate")).mean() for w in WIDTHS] for n in LABELLED])
+        diff = np.array([[(cell(r, n, w, kind) - cell(r, n, w, "separate")).mean() if w in compared(kind)
+                          else np.nan for w in WIDTHS] for n in LABELLED])
         image = ax.imshow(diff, cmap="RdBu", vmin=-limit, vmax=limit, origin="lower", aspect="auto")
         for i, n in enumerate(LABELLED):
             for j, w in enumerate(WIDTHS):
+                if w not in compared(kind):
+                    ax.text(j, i, "not\ntrained", ha="center", va="center", fontsize=8, color="grey")
+                    continue
                 d = cell(r, n, w, kind) - cell(r, n, w, "separate")
                 ax.text(j, i, f"{d.mean():+.3f}\n± {std_text(d)}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(WIDTHS)), [str(w) for w in WIDTHS])
@@ -241,7 +278,7 @@ for kind, label in (("multi", "same architecture"), ("multi_equal_params", "same
     for r in RELATEDNESS:
         wins, losses, ties = [], [], []
         for n in LABELLED:
-            for w in WIDTHS:
+            for w in compared(kind):
                 d = cell(r, n, w, kind) - cell(r, n, w, "separate")
                 verdict = spread_verdict(d)
                 verdicts[(kind, r, n, w)] = (float(d.mean()), verdict)
@@ -352,7 +389,7 @@ headline = {
     "relatedness": list(RELATEDNESS), "steps": STEPS,
     "equal_params_width": {str(k): v for k, v in EQUAL_PARAMS.items()},
     "mean_auc": {f"r{r:.0f}/n{n}/w{w}": {kind: float(cell(r, n, w, kind).mean())
-                                         for kind in ("separate", *KINDS)}
+                                         for kind in ("separate", *KINDS) if w in compared(kind)}
                  for r in RELATEDNESS for n in LABELLED for w in WIDTHS},
     "multi_minus_separate": {f"{kind}/r{r:.0f}/n{n}/w{w}": v[0] for (kind, r, n, w), v in verdicts.items()},
     "task_gap_widest": {f"r{r:.0f}/n{n}/{t}": v for (r, n, t), v in task_gap.items()},
