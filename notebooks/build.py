@@ -24,6 +24,7 @@ from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "src"
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 def sources(prefixes=()):
@@ -57,7 +58,9 @@ def execute(notebook, workdir: Path, size: str, timeout: int | None = None):
     grid (02) trains for hours on a 2-core machine.
     """
     os.environ["KERAS_MTL_NOTEBOOK_SIZE"] = size
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    # The inline backend embeds every figure in the saved notebook; a non-interactive backend
+    # such as Agg (a common MPLBACKEND on servers) would drop them all silently.
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
     # The kernel imports keras_mtl from this checkout, whatever is installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
     NotebookClient(notebook, timeout=timeout, kernel_name="python3",

@@ -14,6 +14,7 @@ the test checks what does hold and says so.
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -85,6 +86,20 @@ def printed(executed, name):
 
 def test_there_are_notebooks():
     assert SOURCES, "notebooks/src holds no notebook source"
+
+
+def test_build_embeds_figures_whatever_the_backend(tmp_path, monkeypatch):
+    """`build.py --execute` saves each figure in the notebook, even where MPLBACKEND says Agg."""
+    for key in ("MPLBACKEND", "KERAS_MTL_NOTEBOOK_SIZE", "PYTHONPATH"):  # restored after the test
+        monkeypatch.setenv(key, "Agg" if key == "MPLBACKEND" else os.environ.get(key, ""))
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.show()")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    build.execute(notebook, tmp_path, "small", timeout=120)
+    outputs = notebook.cells[0].outputs
+    assert [o.output_type for o in outputs] == ["display_data"], outputs
+    assert outputs[0].data["image/png"]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
