@@ -68,7 +68,7 @@ LABELLED, WIDTHS, SEEDS, STEPS, N_TEST, FULL = {
     "small": ((100, 800), (8,), (0,), 100, 500, False),
 }[SIZE]
 # The small size leaves out the equal-parameter networks and the balancing experiment.
-KINDS = ("multi", "multi_equal_params") if FULL else ("multi",)
+VARIANTS = ("multi", "multi_equal_params") if FULL else ("multi",)
 RELATEDNESS = (0.0, 1.0)
 SEED = int(os.environ.get("KERAS_MTL_NOTEBOOK_SEED", "0"))   # first seed; the data stay fixed
 SEEDS = tuple(SEED + s for s in SEEDS)
@@ -202,7 +202,7 @@ for r in RELATEDNESS:
                 if FULL and w in EQUAL_PARAMS:
                     record["multi_equal_params"] = multi_task(EQUAL_PARAMS[w], r, n, seed)
                 runs.append(record)
-                mean = {k: np.mean(list(record[k].values())) for k in ("separate", *KINDS) if k in record}
+                mean = {k: np.mean(list(record[k].values())) for k in ("separate", *VARIANTS) if k in record}
                 print(f"relatedness {r:.0f}  n {n:>5}  width {w:>2}  seed {seed}: mean AUC separate "
                       f"{mean['separate']:.3f}, multi {mean['multi']:.3f}"
                       + (f", multi (equal params) {mean['multi_equal_params']:.3f}" if "multi_equal_params" in mean
@@ -210,19 +210,19 @@ for r in RELATEDNESS:
 print(f"{time.perf_counter() - started:.0f} s so far")
 
 
-def compared(kind):
-    """The widths at which networks of this kind were trained (the equal-parameter one only where its width
+def compared(variant):
+    """The widths at which networks of this variant were trained (the equal-parameter one only where its width
     is in the grid)."""
-    return [w for w in WIDTHS if kind != "multi_equal_params" or w in EQUAL_PARAMS]
+    return [w for w in WIDTHS if variant != "multi_equal_params" or w in EQUAL_PARAMS]
 
 
 # %%
-def cell(r, n, w, kind, task=None):
+def cell(r, n, w, variant, task=None):
     """Per-seed values of one grid cell: the mean AUC over the tasks, or one task's AUC."""
     chosen = [x for x in runs if x["relatedness"] == r and x["n"] == n and x["width"] == w]
     if task is None:
-        return np.array([np.mean(list(x[kind].values())) for x in chosen])
-    return np.array([x[kind][task] for x in chosen])
+        return np.array([np.mean(list(x[variant].values())) for x in chosen])
+    return np.array([x[variant][task] for x in chosen])
 
 
 def spread_verdict(per_seed):
@@ -239,27 +239,27 @@ def std_text(values):
     return f"{np.std(values, ddof=1):.3f}" if len(values) > 1 else "–"
 
 
-fig, axes = plt.subplots(len(KINDS), len(RELATEDNESS), figsize=(5.2 * len(RELATEDNESS), 3.7 * len(KINDS)),
+fig, axes = plt.subplots(len(VARIANTS), len(RELATEDNESS), figsize=(5.2 * len(RELATEDNESS), 3.7 * len(VARIANTS)),
                          squeeze=False)
 limit = 0.2
-for row, kind in enumerate(KINDS):
+for row, variant in enumerate(VARIANTS):
     for col, r in enumerate(RELATEDNESS):
         ax = axes[row][col]
-        diff = np.array([[(cell(r, n, w, kind) - cell(r, n, w, "separate")).mean() if w in compared(kind)
+        diff = np.array([[(cell(r, n, w, variant) - cell(r, n, w, "separate")).mean() if w in compared(variant)
                           else np.nan for w in WIDTHS] for n in LABELLED])
         image = ax.imshow(diff, cmap="RdBu", vmin=-limit, vmax=limit, origin="lower", aspect="auto")
         for i, n in enumerate(LABELLED):
             for j, w in enumerate(WIDTHS):
-                if w not in compared(kind):
+                if w not in compared(variant):
                     ax.text(j, i, "not\ntrained", ha="center", va="center", fontsize=8, color="grey")
                     continue
-                d = cell(r, n, w, kind) - cell(r, n, w, "separate")
+                d = cell(r, n, w, variant) - cell(r, n, w, "separate")
                 ax.text(j, i, f"{d.mean():+.3f}\n± {std_text(d)}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(WIDTHS)), [str(w) for w in WIDTHS])
         ax.set_yticks(range(len(LABELLED)), [str(n) for n in LABELLED])
         ax.set_xlabel("trunk width of the separate networks")
         ax.set_ylabel("labelled examples per task")
-        same = "same architecture" if kind == "multi" else "same total parameters"
+        same = "same architecture" if variant == "multi" else "same total parameters"
         ax.set_title(f"multi − separate, mean AUC ({same})\nrelatedness {r:.0f}", fontsize=9)
 fig.colorbar(image, ax=axes, shrink=0.6, label="multi − separate (blue: one network better)")
 plt.show()
@@ -274,14 +274,14 @@ plt.show()
 
 # %%
 verdicts = {}
-for kind, label in (("multi", "same architecture"), ("multi_equal_params", "same total parameters"))[:len(KINDS)]:
+for variant, label in (("multi", "same architecture"), ("multi_equal_params", "same total parameters"))[:len(VARIANTS)]:
     for r in RELATEDNESS:
         wins, losses, ties = [], [], []
         for n in LABELLED:
-            for w in compared(kind):
-                d = cell(r, n, w, kind) - cell(r, n, w, "separate")
+            for w in compared(variant):
+                d = cell(r, n, w, variant) - cell(r, n, w, "separate")
                 verdict = spread_verdict(d)
-                verdicts[(kind, r, n, w)] = (float(d.mean()), verdict)
+                verdicts[(variant, r, n, w)] = (float(d.mean()), verdict)
                 bucket = ties if verdict == "within the seed spread" else (wins if d.mean() > 0 else losses)
                 bucket.append(f"n={n}, w={w} ({d.mean():+.3f})")
         print(f"Relatedness {r:.0f}, {label}: one network better in {len(wins)} cell(s)"
@@ -327,9 +327,9 @@ fig, axes = plt.subplots(1, len(RELATEDNESS), figsize=(5.4 * len(RELATEDNESS), 3
 for ax, r in zip(axes[0], RELATEDNESS):
     for i, t in enumerate(OBJECT_TASKS):
         colour = f"C{i}"
-        for kind, style in (("separate", "--"), ("multi", "-")):
-            values = [cell(r, n, w, kind, t) for n in LABELLED]
-            label = f"{t} ({'one network' if kind == 'multi' else 'alone'})"
+        for variant, style in (("separate", "--"), ("multi", "-")):
+            values = [cell(r, n, w, variant, t) for n in LABELLED]
+            label = f"{t} ({'one network' if variant == 'multi' else 'alone'})"
             ax.errorbar(LABELLED, [v.mean() for v in values], yerr=[v.std() for v in values], fmt=style,
                         marker="o", color=colour, capsize=2, label=label)
     ax.set_xscale("log")
@@ -388,10 +388,10 @@ headline = {
     "size": SIZE, "seeds": list(SEEDS), "labelled": list(LABELLED), "widths": list(WIDTHS),
     "relatedness": list(RELATEDNESS), "steps": STEPS,
     "equal_params_width": {str(k): v for k, v in EQUAL_PARAMS.items()},
-    "mean_auc": {f"r{r:.0f}/n{n}/w{w}": {kind: float(cell(r, n, w, kind).mean())
-                                         for kind in ("separate", *KINDS) if w in compared(kind)}
+    "mean_auc": {f"r{r:.0f}/n{n}/w{w}": {variant: float(cell(r, n, w, variant).mean())
+                                         for variant in ("separate", *VARIANTS) if w in compared(variant)}
                  for r in RELATEDNESS for n in LABELLED for w in WIDTHS},
-    "multi_minus_separate": {f"{kind}/r{r:.0f}/n{n}/w{w}": v[0] for (kind, r, n, w), v in verdicts.items()},
+    "multi_minus_separate": {f"{variant}/r{r:.0f}/n{n}/w{w}": v[0] for (variant, r, n, w), v in verdicts.items()},
     "task_gap_widest": {f"r{r:.0f}/n{n}/{t}": v for (r, n, t), v in task_gap.items()},
     "worst_task": {f"r{r:.0f}": t for r, t in worst.items()},
     "gradnorm_worst_task_auc": {f"r{r:.0f}": float(np.mean([b[worst[r]] for b in balanced[r]])) for r in balanced},
