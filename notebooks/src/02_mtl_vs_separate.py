@@ -309,10 +309,14 @@ if len(WIDTHS) > 1:
     for r in RELATEDNESS:
         last = {n: (cell(r, n, WIDTHS[-1], "separate") - cell(r, n, WIDTHS[-2], "separate")).mean()
                 for n in LABELLED}
+        stopped = [str(n) for n, v in last.items() if v < 0.01]
+        growing = [str(n) for n, v in last.items() if v >= 0.01]
         print(f"Relatedness {r:.0f}: the separate networks' gain from width {WIDTHS[-2]} to {WIDTHS[-1]}: "
-              + ", ".join(f"{v:+.3f} (n={n})" for n, v in last.items())
-              + (" — they had stopped improving." if max(last.values()) < 0.01
-                 else " — still improving: a wider grid would be needed to see where they stop."))
+              + ", ".join(f"{v:+.3f} (n={n})" for n, v in last.items()) + " — "
+              + "; ".join(([f"stopped improving (gain < 0.01) with {', '.join(stopped)} labels"] if stopped else [])
+                          + ([f"still improving with {', '.join(growing)} labels: a wider grid would be needed "
+                              "to see where they stop there"] if growing else []))
+              + ".")
 
 # %% [markdown]
 # ## The starved task
@@ -333,6 +337,8 @@ for ax, r in zip(axes[0], RELATEDNESS):
             ax.errorbar(LABELLED, [v.mean() for v in values], yerr=[v.std() for v in values], fmt=style,
                         marker="o", color=colour, capsize=2, label=label)
     ax.set_xscale("log")
+    ax.set_xticks(LABELLED, [str(n) for n in LABELLED])
+    ax.minorticks_off()
     ax.set_xlabel("labelled examples per task")
     ax.set_ylabel("test AUC")
     ax.set_title(f"width {w}, relatedness {r:.0f}", fontsize=9)
