@@ -240,7 +240,7 @@ def std_text(values):
 
 
 fig, axes = plt.subplots(len(VARIANTS), len(RELATEDNESS), figsize=(5.2 * len(RELATEDNESS), 3.7 * len(VARIANTS)),
-                         squeeze=False)
+                         squeeze=False, layout="constrained")
 limit = 0.2
 for row, variant in enumerate(VARIANTS):
     for col, r in enumerate(RELATEDNESS):
@@ -257,8 +257,10 @@ for row, variant in enumerate(VARIANTS):
                 ax.text(j, i, f"{d.mean():+.3f}\n± {std_text(d)}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(WIDTHS)), [str(w) for w in WIDTHS])
         ax.set_yticks(range(len(LABELLED)), [str(n) for n in LABELLED])
-        ax.set_xlabel("trunk width of the separate networks")
-        ax.set_ylabel("labelled examples per task")
+        if row == len(VARIANTS) - 1:
+            ax.set_xlabel("trunk width of the separate networks")
+        if col == 0:
+            ax.set_ylabel("labelled examples per task")
         same = "same architecture" if variant == "multi" else "same total parameters"
         ax.set_title(f"multi − separate, mean AUC ({same})\nrelatedness {r:.0f}", fontsize=9)
 fig.colorbar(image, ax=axes, shrink=0.6, label="multi − separate (blue: one network better)")
