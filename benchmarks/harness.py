@@ -742,9 +742,10 @@ def torch_row(settings: Settings, data: SyntheticData, log: Callable[[str], None
     """Row (p): the plain PyTorch loop of ``torch_loop.py``, 4 tasks, same labels.
 
     Timed as :func:`fit_row` times a Keras row: steady rate within the
-    epochs after the first, whole epochs, first epoch.
+    epochs after the first, whole epochs, first epoch. The loop runs in a
+    process of its own, which loads PyTorch and no other framework
+    (:func:`torch_loop.train_in_own_process`).
     """
-    import torch
     import torch_loop
 
     _wait(settings, log)
@@ -752,8 +753,8 @@ def torch_row(settings: Settings, data: SyntheticData, log: Callable[[str], None
     rate = _machine_rate(settings)
     tasks = settings.few_tasks
     meter = CpuMeter()
-    run = torch_loop.train(data.x, data.y[:, :tasks], data.missing[:, :tasks], settings.hidden,
-                           settings.batch_size, 1 + settings.timed_epochs, settings.seed)
+    run = torch_loop.train_in_own_process(data.x, data.y[:, :tasks], data.missing[:, :tasks], settings.hidden,
+                                          settings.batch_size, 1 + settings.timed_epochs, settings.seed)
     other = meter.stop()
     ends = run.epoch_ends
     epochs = [b - a for a, b in zip(ends[1:-1], ends[2:], strict=True)]
@@ -763,7 +764,7 @@ def torch_row(settings: Settings, data: SyntheticData, log: Callable[[str], None
                value=statistics.median(steady) if steady else epoch_value, epoch_value=epoch_value,
                first_epoch_s=ends[1] - ends[0], epoch_s=epochs, jit_compile=False, backend="torch",
                matmul_gflops=rate, metrics="none", loss=run.loss, other_cores=other, loadavg=load,
-               notes=f"torch {torch.__version__}, eager, {run.threads} threads")
+               notes=f"torch {run.version}, eager, {run.threads} threads, own process")
 
 
 def warm_up(settings: Settings, data: SyntheticData) -> None:

@@ -6,18 +6,30 @@ Dense(256, relu) → one ``Linear(256, 1)`` head per task — trained with
 on the same data and batch size, in eager mode. The loss is the masked
 logistic loss written out by hand, as a PyTorch user would: missing labels
 get weight 0 and the sum is divided by the batch size. No metrics.
+
+:func:`train_in_own_process` runs the loop in a fresh Python process that
+imports NumPy and PyTorch only: with TensorFlow 2.21 loaded in the same
+process, ``torch.optim``'s first step ends in a segmentation fault under
+PyTorch 2.14.1 (plain ``SGD`` as well as ``Adam``), and the benchmark
+process has TensorFlow loaded. ``python torch_loop.py DATA.npz OUT.json``
+is that process.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch import nn
 
-__all__ = ["TorchRun", "train"]
+__all__ = ["TorchRun", "main", "train", "train_in_own_process"]
 
 
 @dataclass
@@ -29,15 +41,19 @@ class TorchRun:
         steps: per epoch, ``time.perf_counter()`` after every step.
         loss: mean training loss of each epoch.
         threads: ``torch.get_num_threads()``.
+        version: ``torch.__version__``.
     """
 
     epoch_ends: list[float] = field(default_factory=list)
     steps: list[list[float]] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     threads: int = 0
+    version: str = ""
 
 
-def _network(input_dim: int, hidden: tuple[int, ...], tasks: int) -> tuple[nn.Module, nn.ModuleList]:
+def _network(input_dim: int, hidden: tuple[int, ...], tasks: int):
+    from torch import nn
+
     layers, width = [], input_dim
     for units in hidden:
         layers += [nn.Linear(width, units), nn.ReLU()]
@@ -61,6 +77,9 @@ def train(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidden: tuple[int, 
     Returns:
         The :class:`TorchRun` of step and epoch times.
     """
+    import torch
+    from torch import nn
+
     torch.manual_seed(seed)
     trunk, heads = _network(x.shape[1], hidden, y.shape[1])
     optimizer = torch.optim.Adam([*trunk.parameters(), *heads.parameters()], lr=1e-3, eps=1e-7)
@@ -68,7 +87,8 @@ def train(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidden: tuple[int, 
     labels = torch.from_numpy(np.where(missing, 0.0, y).astype(np.float32))
     weights = torch.from_numpy((~missing).astype(np.float32))
     n = len(inputs)
-    run = TorchRun(epoch_ends=[time.perf_counter()], threads=torch.get_num_threads())
+    run = TorchRun(epoch_ends=[time.perf_counter()], threads=torch.get_num_threads(),
+                   version=torch.__version__)
     for _ in range(epochs):
         order = torch.randperm(n)
         stamps, total = [], 0.0
@@ -87,3 +107,45 @@ def train(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidden: tuple[int, 
         run.loss.append(total / len(stamps))
         run.epoch_ends.append(time.perf_counter())
     return run
+
+
+def train_in_own_process(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidden: tuple[int, ...],
+                         batch_size: int, epochs: int, seed: int = 0, timeout: float = 3600) -> TorchRun:
+    """:func:`train` in a fresh process that loads no other framework; same arguments.
+
+    Raises:
+        RuntimeError: if that process fails, with the end of what it printed.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        data, out = os.path.join(folder, "data.npz"), os.path.join(folder, "run.json")
+        np.savez(data, x=x, y=y, missing=missing)
+        command = [sys.executable, os.path.abspath(__file__), data, out, "--hidden", *map(str, hidden),
+                   "--batch-size", str(batch_size), "--epochs", str(epochs), "--seed", str(seed)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"The plain PyTorch loop failed (exit status {done.returncode}):\n"
+                               f"{done.stderr[-3000:]}")
+        with open(out) as f:
+            return TorchRun(**json.load(f))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python torch_loop.py DATA.npz OUT.json [--hidden ...]``: trains, writes the :class:`TorchRun`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", help=".npz with arrays x, y and missing")
+    parser.add_argument("output", help="where the TorchRun goes, as JSON")
+    parser.add_argument("--hidden", type=int, nargs="+", required=True)
+    parser.add_argument("--batch-size", type=int, required=True)
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    arrays = np.load(args.data)
+    run = train(arrays["x"], arrays["y"], arrays["missing"], tuple(args.hidden), args.batch_size, args.epochs,
+                args.seed)
+    with open(args.output, "w") as f:
+        json.dump(dataclasses.asdict(run), f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

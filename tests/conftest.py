@@ -73,8 +73,16 @@ if checkout_import_problem() is not None:
         p for p in (str(package_dir().parent), os.environ.get("PYTHONPATH")) if p)
 
 
+def installed_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def pytest_report_header(config):
-    return f"keras_mtl: {package_dir()}"
+    frameworks = ", ".join(f"{name} {installed_version(name)}" for name in ("tensorflow", "keras", "jax", "torch"))
+    return [f"keras_mtl: {package_dir()}", f"frameworks: {frameworks}"]
 
 
 def pytest_sessionstart(session):

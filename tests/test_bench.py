@@ -49,6 +49,11 @@ def test_quick_run_writes_every_row(tmp_path, capsys):
         assert row["backend"] == ("torch" if row_id == "torch" else keras.backend.backend()), row_id
     assert rows["g/a"]["unit"] == "GFLOP/s"
     assert "finite" in rows["h"]["notes"]
+    # The plain PyTorch loop ran in a process of its own: PyTorch 2.14.1's optimizer step
+    # crashes in a process that has TensorFlow loaded (benchmarks/torch_loop.py).
+    assert "own process" in rows["torch"]["notes"]
+    if keras.backend.backend() != "torch":
+        assert "torch" not in sys.modules
     assert keras.mixed_precision.global_policy().name == "float32"
     targets = {(t["row"], t["baseline"], t["quantity"]): t for t in report["targets"]}
     assert {("a", "b", "value"), ("a", "c", "value"), ("d", "d-dense", "first_epoch_s"),
