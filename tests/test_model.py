@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -424,3 +425,22 @@ def test_mixed_precision_trains_to_the_float32_loss():
         keras.mixed_precision.set_dtype_policy("float32")
     assert np.all(np.isfinite(mixed)) and mixed[1] < mixed[0]
     np.testing.assert_allclose(mixed, reference, rtol=0.03)  # bfloat16 keeps ~3 significant digits
+
+
+@pytest.mark.parametrize("name", ["hard", "many"])
+def test_keras_files_of_version_0_1_still_load_and_train(name):
+    # Written by keras_mtl 0.1.0 (tests/data/make_v0_1_files.py): per-task output layers (hard) and one
+    # output layer for 20 tasks with MMoE (many), each compiled with a balancing strategy.
+    data = Path(__file__).parent / "data"
+    expected = np.load(data / "v0_1_expected.npz")
+    model = keras.saving.load_model(data / f"v0_1_{name}.keras")
+    x = expected[f"{name}_x"]
+    predicted = model.predict(x, verbose=0)
+    outputs = {key.split("/", 1)[1]: expected[key] for key in expected.files if key.startswith(f"{name}/")}
+    assert list(predicted) == model.task_names and sorted(predicted) == sorted(outputs)
+    for task, value in outputs.items():
+        np.testing.assert_allclose(predicted[task], value, atol=1e-6, err_msg=task)
+    labels = {t: np.ones(len(x), "float32") if model.get_task(t).kind.class_labels else np.zeros(len(x), "float32")
+              for t in model.task_names}
+    history = model.fit(x, labels, epochs=1, verbose=0)  # the compiled strategy came back with the file
+    assert np.isfinite(history.history["loss"][0])
