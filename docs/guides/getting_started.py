@@ -37,7 +37,8 @@ rng = np.random.default_rng(0)
 objects = ["pedestrian", "car", "stop_sign", "traffic_light"]
 x = rng.normal(size=(NUM_EXAMPLES, 32)).astype("float32")
 directions = rng.normal(size=(32, len(objects)))
-y = (x @ directions + 0.5 * rng.normal(size=(NUM_EXAMPLES, len(objects))) > 0).astype(int).astype(object)
+noise = 0.5 * rng.normal(size=(NUM_EXAMPLES, len(objects)))
+y = (x @ directions + noise > 0).astype(int).astype(object)   # 1: the object is there
 y[rng.random(y.shape) < 0.5] = "?"
 print(y[:4])
 
