@@ -129,4 +129,5 @@ with tempfile.TemporaryDirectory() as folder:
 #   `tf.data`, TFDS, and sources that each label some of the tasks.
 # - [Task kinds](../topics/kinds.md): categorical, regression, multilabel and
 #   count tasks, custom losses, class weights.
-# - [Task balancing](../topics/balancing.md): when and how to weight tasks.
+# - [Task weights and balancing strategies](balancing.py): scaling a
+#   regression target, weighting tasks, adaptive strategies.
