@@ -1,8 +1,9 @@
-"""The measured figures the READMEs quote, rendered from the committed result files.
+"""The measured figures the docs and READMEs quote, rendered from the committed result files.
 
-``python benchmarks/prose.py`` rewrites every marked block of ``README.md``,
-``benchmarks/README.md`` and ``data/README.md``; ``--check`` only reports the
-blocks that differ from their result files (exit status 1). A block is the
+``python benchmarks/prose.py`` rewrites every marked block of the pages in
+``FILES`` (the docs' topic pages, ``benchmarks/README.md``, ``data/README.md``
+and ``notebooks/README.md``); ``--check`` only reports the blocks that differ
+from their result files (exit status 1). A block is the
 text between ``<!-- figures:NAME -->`` and ``<!-- /figures -->``; everything
 outside the markers is left alone. ``RENDERERS`` maps each block to its
 result file and its render function; the files and what writes them:
@@ -40,11 +41,11 @@ from prose_deploy import distribute_summary, serving_summary
 from prose_many_tasks import many_tasks_reading, many_tasks_section, many_tasks_summary
 from prose_notebooks import load_notebooks, notebook_headlines
 from prose_representation import representation_summary
-from prose_text import ROOT, load
+from prose_text import BACKEND_NAMES, ROOT, load
 from prose_text import times as _times
 from prose_text import wrap as _wrap
 
-NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+NAMES = BACKEND_NAMES
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.DOTALL)
 
 
@@ -254,7 +255,7 @@ SUMMARY_ROWS = [
 
 
 def backends_summary(report: dict) -> str:
-    """README.md: the headline table and which backend to pick."""
+    """docs/topics/backends.md: the headline table and which backend to pick."""
     backends = _keras_backends(report)
     day, _ = _date(report["start"]["time"])
     best_rates = [row["matmul_gflops"] for row in _best(report)]
@@ -319,7 +320,7 @@ def _compared(factor: float, than: str) -> str:
 
 
 def steps_per_execution(report: dict) -> str:
-    """README.md: what ``steps_per_execution=8`` and XLA together buy on TensorFlow (rows a-spe8/xla, a)."""
+    """docs/topics/backends.md: what ``steps_per_execution=8`` and XLA buy on TensorFlow (rows a-spe8/xla, a)."""
     rows = {row["id"]: row for row in report["rows"]}
     base, both = rows["a"], rows["a-spe8/xla"]
     factor = both["value"] / base["value"]
@@ -371,7 +372,7 @@ def _calibrated(report: dict) -> str:
 
 
 def demo_summary(report: dict) -> str:
-    """README's paragraph on the demo's wall time, its phases, its budget and its test figures."""
+    """docs/topics/demo.md: the paragraph on the demo's wall time, its phases, its budget and its test figures."""
     phases = report.get("phase_seconds") or {}
     parts = [f"{DEMO_PHASES.get(name, name)} {seconds:.{0 if seconds >= 1 else 1}f} s"
              for name, seconds in phases.items()]
@@ -417,7 +418,10 @@ RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("b
              "serving-summary": ("serving", serving_summary), "distribute-summary": ("distribute", distribute_summary),
              "representation-summary": ("representation", representation_summary),
              "demo": ("demo", demo_summary)}
-FILES = ("README.md", "benchmarks/README.md", "data/README.md")
+# The pages that hold figures blocks (README.md holds none: its figures live on these pages).
+FILES = ("docs/topics/backends.md", "docs/topics/balancing.md", "docs/topics/demo.md",
+         "docs/topics/distributed.md", "docs/topics/many_tasks.md", "docs/topics/serving.md",
+         "benchmarks/README.md", "data/README.md", "notebooks/README.md")
 
 
 def render(text: str, report: dict) -> str:

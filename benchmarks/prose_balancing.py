@@ -1,4 +1,4 @@
-"""README and data/README figures of ``benchmarks/results/balancing.json`` (``benchmarks/balancing.py``).
+"""Figures of ``benchmarks/results/balancing.json`` (``benchmarks/balancing.py``): balancing page, data/README.
 
 Each task set's ``summary`` holds, per configuration, every task's metric,
 Δm and the step time relative to ``FixedWeights`` as ``[mean, std]`` over
@@ -10,11 +10,10 @@ from __future__ import annotations
 import datetime
 import re
 
-from prose_text import ROOT, bullets, span, times, wrap
+from prose_text import BACKEND_NAMES, bullets, span, strategy_cost, times, wrap
 
 TUNED = "FixedWeights (tuned lr)"
 TITLES = {"multi_mnist": "MultiMNIST", "scale_conflict": "scale_conflict"}
-BACKENDS = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 UNITS = {"accuracy": ("accuracy %", 100, 2), "auc": ("AUC", 1, 3), "mae": ("MAE", 1, 2)}
 
 
@@ -41,13 +40,14 @@ def _average_size(report) -> list[str]:
     return [name.strip() for name in re.split(r",| and ", note.split(" update at")[0]) if name.strip()]
 
 
-def _kinds() -> dict[str, str]:
-    """Each strategy's cost ("losses" or "per-task gradients"), from README's table of strategies."""
+def _kinds(report) -> dict[str, str]:
+    """Each strategy's kind of cost, "losses" or "per-task gradients", asked of its class."""
     kinds = {}
-    for line in (ROOT / "README.md").read_text().splitlines():
-        match = re.match(r"\| `(\w+)\(.*?\)`[^|]*\|[^|]*\| (losses|per-task gradients)", line)
-        if match:
-            kinds[match.group(1)] = match.group(2)
+    for task_set in report["task_sets"].values():
+        for config in task_set["summary"]:
+            cost = strategy_cost(config)
+            if cost is not None:
+                kinds[config] = "losses" if cost == "losses" else "per-task gradients"
     return kinds
 
 
@@ -99,7 +99,7 @@ def balancing_run(report: dict) -> str:
     fixed = _step_ms(report["task_sets"][first], "FixedWeights")
     day = datetime.datetime.fromisoformat(report["date"]).date().isoformat()
     load_start, load_end = machine["loadavg_before"], machine["loadavg_after"]
-    backend = BACKENDS.get(machine["backend"], machine["backend"])
+    backend = BACKEND_NAMES.get(machine["backend"], machine["backend"])
     tuning_per_set = tuning // len(report["task_sets"])
     text = (f"Mean ± std over seeds {times([str(s) for s in seeds])}; rows ranked by mean Δm. Run on {day} "
             f"(UTC) on {machine['cpus']} shared CPU cores ({backend} backend, Keras "
@@ -133,7 +133,7 @@ def _leads_every_seed(task_set, config) -> bool:
 
 
 def _costs(report, kind) -> list[float]:
-    kinds = _kinds()
+    kinds = _kinds(report)
     return [entry["relative_step_time"][0] for t in report["task_sets"].values()
             for c, entry in t["summary"].items() if kinds.get(c) == kind and entry.get("relative_step_time")]
 
@@ -155,7 +155,7 @@ def _tuned_trade(task_set) -> tuple[str, str] | None:
 
 
 def balancing_summary(report: dict) -> str:
-    """README.md: the paragraph under "Task balancing"."""
+    """docs/topics/balancing.md: the paragraph on the measured strategies."""
     sets = report["task_sets"]
     (first, a), (second, b) = list(sets.items())[:2]
     settings = [t["settings"] for t in sets.values()]
@@ -210,7 +210,7 @@ def balancing_summary(report: dict) -> str:
              "and one shared learning rate" if nash > fixed else
              f" As in the published ranking, Nash-MTL is ahead of equal weights ({_ordinal(nash)} of {total} on "
              "MultiMNIST)")
-    text += "; tables and caveats are in [`data/README.md`](data/README.md#benchmark-task-balancing)."
+    text += "; tables and caveats are on the [data page](../data.md#benchmark-task-balancing)."
     return wrap(text) + "\n"
 
 
@@ -221,14 +221,10 @@ def _ordinal(n: int) -> str:
 
 # -- data/README's reading -------------------------------------------------------------------
 
-def _cost_cells() -> dict[str, str]:
-    """Each strategy's whole cost cell in README's table ("losses", "per-task gradients", ...)."""
-    cells = {}
-    for line in (ROOT / "README.md").read_text().splitlines():
-        match = re.match(r"\| `(\w+)\(.*?\)`[^|]*\|[^|]*\| ([^|]+?) \|", line)
-        if match:
-            cells[match.group(1)] = match.group(2)
-    return cells
+def _cost_cells(report) -> dict[str, str]:
+    """Each strategy's whole cost ("losses", "per-task gradients", ...), asked of its class."""
+    configs = {c for t in report["task_sets"].values() for c in t["summary"]}
+    return {c: strategy_cost(c) for c in sorted(configs) if strategy_cost(c) is not None}
 
 
 def _split_by_gap(values: dict[str, float]) -> tuple[list[str], list[str]]:
@@ -380,7 +376,7 @@ def _published_bullet(report, first) -> str:
 
 def _time_bullet(report, first) -> str:
     sets = report["task_sets"]
-    cells = _cost_cells()
+    cells = _cost_cells(report)
     losses, gradients = _costs(report, "losses"), _costs(report, "per-task gradients")
     full = [c for c, cell in cells.items() if cell == "per-task gradients"]
     a = sets[first]["summary"]

@@ -1,4 +1,4 @@
-"""README figures of ``benchmarks/results/serving.json`` and ``distribute.json``.
+"""docs/topics/serving.md and distributed.md figures of ``benchmarks/results/serving.json`` and ``distribute.json``.
 
 ``python benchmarks/serving.py --calls 200 --output benchmarks/results/serving.json`` and
 ``python benchmarks/distribute.py --json`` write them; both stamp the start
@@ -37,7 +37,7 @@ def _p50(report, model, batch, method) -> float:
 
 
 def serving_summary(report: dict) -> str:
-    """README.md: the latency table of the exported signature against Keras, and which to serve."""
+    """docs/topics/serving.md: the latency table of the exported signature against Keras, and which to serve."""
     settings, environment = report["settings"], report["environment"]
     cores = environment["cpus"]
     lines = [wrap(f"Latency of one call, in milliseconds (`python benchmarks/serving.py`; {cores}-core development "
@@ -77,7 +77,7 @@ ROWS = {"single": "one process, no strategy", "1 worker": "one worker (`MultiWor
 
 
 def distribute_summary(report: dict) -> str:
-    """README.md: throughput of one process, one worker and two workers on one machine, and the reading."""
+    """docs/topics/distributed.md: throughput of one process, one worker and two workers, and the reading."""
     config, cores = report["config"], report["machine"]["cpus"]
     lines = [wrap(f"Measured on the {cores}-core development machine ({report['start']['time'][:10]}, global batch "
                   f"{config['global_batch']}, {config['steps_per_epoch']} steps × {config['timed_epochs']} timed "

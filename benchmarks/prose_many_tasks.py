@@ -1,15 +1,15 @@
-"""README and benchmarks/README figures of ``benchmarks/results/many_tasks.json`` (``benchmarks/many_tasks.py``)."""
+"""Figures of ``benchmarks/results/many_tasks.json`` (``benchmarks/many_tasks.py``): docs and benchmarks README."""
 
 from __future__ import annotations
 
 from many_tasks import side_by_side
-from prose_text import times, wrap
+from prose_text import BACKEND_NAMES, times, wrap
 
-NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+NAMES = BACKEND_NAMES
 
 
 def many_tasks_summary(report: dict) -> str:
-    """README's sentences on many named tasks against one fused head, per backend."""
+    """docs/topics/many_tasks.md: the sentences on many named tasks against one fused head, per backend."""
     targets = {(t["backend"], t["tasks"], t["ratio"]): t for t in report["targets"]}
     tasks = report["tasks"]
     parts = []

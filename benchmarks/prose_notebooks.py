@@ -1,4 +1,4 @@
-"""README figures of the notebooks' headline files, ``notebooks/results/NN_name.json``.
+"""notebooks/README figures of the notebooks' headline files, ``notebooks/results/NN_name.json``.
 
 Each notebook (``notebooks/src/NN_name.py``) writes its headline numbers
 there with the size it ran at (``size``) and its seeds; every sentence here
@@ -143,7 +143,7 @@ HEADLINES = {"01_street_scenes": street_scenes, "02_mtl_vs_separate": mtl_vs_sep
 
 
 def notebook_headlines(results: dict) -> str:
-    """README.md: one sentence per notebook, from its headline file, with the size and seeds it ran at."""
+    """notebooks/README.md: one sentence per notebook, from its headline file, with the size and seeds it ran at."""
     sizes = sorted({r["size"] for r in results.values()})
     at = f"size {sizes[0]}" if len(sizes) == 1 else f"sizes {times(sizes)}"
     intro = (f"Headline figures of the committed runs ({at}), from `notebooks/results/` by "

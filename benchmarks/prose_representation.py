@@ -1,4 +1,4 @@
-"""README figures of ``benchmarks/results/representation.json`` (``benchmarks/representation.py``).
+"""docs/topics/balancing.md figures of ``benchmarks/results/representation.json`` (``benchmarks/representation.py``).
 
 ``step_ms`` holds, per configuration, the median milliseconds per training
 step of ``FixedWeights`` and of every aggregator as ``<name>:parameters`` and
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import statistics
 
-from prose_text import span, wrap
+from prose_text import BACKEND_NAMES, span, wrap
 
 CONFIGS = {"multi_mnist": "MultiMNIST CNN, 2 tasks", "mlp_10": "MLP 784→512→256, 10 tasks"}
-BACKENDS = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 
 
 def _ratios(report, config, wrt) -> dict[str, float]:
@@ -23,7 +22,7 @@ def _ratios(report, config, wrt) -> dict[str, float]:
 
 
 def representation_summary(report: dict) -> str:
-    """README.md: the cost of ``wrt="parameters"`` against ``wrt="representation"``, and the reading."""
+    """docs/topics/balancing.md: the cost of ``wrt="parameters"`` against ``wrt="representation"``, and the reading."""
     configs = [c for c in CONFIGS if c in report["step_ms"]]
     names = list(_ratios(report, configs[0], "parameters"))
     header = "| aggregator | " + " | ".join(f"{CONFIGS[c]}: parameters | representation" for c in configs) + " |"
@@ -45,7 +44,7 @@ def representation_summary(report: dict) -> str:
             text += f" (except {', '.join(slower)}, slower there)"
         sentences.append(text)
     rates = report["matmul_gflops"]
-    intro = (f"Measured with `python benchmarks/representation.py` on {BACKENDS[report['backend']]} "
+    intro = (f"Measured with `python benchmarks/representation.py` on {BACKEND_NAMES[report['backend']]} "
              f"({report['date'][:10]}, {report['cpus']} cores, matmul {rates[0]:.0f} / {rates[1]:.0f} GFLOP/s "
              f"before / after, load average {report['loadavg_end'][0]:.1f} at the end), time per step ÷ "
              "`FixedWeights`" + (" (a `--quick` run, an eighth of the data: rough)" if report["quick"] else "") + ":")

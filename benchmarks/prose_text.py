@@ -8,6 +8,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
+# How every page names the Keras backends (the keys are KERAS_BACKEND's values).
+BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+
+
+def strategy_cost(name: str) -> str | None:
+    """What a balancing strategy costs per step, from its class (``None`` for a name that is no strategy).
+
+    ``"losses"`` for a loss weighting (Keras's own training step), ``"per-task
+    gradients"`` for a strategy that differentiates every task's loss with
+    respect to every shared parameter, and ``"per-task gradients, last shared
+    kernel only"`` for one that needs them for the last shared kernel only
+    (``Balancer.gradient_scope`` is ``None``, ``"shared"`` or ``"last_shared"``).
+    """
+    from keras_mtl import balancing
+
+    strategy = getattr(balancing, name, None)
+    if not (isinstance(strategy, type) and issubclass(strategy, balancing.Balancer)):
+        return None
+    scope = strategy.gradient_scope
+    if scope is None:
+        return "losses"
+    return "per-task gradients" if scope == "shared" else "per-task gradients, last shared kernel only"
+
 
 def load(name: str = "backends") -> dict:
     """A result file of ``benchmarks/results``."""

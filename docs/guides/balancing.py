@@ -1,0 +1,121 @@
+"""
+Title: Task weights and balancing strategies
+Description: Scale a regression target, weight the tasks, try an adaptive strategy and watch what it does.
+"""
+
+# ## Setup
+#
+# Two tasks share one trunk: `defect`, a yes/no task, and `price`, a
+# regression target in dollars. Left as they are, the two losses differ by
+# orders of magnitude, which is the commonest way one task drowns out
+# another. This guide runs as a script; the test suite runs it with
+# `KERAS_MTL_GUIDE_SIZE=small`.
+
+import os
+
+import keras
+import numpy as np
+
+import keras_mtl as kmtl
+
+SMALL = os.environ.get("KERAS_MTL_GUIDE_SIZE") == "small"
+NUM_EXAMPLES, EPOCHS = (800, 2) if SMALL else (6000, 15)
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(NUM_EXAMPLES, 16)).astype("float32")
+defect = (x[:, 0] - x[:, 1] > 0).astype(float)
+price = 500 + 120 * x[:, 2] + 40 * x[:, 0] + 10 * rng.normal(size=NUM_EXAMPLES)
+defect[rng.random(NUM_EXAMPLES) < 0.3] = np.nan          # NaN: not labelled
+price[rng.random(NUM_EXAMPLES) < 0.3] = np.nan
+split = int(0.8 * NUM_EXAMPLES)
+
+# ## First, scale the regression target
+#
+# The squared error of a price in dollars is in the tens of thousands, the
+# logistic loss of `defect` below one. Standardise the target with the mean
+# and standard deviation of the *labelled training* entries (`nanmean`,
+# `nanstd` skip the missing ones) and undo it on the predictions.
+
+mean, std = np.nanmean(price[:split]), np.nanstd(price[:split])
+scaled_price = (price - mean) / std                        # NaN stays NaN
+print(f"price: mean {mean:.1f}, std {std:.1f}")
+
+tasks = [kmtl.Task("defect"), kmtl.Task("price", kind="regression")]
+
+
+def pipelines(labels):
+    train = kmtl.data.from_arrays(x[:split], {k: v[:split] for k, v in labels.items()}, tasks,
+                                  batch_size=64, shuffle=True, seed=0)
+    val = kmtl.data.from_arrays(x[split:], {k: v[split:] for k, v in labels.items()}, tasks, batch_size=256)
+    return train, val
+
+
+def build():
+    inputs = keras.Input((16,), name="x")
+    features = keras.layers.Dense(32, activation="relu")(inputs)
+    return kmtl.MultiTaskModel(inputs, features, tasks)
+
+
+train, val = pipelines({"defect": defect, "price": scaled_price})
+
+# ## Fixed weights
+#
+# `FixedWeights`, the default, trains `Σ loss_weight × task loss`. Start with
+# equal weights; raise the weight of the task that lags, judged on its own
+# validation metric. `compile(loss_weights=...)` overrides the tasks'
+# weights without rebuilding them.
+
+model = build()
+model.compile(optimizer=keras.optimizers.Adam(3e-3), loss_weights={"defect": 2.0})
+model.fit(train, validation_data=val, epochs=EPOCHS, verbose=0)
+fixed = model.evaluate(val, return_dict=True, verbose=0)
+print(f"fixed weights: defect AUC {fixed['defect_auc']:.3f}, price MAE (scaled) {fixed['price_mae']:.3f}")
+
+# Predictions come back in the scaled units: multiply by `std` and add
+# `mean` to get dollars.
+
+print("price in dollars:", np.round(model.predict(x[:3], verbose=0)["price"][:, 0] * std + mean, 1))
+
+# ## An adaptive strategy
+#
+# Pass a strategy object to `compile`. `UncertaintyWeighting` learns one
+# weight per task; `GradNorm`, `PCGrad`, `MGDA` and the other gradient
+# methods look at every task's gradient (each step costs more: see
+# [task balancing](../topics/balancing.md)).
+#
+# What to watch: with an adaptive strategy `loss` is a sum whose weights
+# change every step (and `UncertaintyWeighting` adds a term of its own), so
+# monitor each task's *validation metric* instead of `val_loss`, each task's
+# unweighted `<task>_loss`, and the weights the strategy logs as
+# `weight_<task>`.
+
+model = build()
+model.compile(optimizer=keras.optimizers.Adam(3e-3), balancing=kmtl.balancing.UncertaintyWeighting())
+history = model.fit(train, validation_data=val, epochs=EPOCHS, verbose=0, callbacks=[
+    keras.callbacks.EarlyStopping("val_defect_auc", mode="max", patience=3, restore_best_weights=True),
+])
+for name in ("weight_defect", "weight_price", "defect_loss", "price_loss", "val_defect_auc"):
+    print(f"{name:>15}:", np.round(history.history[name], 3).tolist())
+adaptive = model.evaluate(val, return_dict=True, verbose=0)
+print(f"uncertainty weighting: defect AUC {adaptive['defect_auc']:.3f}, "
+      f"price MAE (scaled) {adaptive['price_mae']:.3f}")
+
+# `keras_mtl.plotting.plot_task_weights(history)` draws the weights per epoch. A
+# weight that collapses towards zero means the strategy has given up on that
+# task.
+
+import keras_mtl.plotting  # noqa: E402  (imported on demand: it loads matplotlib)
+
+figure = keras_mtl.plotting.plot_task_weights(history)
+
+# ## Without the scaling
+#
+# The same model on the price in dollars: the price's loss is thousands of
+# times the defect's, and the shared trunk serves the price alone.
+
+raw_train, raw_val = pipelines({"defect": defect, "price": price})
+model = build()
+model.compile(optimizer=keras.optimizers.Adam(3e-3))
+model.fit(raw_train, epochs=EPOCHS, verbose=0)
+raw = model.evaluate(raw_val, return_dict=True, verbose=0)
+print(f"unscaled price: defect loss {raw['defect_loss']:.3f} against price loss {raw['price_loss']:.1f}")

@@ -1,0 +1,203 @@
+"""The documentation: the site builds with warnings as errors, the guides and README's code run.
+
+The site is built by Sphinx (``docs/conf.py``), which the ``test`` extra
+installs, into a temporary folder and without network. Guides run as scripts
+at the small size (``KERAS_MTL_GUIDE_SIZE=small``), README's Python blocks as
+written, each in an empty folder of its own.
+"""
+
+import importlib
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import require
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+GUIDES = sorted((DOCS / "guides").glob("*.py"))
+
+# Every public module and the API page that documents it.
+PUBLIC_MODULES = {
+    "keras_mtl": "keras_mtl", "keras_mtl.data": "data", "keras_mtl.missing": "missing",
+    "keras_mtl.kinds": "kinds", "keras_mtl.losses": "losses", "keras_mtl.metrics": "metrics",
+    "keras_mtl.balancing": "balancing", "keras_mtl.aggregators": "aggregators",
+    "keras_mtl.sharing": "sharing", "keras_mtl.transfer": "transfer", "keras_mtl.distribute": "distribute",
+    "keras_mtl.export": "export", "keras_mtl.plotting": "plotting", "keras_mtl.datasets": "datasets",
+    "keras_mtl.cli": "cli",
+}
+
+
+def _sphinx_available() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("sphinx", "furo", "myst_parser"))
+
+
+def _child_env(**extra) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+    env.pop("MPLBACKEND", None)
+    env["MPLBACKEND"] = "Agg"
+    return env
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The built site: Sphinx with -W (warnings are errors), offline."""
+    require(_sphinx_available(), "Sphinx, Furo and MyST-Parser are in the test extra: pip install '.[test]'")
+    out = tmp_path_factory.mktemp("site")
+    start = time.monotonic()
+    env = _child_env(no_proxy="*", http_proxy="http://0.0.0.0:9", https_proxy="http://0.0.0.0:9")
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+         "-d", str(out / ".doctrees"), str(DOCS), str(out / "html")],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, f"the docs build failed:\n{result.stderr[-6000:]}"
+    print(f"docs built in {time.monotonic() - start:.0f} s")
+    return out / "html"
+
+
+def test_the_site_builds_with_every_page(site):
+    for page in ["index", "faq", "testing", "benchmarks", "notebooks", "data", "changelog", "api/index",
+                 *[f"guides/{g.stem}" for g in GUIDES],
+                 *[f"topics/{p.stem}" for p in (DOCS / "topics").glob("*.md")]]:
+        assert (site / f"{page}.html").is_file(), page
+    assert (site / "searchindex.js").is_file()
+
+
+def test_the_site_loads_nothing_from_the_network(site):
+    remote = re.compile(r"""(?:src|href)=["'](?:https?:)?//""")
+    for page in site.rglob("*.html"):
+        text = page.read_text()
+        assert not remote.search(re.sub(r'<a [^>]*href="https?://[^"]*"', "", text)), page
+    for sheet in site.rglob("*.css"):
+        assert "@import url(http" not in sheet.read_text(), sheet
+
+
+@pytest.mark.parametrize("module", list(PUBLIC_MODULES))
+def test_every_public_module_has_an_api_page_with_every_public_name(site, module):
+    page = site / "api" / f"{PUBLIC_MODULES[module]}.html"
+    assert page.is_file(), f"no API page for {module}"
+    ids = {m for p in (site / "api").glob("*.html") for m in re.findall(r'id="([\w.-]+)"', p.read_text())}
+    imported = importlib.import_module(module)
+    names = [n for n in getattr(imported, "__all__", []) if not n.startswith("__")]
+    undocumented = []
+    for name in names:
+        value = getattr(imported, name)
+        if isinstance(value, type(sys)):
+            found = f"module-{value.__name__}" in ids
+        else:
+            homes = {module, getattr(value, "__module__", module)}
+            found = any(f"{home}.{name}" in ids for home in homes)
+        if not found:
+            undocumented.append(name)
+    assert not undocumented, f"{module}: no API entry for {undocumented}"
+
+
+def test_the_cli_page_shows_every_command(site):
+    text = (site / "api" / "cli.html").read_text()
+    for command in ("demo", "export", "inspect"):
+        assert f"usage: keras-mtl {command}" in text
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=[g.stem for g in GUIDES])
+def test_every_guide_runs_at_the_small_size(guide, tmp_path):
+    result = subprocess.run([sys.executable, str(guide)], cwd=tmp_path, capture_output=True, text=True,
+                            env=_child_env(KERAS_MTL_GUIDE_SIZE="small"), timeout=600)
+    assert result.returncode == 0, f"{guide.name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+def test_every_guide_has_the_header_and_renders_prose_and_code():
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        from kmtl_docs import guide_to_markdown, parse_header
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    assert GUIDES, "no guides in docs/guides"
+    for guide in GUIDES:
+        source = guide.read_text()
+        fields, _ = parse_header(source)
+        assert fields["Title"] and fields["Description"], guide.name
+        page = guide_to_markdown(source)
+        assert page.startswith(f"# {fields['Title']}\n") and "```python\n" in page, guide.name
+    sample = '"""\nTitle: T\nDescription: D\n"""\n\n# ## Part\n#\n# Prose.\n\nx = 1\n# a code comment\ny = 2\n'
+    assert guide_to_markdown(sample) == ("# T\n\n*D*\n\n## Part\n\nProse.\n\n"
+                                         "```python\nx = 1\n# a code comment\ny = 2\n```\n")
+
+
+def _readme_python_blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+
+
+def test_readme_python_blocks_run_as_written(tmp_path):
+    blocks = _readme_python_blocks()
+    assert blocks, "README.md has no Python block"
+    for i, block in enumerate(blocks):
+        folder = tmp_path / f"block{i}"
+        folder.mkdir()
+        result = subprocess.run([sys.executable, "-c", block], cwd=folder, capture_output=True, text=True,
+                                env=_child_env(), timeout=600)
+        assert result.returncode == 0, f"README block {i} failed:\n{result.stderr[-3000:]}"
+    # The example's own promises: a saved model and a SavedModel version directory.
+    assert (tmp_path / "block0" / "street.keras").is_file()
+    assert (tmp_path / "block0" / "serving" / "street" / "1" / "saved_model.pb").is_file()
+
+
+def test_readme_keeps_the_quick_start_block_ci_reads():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"^## Quick start\n.*?^```bash\n(.*?)^```", text, re.S | re.M).group(1)
+    assert block.splitlines() == ['python -m pip install . && keras-mtl demo',
+                                  'python -m pip install ".[test]" && pytest -q -n auto tests']
+    assert "TensorFlow 2.21.0, Keras 3.15.1, JAX 0.10.2 and PyTorch 2.14.1" in " ".join(text.split())
+
+
+def test_readme_links_point_at_files_that_exist():
+    text = (ROOT / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert (ROOT / target).exists(), target
+
+
+# -- facts the docs state about the library ------------------------------------------------
+
+def test_the_balancing_table_states_each_strategys_cost():
+    """docs/topics/balancing.md's cost column is what each strategy class says (its gradient_scope)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from prose_text import strategy_cost
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import keras_mtl as kmtl
+
+    text = (DOCS / "topics" / "balancing.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)\(.*?\)`[^|]*\|[^|]*\| ([^|]+?) \|", text, re.M))
+    strategies = [n for n in kmtl.balancing.__all__ if isinstance(getattr(kmtl.balancing, n), type)
+                  and issubclass(getattr(kmtl.balancing, n), kmtl.balancing.Balancer)
+                  and n not in ("Balancer", "GradientAggregator")]
+    assert sorted(rows) == sorted(strategies)
+    assert {n: strategy_cost(n) for n in rows} == rows
+    # The backends page names every strategy that needs per-task gradients.
+    gradients = sorted(n for n in strategies if getattr(kmtl.balancing, n).gradient_scope is not None)
+    backends = " ".join((DOCS / "topics" / "backends.md").read_text().split())
+    count = "zero one two three four five six seven eight nine ten eleven twelve".split()[len(gradients)]
+    assert f"The {count} strategies that need per-task gradients" in backends
+    assert all(f"`{n}`" in backends for n in gradients)
+
+
+def test_faq_class_names_are_not_labels_and_the_lookup_works():
+    """docs/faq.md: a class name in a label array raises; the look-up it shows gives class indices."""
+    import keras_mtl as kmtl
+
+    weather = kmtl.Task("weather", kind="categorical", class_names=["sunny", "rain", "fog", "snow"])
+    assert weather.num_classes == 4
+    x = np.zeros((3, 2), "float32")
+    with pytest.raises(ValueError, match="label 'rain' at index 0 is not a number"):
+        kmtl.data.from_arrays(x, {"weather": ["rain", "?", "snow"]}, [weather])
+    index = {name: i for i, name in enumerate(weather.class_names)}
+    labels = ["?" if name in ("?", None) else index[name] for name in ["rain", None, "snow"]]
+    _, y = next(iter(kmtl.data.from_arrays(x, {"weather": labels}, [weather], batch_size=3)))
+    assert y["weather"].numpy().tolist() == [1, kmtl.MISSING, 3]
