@@ -4,17 +4,16 @@ Naming 1,000 tasks must not cost 1,000 layers and 1,000 losses in the
 training step. All heads share one ``Dense`` kernel whose output columns are
 laid out by label group (:func:`keras_mtl.tasks.label_groups`: every binary
 and multilabel unit first, then the regression units, other elementwise
-groups, then one softmax block per categorical task). Users see one named
-output per task (:class:`TaskOutput` per task up to 16 tasks,
-:class:`TaskOutputs` for all of them beyond); training computes the loss of
-every group from the fused logits and the group's label matrix in a handful
-of tensor operations (:class:`FusedTaskLoss`).
+groups, then one softmax block per categorical task). One
+:class:`TaskOutputs` layer turns the fused logits into one named output per
+task, for one task or a thousand; the model's forward pass returns those
+outputs and, beside them, the fused logits (:data:`FUSED_LOGITS`), from which
+:class:`FusedTaskLoss` computes every group's loss in a handful of tensor
+operations.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import keras
@@ -24,8 +23,12 @@ from keras import ops
 from keras_mtl.losses import check_normalize, global_counts
 from keras_mtl.tasks import Task, label_groups, label_width, packed_key
 
+# The key of the fused logits among the forward pass's outputs, beside one key per task.
+# Task names are identifiers (keras_mtl.tasks), so this key is never a task's.
+FUSED_LOGITS = "kmtl:fused_logits"
+
 __all__ = [
-    "ForwardRecord",
+    "FUSED_LOGITS",
     "FusedTaskLoss",
     "HeadLayout",
     "LabelGroup",
@@ -33,8 +36,7 @@ __all__ = [
     "TaskMetrics",
     "TaskOutput",
     "TaskOutputs",
-    "TaskOutputView",
-    "logits_from_outputs",
+    "forward_outputs",
     "stack_groups",
     "stack_weights",
 ]
@@ -166,12 +168,11 @@ class TaskHeads(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        # The model's ForwardRecord when this layer reads the trunk's output (no sharing layer).
-        self.record = None
         if self.task_units is None:
+            # The layer's dtype policy passed on: a mixed policy computes in float16 here too.
             self.dense = keras.layers.Dense(
                 self.units, kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
-                kernel_regularizer=kernel_regularizer, name="fused_kernel")
+                kernel_regularizer=kernel_regularizer, dtype=self.dtype_policy, name="fused_kernel")
 
     def build(self, input_shape):
         if self.task_units is None:
@@ -192,8 +193,6 @@ class TaskHeads(keras.layers.Layer):
         self._gather = np.array(index, dtype="int32")
 
     def call(self, features):
-        if self.record is not None:
-            features = self.record.tap(features)
         if self.task_units is None:
             return self.dense(features)
         per_task = ops.einsum("btd,tdu->btu", features, self.kernel) + self.bias
@@ -217,75 +216,13 @@ class TaskHeads(keras.layers.Layer):
         return config
 
 
-class ForwardRecord:
-    """The fused logits behind the outputs of a model's latest forward pass, and its representation.
-
-    Keras hands ``compute_loss`` the model's outputs in user units
-    (probabilities); the loss is exact and stable only on the logits. Each
-    :class:`TaskOutput` notes the logits it sliced and the tensor it
-    returned; :meth:`logits_for` gives the logits back only if every output
-    passed in is one of those tensors (identity, not equality), so a stale
-    or foreign prediction is never paired with the wrong logits. It runs in
-    the same trace as the forward pass on every backend, and holds plain
-    Python references, out of Keras's tracking.
-    """
-
-    def __init__(self):
-        self._entries = {}
-        # The trunk's output of the latest forward pass, noted by the layer that
-        # reads it; plus a zero probe a training step may set, to differentiate
-        # with respect to it where intermediate tensors have no gradient (JAX).
-        # Per thread: MirroredStrategy traces each replica's step in its own.
-        self._replica = threading.local()
-
-    @property
-    def representation(self):
-        """The shared representation of this thread's latest forward pass (``None`` before one)."""
-        return getattr(self._replica, "representation", None)
-
-    @property
-    def probe(self):
-        return getattr(self._replica, "probe", None)
-
-    @probe.setter
-    def probe(self, value):
-        self._replica.probe = value
-
-    def tap(self, features):
-        """Notes ``features`` (the shared representation) and returns it, plus the probe if set."""
-        if self.probe is not None:
-            features = features + ops.cast(self.probe, features.dtype)
-        self._replica.representation = features
-        return features
-
-    def note(self, name, logits, output):
-        self._entries[name] = (logits, output)
-
-    def logits_for(self, y_pred: dict):
-        """The fused logits that produced ``y_pred``, or ``None``.
-
-        Example:
-            >>> record, logits = ForwardRecord(), ops.zeros((2, 1))
-            >>> output = ops.sigmoid(logits)
-            >>> record.note("car", logits, output)
-            >>> record.logits_for({"car": output}) is logits, record.logits_for({"car": output + 0})
-            (True, None)
-        """
-        found = None
-        for name, value in y_pred.items():
-            logits, output = self._entries.get(name, (None, None))
-            if output is not value or (found is not None and logits is not found):
-                return None
-            found = logits
-        return found
-
-
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class TaskOutput(keras.layers.Layer):
     """One task's named output: its columns of the fused logits, activated.
 
-    The output layer of models saved before :class:`TaskOutputs`, which
-    they still load with.
+    The output layer of up to 16 tasks in files written by keras_mtl 0.1.0:
+    kept so that those files deserialise. ``MultiTaskModel.from_config``
+    replaces these layers by one :class:`TaskOutputs`.
 
     Args:
         start, stop: the task's columns in the fused logits.
@@ -297,14 +234,10 @@ class TaskOutput(keras.layers.Layer):
         self.start, self.stop = int(start), int(stop)
         self.activation = activation
         self._activation_fn = keras.activations.get(activation)
-        self.record = None  # a ForwardRecord, set by the model
 
     def call(self, logits):
         # float32 outputs even under a mixed-precision policy.
-        output = ops.cast(self._activation_fn(logits[:, self.start:self.stop]), "float32")
-        if self.record is not None:
-            self.record.note(self.name, logits, output)
-        return output
+        return ops.cast(self._activation_fn(logits[:, self.start:self.stop]), "float32")
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.stop - self.start)
@@ -348,7 +281,6 @@ class TaskOutputs(keras.layers.Layer):
     def __init__(self, outputs, **kwargs):
         super().__init__(**kwargs)
         self.outputs = [[str(n), int(a), int(b), str(act), bool(e)] for n, a, b, act, e in outputs]
-        self.record = None  # a ForwardRecord, set by the model
         self._runs = []  # (activation, start, stop, [(name, width)]): activated together
         for name, start, stop, activation, elementwise in sorted(self.outputs, key=lambda o: o[1]):
             run = self._runs[-1] if self._runs else None
@@ -372,11 +304,7 @@ class TaskOutputs(keras.layers.Layer):
             points = len(widths) if len(set(widths)) == 1 else np.cumsum(widths)[:-1].tolist()
             splits = ops.split(block, points, axis=1)
             found.update({name: value for (name, _), value in zip(parts, splits)})
-        outputs = {o[0]: found[o[0]] for o in self.outputs}  # in task order
-        if self.record is not None:
-            for name, value in outputs.items():
-                self.record.note(name, logits, value)
-        return outputs
+        return {o[0]: found[o[0]] for o in self.outputs}  # in task order
 
     def compute_output_spec(self, logits):
         return {name: keras.KerasTensor((logits.shape[0], stop - start), dtype="float32")
@@ -388,55 +316,27 @@ class TaskOutputs(keras.layers.Layer):
         return config
 
 
-class TaskOutputView(Mapping):
-    """``{task name: output}`` computed from the fused logits when read.
+def forward_outputs(logits, layout: HeadLayout, name: str = "kmtl_outputs") -> dict:
+    """What a multi-task model's forward pass returns: ``{task: output, FUSED_LOGITS: logits}``.
 
-    What the model's output dict holds, without building it: training
-    steps that run on the fused logits hand this to the metrics, and only
-    the tasks whose outputs are read (tasks with metrics of their own)
-    cost a slice and an activation, the same ones :class:`TaskOutputs`
-    applies.
+    One :class:`TaskOutputs` layer gives every task's output in user units;
+    the fused logits travel beside them, so that the loss and the metrics
+    read them from the forward pass's return value.
 
     Args:
-        logits: fused logits ``(batch, layout.units)``.
+        logits: fused logits ``(batch, layout.units)``, symbolic or eager.
         layout: the model's :class:`HeadLayout`.
+        name: the output layer's name.
 
     Example:
         >>> layout = HeadLayout([Task("car"), Task("weather", kind="categorical", num_classes=2)])
-        >>> view = TaskOutputView(ops.zeros((1, 3)), layout)
-        >>> sorted(view), [float(v) for v in ops.convert_to_numpy(view["weather"])[0]]
-        (['car', 'weather'], [0.5, 0.5])
+        >>> out = forward_outputs(ops.zeros((1, 3)), layout)
+        >>> list(out), [float(v) for v in ops.convert_to_numpy(out["weather"])[0]]
+        (['car', 'weather', 'kmtl:fused_logits'], [0.5, 0.5])
     """
-
-    def __init__(self, logits, layout: HeadLayout):
-        self.logits, self.layout = logits, layout
-
-    def __getitem__(self, name):
-        block = self.layout.block(name)
-        activation = keras.activations.get(block.task.activation)
-        return ops.cast(activation(self.logits[:, block.start:block.stop]), "float32")
-
-    def __iter__(self):
-        return (task.name for task in self.layout.tasks)
-
-    def __len__(self):
-        return len(self.layout.blocks)
-
-
-def logits_from_outputs(y_pred: dict, layout: HeadLayout, epsilon: float = 1e-7):
-    """Fused logits recovered from outputs in user units (for foreign predictions).
-
-    Each kind inverts its activation; probabilities are clipped to
-    ``[ε, 1 − ε]`` first, as Keras does for losses on probabilities: exact
-    up to that clipping.
-    """
-    columns = []
-    for task in layout.tasks:
-        value = ops.cast(ops.convert_to_tensor(y_pred[task.name]), "float32")
-        value = ops.reshape(value, (ops.shape(value)[0], task.units))
-        columns.append((layout.block(task.name).start, task.kind.logits_from_outputs(value, epsilon)))
-    columns.sort(key=lambda c: c[0])
-    return ops.concatenate([c[1] for c in columns], axis=1)
+    spec = [[t.name, layout.block(t.name).start, layout.block(t.name).stop, t.activation, t.kind.elementwise]
+            for t in layout.tasks]
+    return {**TaskOutputs(spec, name=name)(logits), FUSED_LOGITS: logits}
 
 
 def _label_columns(y, group: LabelGroup, batch_size, dtype):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 from keras import ops
 
@@ -14,15 +12,12 @@ from keras_mtl import distribute as distribute_lib
 from keras_mtl import metrics as metrics_lib
 from keras_mtl import sharing as sharing_lib
 from keras_mtl.heads import (
-    ForwardRecord,
+    FUSED_LOGITS,
     FusedTaskLoss,
     HeadLayout,
     TaskHeads,
     TaskMetrics,
-    TaskOutput,
-    TaskOutputs,
-    TaskOutputView,
-    logits_from_outputs,
+    forward_outputs,
     stack_groups,
 )
 from keras_mtl.losses import check_normalize
@@ -30,22 +25,28 @@ from keras_mtl.tasks import Task, check_tasks
 
 __all__ = ["LossTerms", "MultiTaskModel"]
 
-HEADS_LAYER = "heads"
-SHARING_LAYER = "sharing"
-OUTPUTS_LAYER = "task_outputs"
-# Up to this many tasks, training logs every task's loss and metrics.
+# keras_mtl's own layers: names a user's trunk would not pick (a clash raises a clear error).
+HEADS_LAYER = "kmtl_heads"
+SHARING_LAYER = "kmtl_sharing"
+OUTPUTS_LAYER = "kmtl_outputs"
+FLATTEN_LAYER = "kmtl_flatten"
+OWN_LAYERS = (HEADS_LAYER, SHARING_LAYER, OUTPUTS_LAYER, FLATTEN_LAYER)
+# Up to this many tasks, training logs every task's loss and metrics (a display choice:
+# evaluate and validation always report every task).
 LOG_EVERY_TASK_UP_TO = 16
 
 
-class _LogitsForward:
-    """The model's graph up to the fused logits, sharing the model's layers.
+class _RepresentationSplit:
+    """The model's graph cut at the shared representation, sharing the model's layers.
 
-    Held outside Keras's tracking (no second copy of the layers in
-    ``summary()``, saved files or checkpoints).
+    ``trunk``: inputs → representation; ``head``: representation → the
+    forward pass's outputs. Held outside Keras's tracking (no second copy
+    of the layers in ``summary()``, saved files or checkpoints).
     """
 
-    def __init__(self, model):
-        self.model = keras.Model(model.input, model.get_layer(HEADS_LAYER).output)
+    def __init__(self, model, representation):
+        self.trunk = keras.Model(model.input, representation)
+        self.head = keras.Model(representation, model.output)
 
 
 class _Compiled:
@@ -116,10 +117,13 @@ def _floats(values: dict) -> dict:
 class MultiTaskModel(keras.Model):
     """A functional model: the user's trunk, then one named head per task.
 
-    ``model(x)`` and ``model.predict(x)`` return ``{task name: output}`` in
-    user units: probabilities for binary, multilabel and categorical tasks,
-    values for regression. Internally all heads share one fused kernel and
-    training computes every task's masked loss from the fused logits.
+    ``model.predict(x)`` returns ``{task name: output}`` in user units:
+    probabilities for binary, multilabel and categorical tasks, values for
+    regression. All heads share one fused kernel, and ``model(x)`` — the
+    forward pass that ``fit`` and ``evaluate`` run — returns the same outputs
+    plus the fused logits under ``kmtl.heads.FUSED_LOGITS``: the loss
+    (:meth:`compute_loss`) and the metrics (:meth:`compute_metrics`) read
+    them there, so every task's loss is computed exactly, from logits.
 
     Args:
         inputs: the model's ``keras.Input`` tensor(s) (a tensor, list or
@@ -137,8 +141,8 @@ class MultiTaskModel(keras.Model):
         >>> inputs = keras.Input((8,), name="x")
         >>> features = keras.layers.Dense(16, activation="relu")(inputs)
         >>> model = kmtl.MultiTaskModel(inputs, features, [kmtl.Task("car"), kmtl.Task("bike")])
-        >>> sorted(model.output_names)
-        ['bike', 'car']
+        >>> model.task_names, sorted(model(keras.ops.zeros((2, 8))))
+        (['car', 'bike'], ['bike', 'car', 'kmtl:fused_logits'])
     """
 
     def __init__(self, inputs, features, tasks, sharing=None, name=None, **kwargs):
@@ -149,9 +153,11 @@ class MultiTaskModel(keras.Model):
                 "features = keras.layers.Dense(64)(inputs); got "
                 f"{type(features).__name__}."
             )
-        _check_layer_names(inputs, features, tasks)
+        _check_layer_names(inputs, features, [HEADS_LAYER, OUTPUTS_LAYER]
+                           + ([FLATTEN_LAYER] if len(features.shape) > 2 else [])
+                           + ([SHARING_LAYER] if sharing is not None else []))
         if len(features.shape) > 2:
-            features = keras.layers.Flatten(name="features")(features)
+            features = keras.layers.Flatten(name=FLATTEN_LAYER)(features)
         layout = HeadLayout(tasks)
         if sharing is None:
             logits = TaskHeads(layout.units, name=HEADS_LAYER)(features)
@@ -168,27 +174,20 @@ class MultiTaskModel(keras.Model):
             per_task = sharing(features)
             logits = TaskHeads(layout.units, task_units=[t.units for t in tasks],
                                column_tasks=layout.column_tasks, name=HEADS_LAYER)(per_task)
-        super().__init__(inputs=inputs, outputs=_named_outputs(logits, tasks, layout), name=name, **kwargs)
+        outputs = forward_outputs(logits, layout, name=OUTPUTS_LAYER)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._setup(tasks)
 
     def _setup(self, tasks):
         self._tasks = list(tasks)
         self._layout = HeadLayout(self._tasks)
-        self._record = ForwardRecord()
-        try:
-            self.get_layer(OUTPUTS_LAYER).record = self._record
-        except ValueError:  # up to 16 tasks: one TaskOutput layer per task
-            for task in self._tasks:
-                self.get_layer(task.name).record = self._record
-        self._representation_layer().record = self._record
         # Tracked Keras state, replaced on every compile: the strategy (its
         # variables train, save and restore with the model's) and the metrics.
         self._strategy_slot = []
         self._metric_slot = []
         self._compiled = None
         self._step_training = False
-        self._logits = _LogitsForward(self)
-        self._fused_steps = 0  # steps under way (MirroredStrategy traces each replica's in a thread)
+        self._split = None  # built when a strategy first needs it
 
     # -- tasks ----------------------------------------------------------------
 
@@ -218,15 +217,50 @@ class MultiTaskModel(keras.Model):
     @property
     def sharing(self):
         """The sharing layer (``None`` for hard sharing)."""
-        try:
-            return self.get_layer(SHARING_LAYER)
-        except ValueError:
-            return None
+        return _last_layer_of_type(self, sharing_lib.SharingLayer)
 
-    def _representation_layer(self):
-        """The layer that reads the trunk's output: the sharing layer, else the heads."""
+    @property
+    def task_heads(self) -> TaskHeads:
+        """The fused head layer: shared representation (or per-task features) → fused logits."""
+        return _last_layer_of_type(self, TaskHeads)
+
+    @property
+    def representation_layer(self) -> keras.layers.Layer:
+        """The layer that reads the shared representation: the sharing layer, else the heads.
+
+        The shared representation (the trunk's output, flattened) is its
+        ``input``.
+        """
         sharing = self.sharing
-        return self.get_layer(HEADS_LAYER) if sharing is None else sharing
+        return self.task_heads if sharing is None else sharing
+
+    def split_at_representation(self) -> tuple[keras.Model, keras.Model]:
+        """``(trunk, head)``: the model cut at the shared representation.
+
+        ``trunk(x)`` is the representation; ``head(representation)`` returns
+        what ``model(x)`` returns. Both share the model's layers and
+        variables; the training steps that need gradients with respect to
+        the representation call them one after the other.
+        """
+        if self._split is None:
+            self._split = _RepresentationSplit(self, self.representation_layer.input)
+        return self._split.trunk, self._split.head
+
+    @staticmethod
+    def fused_logits(y_pred):
+        """The fused logits ``(batch, units)`` among the outputs of the model's forward pass.
+
+        Raises:
+            ValueError: if ``y_pred`` is not what ``model(x)`` returned.
+        """
+        if not isinstance(y_pred, dict) or FUSED_LOGITS not in y_pred:
+            found = sorted(y_pred) if isinstance(y_pred, dict) else type(y_pred).__name__
+            raise ValueError(
+                f"The loss and the metrics read the fused logits that model(x) returns under "
+                f"{FUSED_LOGITS!r}; got {found}. Pass the outputs of the model's own forward pass "
+                "(y_pred = model(x)), not predictions in user units such as model.predict's."
+            )
+        return y_pred[FUSED_LOGITS]
 
     def sharing_weights(self, x=None, batch_size: int = 256) -> dict:
         """What the sharing architecture learned, as NumPy arrays.
@@ -472,9 +506,7 @@ class MultiTaskModel(keras.Model):
         """
         self._require_compiled()
         y = self._labels_by_task(y)
-        logits = self._step_logits(y_pred)
-        if logits is None:  # predictions that did not come from this model's forward pass
-            logits = logits_from_outputs(self._labels_by_task(y_pred), self._layout)
+        logits = self.fused_logits(y_pred)
         stacked = stack_groups(y, self._layout, ops.shape(logits)[0])
         task_losses, counts = self._compiled.loss(y, logits, sample_weight, return_counts=True,
                                                   stacked=stacked)
@@ -522,10 +554,7 @@ class MultiTaskModel(keras.Model):
         self._require_compiled()
         y = self._labels_by_task(y)
         task_metrics = self._metric(TaskMetrics)
-        logits = self._step_logits(y_pred)
-        outputs = TaskOutputView(logits, self._layout) if not isinstance(y_pred, dict) and logits is not None \
-            else self._labels_by_task(y_pred)
-        task_metrics.update_state(y, outputs, sample_weight, logits=logits)
+        task_metrics.update_state(y, y_pred, sample_weight, logits=self.fused_logits(y_pred))
         # Set by loss_terms earlier in the same step (the same trace on every backend;
         # under tf.distribute every replica's step sets the same value).
         if self._step_training and not self._compiled.log_every_task:
@@ -545,7 +574,7 @@ class MultiTaskModel(keras.Model):
         last kernel every task's loss reaches (``"last_shared"``).
         """
         scope = self.balancing.gradient_scope
-        heads = {id(v) for v in self.get_layer(HEADS_LAYER).trainable_variables}
+        heads = {id(v) for v in self.task_heads.trainable_variables}
         own = {id(v) for v in self.balancing.trainable_variables}
         shared = [v for v in self.trainable_variables if id(v) not in heads and id(v) not in own]
         if scope == "last_shared":
@@ -610,7 +639,7 @@ class MultiTaskModel(keras.Model):
         the others (sharing layer, heads, the strategy's own) keep the
         gradients of the total loss.
         """
-        after = {id(v) for v in self._representation_layer().trainable_variables}
+        after = {id(v) for v in self.representation_layer.trainable_variables}
         trunk = [v for v in self.per_task_variables() if id(v) not in after]
         if not trunk:
             raise ValueError(
@@ -662,45 +691,15 @@ class MultiTaskModel(keras.Model):
         scale = self.optimizer.scale_loss(ops.convert_to_tensor(1.0, "float32"))
         return [g * ops.cast(scale, g.dtype) for g in gradients]
 
-    def call(self, inputs, training=None, mask=None, **kwargs):
-        if self._fused_steps:
-            return self._logits.model(inputs, training=training)
-        return super().call(inputs, training=training, mask=mask, **kwargs)
-
-    @contextlib.contextmanager
-    def _on_fused_logits(self):
-        """Within a training or test step the forward pass stops at the fused logits.
-
-        The loss and the metrics need nothing else, and on an eager backend
-        (PyTorch) building, flattening and repacking a dict of 1,000 outputs
-        would cost every step more than the layers themselves.
-        """
-        self._fused_steps += 1
-        try:
-            yield
-        finally:
-            self._fused_steps -= 1
-
-    def _step_logits(self, y_pred):
-        """The fused logits behind ``y_pred``, or ``None`` for predictions of unknown origin."""
-        if self._fused_steps and not isinstance(y_pred, dict):
-            return y_pred  # what call returned in this step (JAX hands back a new tracer of it)
-        return self._record.logits_for(y_pred)
-
     def train_step(self, *args):
         # Keras's own step (through compute_loss), except for strategies that
         # need per-task gradients: the step of keras_mtl.backend for this backend.
         self._require_compiled()
-        with self._on_fused_logits():
-            if self.balancing.gradient_scope is None:
-                return super().train_step(*args)
-            if _wrt_representation(self.balancing):
-                return backend_lib.representation_train_step(self, *args)
-            return backend_lib.train_step(self, *args)
-
-    def test_step(self, *args):
-        with self._on_fused_logits():
-            return super().test_step(*args)
+        if self.balancing.gradient_scope is None:
+            return super().train_step(*args)
+        if _wrt_representation(self.balancing):
+            return backend_lib.representation_train_step(self, *args)
+        return backend_lib.train_step(self, *args)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15 cannot reduce a PerReplica batch across workers here; see
@@ -720,7 +719,11 @@ class MultiTaskModel(keras.Model):
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        """``{task name: outputs}`` in task order (JAX's tree utilities sort dict keys)."""
+        """``{task name: output}`` in task order, in user units.
+
+        What ``model(x)`` returns without the fused logits, batch by batch
+        (and in task order: JAX's tree utilities sort dict keys).
+        """
         outputs = super().predict(x, *args, **kwargs)
         return {name: outputs[name] for name in self.task_names}
 
@@ -737,38 +740,40 @@ class MultiTaskModel(keras.Model):
         config = dict(config)
         tasks = [Task.from_config(c) for c in config.pop("tasks")]
         graph = keras.Model.from_config(config, custom_objects=custom_objects)
+        outputs = graph.output
+        if not isinstance(outputs, dict) or FUSED_LOGITS not in outputs:
+            # A file of keras_mtl 0.1.0: its outputs lack the fused logits (and up to 16
+            # tasks had an output layer each); the heads' weights are the same.
+            outputs = forward_outputs(_last_layer_of_type(graph, TaskHeads).output, HeadLayout(tasks),
+                                      name=OUTPUTS_LAYER)
         model = cls.__new__(cls)
         # super(), not keras.Model.__init__: once Keras has injected
         # Functional into the class's bases, a second injection would cycle.
-        super(MultiTaskModel, model).__init__(inputs=graph.input, outputs=graph.output, name=config.get("name"))
+        super(MultiTaskModel, model).__init__(inputs=graph.input, outputs=outputs, name=config.get("name"))
         model._setup(tasks)
         return model
 
 
-def _named_outputs(logits, tasks, layout) -> dict:
-    """``{task: output}``: one layer per task up to 16 tasks (each visible in
-    ``summary()`` and ``plot_model``), beyond that one layer for all of them,
-    whose cost does not grow with a layer per task."""
-    if len(tasks) <= LOG_EVERY_TASK_UP_TO:
-        return {t.name: TaskOutput(layout.block(t.name).start, layout.block(t.name).stop, t.activation,
-                                   name=t.name)(logits) for t in tasks}
-    return TaskOutputs([[t.name, layout.block(t.name).start, layout.block(t.name).stop, t.activation,
-                         t.kind.elementwise] for t in tasks], name=OUTPUTS_LAYER)(logits)
+def _last_layer_of_type(model, cls):
+    """The model's last layer of class ``cls``, or ``None`` (found by type: files of
+    keras_mtl 0.1.0 name keras_mtl's layers differently)."""
+    found = [layer for layer in model.layers if isinstance(layer, cls)]
+    return found[-1] if found else None
 
 
 def _wrt_representation(balancer) -> bool:
     return getattr(balancer, "wrt", "parameters") == "representation"
 
 
-def _check_layer_names(inputs, features, tasks):
-    """Task names and keras_mtl's layer names must not clash with the trunk's layers."""
-    trunk = keras.Model(inputs, features)
-    ours = {HEADS_LAYER, SHARING_LAYER, OUTPUTS_LAYER, "features"}
-    # Up to 16 tasks each task's output is a layer of its name.
-    taken = ours | ({t.name for t in tasks} if len(tasks) <= LOG_EVERY_TASK_UP_TO else set())
-    clashes = sorted(taken & {layer.name for layer in trunk.layers})
-    if clashes:
+def _check_layer_names(inputs, features, added):
+    """The names of the layers keras_mtl adds must not be the trunk's (any other name is the user's).
+
+    A trunk reused from another multi-task model (:mod:`keras_mtl.transfer`)
+    may hold that model's flatten layer: only the names added now count.
+    """
+    ours = sorted({layer.name for layer in keras.Model(inputs, features).layers} & set(added))
+    if ours:
         raise ValueError(
-            f"Layer name(s) {clashes} of the trunk are also task names or keras_mtl's own layers "
-            f"({sorted(ours)}); rename those layers of the trunk (layers take name=...) or the tasks."
+            f"Layer name(s) {ours} of the trunk are keras_mtl's own (it names its layers "
+            f"{list(OWN_LAYERS)}); rename those layers of the trunk (layers take name=...)."
         )

@@ -38,13 +38,6 @@ class SharingLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_tasks = num_tasks
 
-    # The model's ForwardRecord: the layer notes the trunk's output it reads
-    # (the shared representation of ``wrt="representation"`` aggregators).
-    record = None
-
-    def _tap(self, features):
-        return features if self.record is None else self.record.tap(features)
-
     def shared_kernels(self) -> list:
         """Kernels every task's loss reaches (for gradient-norm balancing).
 
@@ -150,7 +143,6 @@ class SoftSharing(_Towers):
         return self.strength * total
 
     def call(self, features):
-        features = self._tap(features)
         if self.strength > 0:
             self.add_loss(self.penalty())
         x = ops.repeat(ops.expand_dims(features, 1), self.num_tasks, axis=1)
@@ -209,7 +201,6 @@ class CrossStitch(_Towers):
         ]
 
     def call(self, features):
-        features = self._tap(features)
         x = ops.repeat(ops.expand_dims(features, 1), self.num_tasks, axis=1)
         for i in range(len(self.units)):
             x = self._layer(i, x)
@@ -292,7 +283,6 @@ class MMoE(SharingLayer):
         return ops.softmax(ops.einsum("bd,dte->bte", features, self.gate_kernel) + self.gate_bias, axis=-1)
 
     def call(self, features):
-        features = self._tap(features)
         experts = _experts_forward(self, features, self.kernels, self.biases)
         return ops.einsum("bte,beu->btu", self.gates(features), experts)
 
@@ -426,7 +416,7 @@ class PLE(SharingLayer):
         return self._forward(features)[1]
 
     def call(self, features):
-        return self._forward(self._tap(features))[0]
+        return self._forward(features)[0]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_tasks, self.units)

@@ -23,20 +23,14 @@ from __future__ import annotations
 
 import keras
 
-from keras_mtl.model import HEADS_LAYER, SHARING_LAYER, MultiTaskModel
+from keras_mtl.model import MultiTaskModel
 
 __all__ = ["new_heads", "trunk_layers", "unfreeze"]
 
 
-def _features_of(model) -> keras.KerasTensor:
-    """The trunk's output tensor of a MultiTaskModel (before sharing/heads)."""
-    for name in (SHARING_LAYER, HEADS_LAYER):
-        try:
-            layer = model.get_layer(name)
-        except ValueError:
-            continue
-        return layer.input
-    raise ValueError(f"{model.name} has no '{HEADS_LAYER}' layer: is it a MultiTaskModel?")
+def _features_of(model: MultiTaskModel) -> keras.KerasTensor:
+    """The trunk's output tensor of a MultiTaskModel: its shared representation."""
+    return model.representation_layer.input
 
 
 def _is_functional(model) -> bool:

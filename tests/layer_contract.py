@@ -11,8 +11,9 @@ arguments and checks, on whatever Keras backend runs the tests:
    it) and the eager call agree on the output shape;
 4. a clone from the config, given the same weights, computes the same
    outputs;
-5. under the ``mixed_bfloat16`` policy the variables stay float32 and the
-   outputs are bfloat16 (or the dtype the layer promises);
+5. under the ``mixed_bfloat16`` policy — set globally, and passed to the
+   constructor as ``dtype=`` — the variables stay float32 and the outputs
+   are bfloat16 (or the dtype the layer promises);
 6. a model holding the layer saves to a ``.keras`` file and reloads (no
    ``custom_objects``, ``safe_mode`` on) with the same predictions;
 7. one ``fit`` step moves every trainable weight.
@@ -65,14 +66,20 @@ def _defines_output_shape(cls) -> bool:
 
 
 def _check_mixed_precision(cls, init_kwargs, x, output_dtype):
+    # Once as the global policy, once passed to the constructor: a layer that builds sub-layers
+    # must hand its own policy on (a global policy alone would hide a forgotten dtype=).
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        layer = cls(**init_kwargs)
-        symbolic = layer(keras.KerasTensor((None, *x.shape[1:])))
-        output = layer(x)
+        _check_mixed_layer(cls(**init_kwargs), cls, x, output_dtype)
     finally:
         keras.config.set_dtype_policy(previous)
+    _check_mixed_layer(cls(**init_kwargs, dtype="mixed_bfloat16"), cls, x, output_dtype)
+
+
+def _check_mixed_layer(layer, cls, x, output_dtype):
+    symbolic = layer(keras.KerasTensor((None, *x.shape[1:])))
+    output = layer(x)
     expected = output_dtype or "bfloat16"
     for weight in layer.weights:
         assert keras.backend.standardize_dtype(weight.dtype) == "float32", (

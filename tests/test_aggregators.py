@@ -585,11 +585,11 @@ def test_absent_task_then_training_then_a_keras_file(cls, tmp_path):
     grads = formula_gradients(model, x[:32], first, shared)  # tasks c and b, unweighted
     losses = task_losses(model, x[:32], first)[[0, 2]]
     before = flat(shared)
-    gone_head = model.get_layer("heads").dense.kernel.numpy()[:, 1].copy()
+    gone_head = model.task_heads.dense.kernel.numpy()[:, 1].copy()
     state = [v.numpy().copy() for v in strategy.variables]
     model.fit(x[:32], first, batch_size=32, epochs=1, shuffle=False, verbose=0)
 
-    np.testing.assert_array_equal(model.get_layer("heads").dense.kernel.numpy()[:, 1], gone_head)
+    np.testing.assert_array_equal(model.task_heads.dense.kernel.numpy()[:, 1], gone_head)
     for saved, variable in zip(state, strategy.variables, strict=True):
         assert variable.numpy()[1] == saved[1], variable.name  # every state entry of the absent task
     applied = (before - flat(shared)) / lr

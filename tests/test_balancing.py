@@ -165,7 +165,7 @@ def test_pcgrad_end_to_end_shared_update_respects_both_conflicting_tasks():
     u = rng.normal(size=6).astype("float32")
     y = {"a": x @ u, "b": -5.0 * (x @ u)}
     model = build(regression("a", "b"), hidden=4, activation=None)
-    heads = model.get_layer("heads").dense
+    heads = model.task_heads.dense
     # Head directions 60° apart: the task gradients on the trunk conflict.
     heads.kernel.assign(np.array([[1, 0.5], [0, np.sqrt(3) / 2], [0, 0], [0, 0]], dtype="float32"))
     shared = trunk(model)
@@ -556,13 +556,13 @@ def test_task_without_labels_in_the_batch_contributes_nothing(cls):
     shared = trunk(model)
     grads = formula_gradients(model, x, y, shared)  # tasks c and b only
     before = flat(shared)
-    gone_head = model.get_layer("heads").dense.kernel.numpy()[:, 1].copy()
+    gone_head = model.task_heads.dense.kernel.numpy()[:, 1].copy()
     state = [v.numpy().copy() for v in strategy.variables]
     model.fit(x, {**y, "gone": np.full(32, np.nan, "float32")}, batch_size=32, epochs=1,
               shuffle=False, verbose=0)
 
     # The missing task's own parameters and state do not move.
-    np.testing.assert_array_equal(model.get_layer("heads").dense.kernel.numpy()[:, 1], gone_head)
+    np.testing.assert_array_equal(model.task_heads.dense.kernel.numpy()[:, 1], gone_head)
     if cls is B.UncertaintyWeighting:
         assert strategy.log_variance.numpy()[1] == state[0][1]
         assert np.all(strategy.log_variance.numpy()[[0, 2]] != state[0][[0, 2]])

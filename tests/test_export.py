@@ -162,7 +162,7 @@ def test_outputs_are_in_user_units(served, exported):
     """Hand-computed from the weights: sigmoid, softmax and arg-max, identity."""
     model = exported["model"]
     kernel, bias = model.get_layer("trunk").get_weights()
-    head_kernel, head_bias = model.get_layer("heads").get_weights()
+    head_kernel, head_bias = model.task_heads.get_weights()
     x = exported["x"]["x"]
     logits = np.maximum(x @ kernel + bias, 0) @ head_kernel + head_bias
 

@@ -87,7 +87,7 @@ def test_outputs_are_named_probabilities_and_values():
     assert np.all((out["car"] > 0) & (out["car"] < 1))
     np.testing.assert_allclose(out["weather"].sum(axis=1), 1.0, rtol=1e-5)
     # Regression output is the raw logit: equals the fused kernel's column.
-    logits = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer("heads").output)(x))
+    logits = keras.ops.convert_to_numpy(keras.Model(model.input, model.task_heads.output)(x))
     np.testing.assert_allclose(out["distance"][:, 0], logits[:, 3], rtol=1e-6)
     np.testing.assert_allclose(out["car"][:, 0], 1 / (1 + np.exp(-logits[:, 0])), rtol=1e-5)
 
@@ -128,9 +128,9 @@ def test_metrics_count_labelled_entries_only():
     np.testing.assert_allclose(result["distance_mae"], expected_mae, rtol=1e-5)
 
 
-def test_step_metrics_read_task_outputs_from_the_fused_logits():
-    # Training and test steps stop the forward pass at the fused logits; a task with
-    # metrics of its own (categorical accuracy, a custom MSE) reads its output from them.
+def test_metrics_of_a_task_s_own_read_its_output_of_the_forward_pass():
+    # A task with metrics of its own (categorical accuracy, a custom MSE) reads its output from
+    # the forward pass's return value, beside the fused logits the loss reads.
     rng = np.random.default_rng(4)
     model = build()
     model.compile(metrics={"weather": ["accuracy"], "distance": [keras.metrics.MeanSquaredError(name="mse")]})
@@ -138,8 +138,8 @@ def test_step_metrics_read_task_outputs_from_the_fused_logits():
     labels = random_labels(48, rng, missing=0.3)
     model.fit(x, labels, batch_size=16, epochs=1, verbose=0)
     result = model.evaluate(x, labels, batch_size=48, return_dict=True, verbose=0)
-    outputs = model(x, training=True)  # outside a step: every task's output, as always
-    assert sorted(outputs) == sorted(model.task_names)
+    outputs = model(x, training=True)  # the same forward pass in a step and outside one
+    assert list(outputs) == [*model.task_names, kmtl.heads.FUSED_LOGITS]
     preds = model.predict(x, verbose=0)
     keep = ~np.isnan(labels["weather"])
     expected = np.mean(np.argmax(preds["weather"][keep], axis=1) == labels["weather"][keep])
@@ -151,7 +151,7 @@ def test_step_metrics_read_task_outputs_from_the_fused_logits():
 
 def test_stable_at_extreme_logits():
     model = build(tasks=[kmtl.Task("car"), kmtl.Task("weather", kind="categorical", num_classes=3)])
-    heads = model.get_layer("heads")
+    heads = model.task_heads
     kernel, bias = heads.get_weights()
     heads.set_weights([np.zeros_like(kernel), np.array([100.0, -100.0, 100.0, 0.0])])
     model.compile(optimizer="sgd")
@@ -219,24 +219,40 @@ def test_labels_must_match_tasks():
         model.fit(x, labels, verbose=0)
 
 
-@pytest.mark.parametrize("layer", ["heads", "car"])
-def test_trunk_layers_must_not_take_task_or_keras_mtl_layer_names(layer):
+@pytest.mark.parametrize("name", ["features", "heads", "sharing", "outputs", "logits", "task_outputs", "car"])
+def test_any_trunk_layer_or_input_name_works(name):
+    # A task's name included: no layer is named after a task.
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    for input_name, layer_name in ((name, "trunk"), ("x", name)):
+        inputs = keras.Input((3,), name=input_name)
+        features = keras.layers.Dense(4, name=layer_name)(inputs)
+        model = kmtl.MultiTaskModel(inputs, features, [kmtl.Task("car"), kmtl.Task("bike")])
+        model.compile()
+        model.fit(x, {"car": np.ones(8), "bike": np.zeros(8)}, verbose=0)
+        assert sorted(model.predict(x, verbose=0)) == ["bike", "car"]
+
+
+def test_a_trunk_layer_named_like_keras_mtl_s_own_is_refused():
     inputs = keras.Input((3,), name="x")
-    features = keras.layers.Dense(4, name=layer)(inputs)
-    with pytest.raises(ValueError, match=rf"\['{layer}'\] of the trunk are also task names or keras_mtl"):
+    features = keras.layers.Dense(4, name="kmtl_heads")(inputs)
+    with pytest.raises(ValueError, match=r"\['kmtl_heads'\] of the trunk are keras_mtl's own"):
         kmtl.MultiTaskModel(inputs, features, [kmtl.Task("car")])
 
 
-def test_beyond_16_tasks_one_output_layer_serves_every_task():
+@pytest.mark.parametrize("many", [False, True])
+def test_one_output_layer_serves_every_task(many):
     inputs = keras.Input((3,), name="x")
-    features = keras.layers.Dense(4, name="t0")(inputs)  # a task's name is free: no layer per task
-    tasks = [kmtl.Task(f"t{i}") for i in range(17)] + [kmtl.Task("w", kind="categorical", num_classes=3)]
+    features = keras.layers.Dense(4, name="t0")(inputs)
+    tasks = [kmtl.Task(f"t{i}") for i in range(17 if many else 2)] + [
+        kmtl.Task("w", kind="categorical", num_classes=3)]
     model = kmtl.MultiTaskModel(inputs, features, tasks)
-    assert [layer.name for layer in model.layers][-2:] == ["heads", "task_outputs"]
+    assert [layer.name for layer in model.layers] == ["x", "t0", "kmtl_heads", "kmtl_outputs"]
     x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
     predicted = model.predict(x, verbose=0)
     assert list(predicted) == [t.name for t in tasks]
-    logits = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer("heads").output)(x))
+    forward = model(x)
+    assert list(forward) == [*model.task_names, kmtl.heads.FUSED_LOGITS]
+    logits = keras.ops.convert_to_numpy(forward[kmtl.heads.FUSED_LOGITS])
     for task in tasks:  # each output is its columns of the fused logits, activated
         block = logits[:, model._layout.block(task.name).start:model._layout.block(task.name).stop]
         expected = (np.exp(block) / np.exp(block).sum(axis=1, keepdims=True) if task.name == "w"
@@ -331,10 +347,10 @@ def test_summary_and_plot_model(tmp_path):
     lines = []
     model.summary(print_fn=lines.append)
     text = "\n".join(lines)
-    for name in ("heads", "car", "objects", "weather", "distance"):
+    for name in ("trunk", "kmtl_heads", "kmtl_outputs"):
         assert name in text
     dot = keras.utils.model_to_dot(model)
-    assert {n.get_name().strip('"') for n in dot.get_nodes()} >= {str(id(model.get_layer("car")))}
+    assert {n.get_name().strip('"') for n in dot.get_nodes()} >= {str(id(model.get_layer("kmtl_outputs")))}
     require(shutil.which("dot") is not None,
             "Graphviz's `dot` is not on PATH: plot_model cannot draw (.ci/run installs it: apt-get install graphviz)")
     keras.utils.plot_model(model, to_file=str(tmp_path / "model.png"))

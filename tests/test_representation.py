@@ -24,7 +24,7 @@ def _linear_model(seed=0):
     model.get_layer("trunk").set_weights([rng.normal(size=(INPUTS, WIDTH)), rng.normal(size=WIDTH) * 0.1])
     # Heads whose columns point the same way, so that opposite targets conflict.
     head = np.abs(rng.normal(size=(WIDTH, 2))) + 0.1
-    model.get_layer("heads").set_weights([head, np.zeros(2)])
+    model.task_heads.set_weights([head, np.zeros(2)])
     return model
 
 
@@ -41,7 +41,7 @@ def _data(absent=None):
 def _reference_step(model, x, labels, rule):
     """One SGD step, by hand: MSE heads (normalised by the batch), trunk gets ∇ Σ α_i L_i."""
     w1, b1 = model.get_layer("trunk").get_weights()
-    head, bias = model.get_layer("heads").get_weights()
+    head, bias = model.task_heads.get_weights()
     z = x @ w1 + b1
     pred = z @ head + bias
     y = np.stack([labels[n] for n in NAMES], axis=1)
@@ -55,7 +55,7 @@ def _reference_step(model, x, labels, rule):
     d_trunk = alpha[0] * d_z[0] + alpha[1] * d_z[1]
     return {
         "trunk": [w1 - LR * x.T @ d_trunk, b1 - LR * d_trunk.sum(axis=0)],
-        "heads": [head - LR * z.T @ d_pred, bias - LR * d_pred.sum(axis=0)],
+        "kmtl_heads": [head - LR * z.T @ d_pred, bias - LR * d_pred.sum(axis=0)],
     }, gram, alpha
 
 
@@ -146,7 +146,7 @@ def test_sharing_layer_variables_keep_the_total_loss_gradient():
     model.compile("sgd", balancing=B.MGDA(wrt="representation"))
     trunk, other = model.representation_split()
     assert {v.path for v in trunk} == {v.path for v in model.get_layer("trunk").trainable_variables}
-    sharing = {v.path for v in model.get_layer("sharing").trainable_variables}
+    sharing = {v.path for v in model.sharing.trainable_variables}
     assert sharing and sharing <= {v.path for v in other}
 
 

@@ -76,7 +76,7 @@ def trunk_features(model, x):
 
 def numpy_heads(model, per_task):
     """User-unit outputs from per-task features ``(n, T, d)``, task by task."""
-    kernel, bias = model.get_layer("heads").get_weights()
+    kernel, bias = model.task_heads.get_weights()
     outputs = {}
     for t, task in enumerate(model.tasks):
         logits = per_task[:, t] @ kernel[t][:, :task.units] + bias[t][:task.units]
@@ -190,7 +190,7 @@ def test_model_outputs_match_numpy_reference(arch):
     model = build(LAYERS[arch]())
     layer = model.sharing
     randomise(layer, 1)
-    randomise(model.get_layer("heads"), 2)
+    randomise(model.task_heads, 2)
     x = np.random.default_rng(3).normal(size=(7, 6)).astype("float32")
     per_task = keras.Model(model.inputs, layer.output).predict(x, verbose=0)
     assert per_task.shape == (7, 4, 5)
@@ -287,7 +287,7 @@ def test_soft_sharing_gradient_pulls_towers_to_their_mean():
     model = build(sharing_lib.SoftSharing(units=(4,), strength=strength))
     layer = model.sharing
     before = layer.kernels[0].numpy().astype("float64")
-    heads_before = model.get_layer("heads").get_weights()
+    heads_before = model.task_heads.get_weights()
     model.compile(optimizer=keras.optimizers.SGD(lr))
     x = np.random.default_rng(8).normal(size=(16, 6)).astype("float32")
     unlabelled = {t.name: np.full(t.kind.label_shape(t, 16), np.nan)
@@ -295,7 +295,7 @@ def test_soft_sharing_gradient_pulls_towers_to_their_mean():
     model.fit(x, unlabelled, batch_size=16, epochs=1, verbose=0)
     expected = before - 2 * lr * strength * (before - before.mean(axis=0))
     np.testing.assert_allclose(layer.kernels[0].numpy(), expected, rtol=1e-5, atol=1e-7)
-    for a, b in zip(heads_before, model.get_layer("heads").get_weights()):
+    for a, b in zip(heads_before, model.task_heads.get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
@@ -307,11 +307,11 @@ def test_cross_stitch_at_identity_is_separate_networks():
     model = build(sharing_lib.CrossStitch(units=(8, 5)))
     layer = model.sharing
     randomise(layer, 9)
-    randomise(model.get_layer("heads"), 10)
+    randomise(model.task_heads, 10)
     for alpha in layer.stitches:
         alpha.assign(np.eye(4, dtype="float32"))
     trunk = model.get_layer("trunk").get_weights()
-    head_kernel, head_bias = model.get_layer("heads").get_weights()
+    head_kernel, head_bias = model.task_heads.get_weights()
     x = np.random.default_rng(11).normal(size=(9, 6)).astype("float32")
     out = model.predict(x, verbose=0)
     for t, task in enumerate(model.tasks):
@@ -323,7 +323,7 @@ def test_cross_stitch_at_identity_is_separate_networks():
         single.get_layer("trunk").set_weights(trunk)
         for i in range(2):
             single.get_layer(f"tower_{i}").set_weights([layer.kernels[i].numpy()[t], layer.biases[i].numpy()[t]])
-        single.get_layer("heads").set_weights([head_kernel[t][:, :task.units], head_bias[t][:task.units]])
+        single.task_heads.set_weights([head_kernel[t][:, :task.units], head_bias[t][:task.units]])
         np.testing.assert_allclose(single.predict(x, verbose=0)[task.name], out[task.name], atol=1e-6,
                                    err_msg=task.name)
 

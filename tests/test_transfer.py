@@ -28,7 +28,7 @@ def test_new_heads_share_the_trunk_and_freeze_it():
     assert target.get_layer("hidden") is source.get_layer("hidden")
     # Only the new heads train: kernel and bias of the fused heads.
     assert {v.path for v in target.trainable_variables} == {
-        v.path for v in target.get_layer("heads").trainable_variables}
+        v.path for v in target.task_heads.trainable_variables}
     target.compile(keras.optimizers.Adam(0.05))
     labels = {"b": (z[:, 1] > 0).astype("float32"), "c": z[:, 1].astype("float32")}
     target.fit(x, labels, epochs=2, verbose=0)
@@ -86,7 +86,7 @@ def test_transfer_from_a_plain_keras_model_saves_and_reloads(tmp_path):
     x = np.random.default_rng(2).normal(size=(4, 5)).astype("float32")
     expected = target.predict(x, verbose=0)["b"]
     kernel, bias = base.get_layer("hidden").get_weights()
-    head_kernel, head_bias = target.get_layer("heads").get_weights()
+    head_kernel, head_bias = target.task_heads.get_weights()
     np.testing.assert_allclose(expected, 1 / (1 + np.exp(-(np.maximum(x @ kernel + bias, 0) @ head_kernel
                                                            + head_bias))), rtol=1e-5, atol=1e-6)
     target.save(tmp_path / "t.keras")
@@ -111,3 +111,17 @@ def test_bad_arguments():
         kmtl.transfer.new_heads(two, [kmtl.Task("b")])
     with pytest.raises(TypeError):
         kmtl.transfer.new_heads("not a model", [kmtl.Task("b")])
+
+
+def test_new_heads_on_an_image_trunk_reuse_its_flattened_representation():
+    # The source flattens its image features in a layer of keras_mtl's (kmtl_flatten), which the
+    # reused trunk then holds: the new model adds no second one and takes the name as the trunk's.
+    inputs = keras.Input((5, 5, 1), name="image")
+    conv = keras.layers.Conv2D(2, 3, name="conv")(inputs)
+    source = kmtl.MultiTaskModel(inputs, conv, [kmtl.Task("a")])
+    target = kmtl.transfer.new_heads(source, [kmtl.Task("b")])
+    assert [layer.name for layer in kmtl.transfer.trunk_layers(target)] == ["conv", "kmtl_flatten"]
+    x = np.random.default_rng(0).normal(size=(4, 5, 5, 1)).astype("float32")
+    target.compile()
+    target.fit(x, {"b": np.array([0, 1, 0, 1], "float32")}, verbose=0)
+    assert target.predict(x, verbose=0)["b"].shape == (4, 1)

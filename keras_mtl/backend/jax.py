@@ -98,16 +98,29 @@ class _Terms:
         self.total = jnp.sum(rows)
 
 
+def _stateless(model, function, values, non_trainable, inputs):
+    """``function(inputs)`` (a part of ``model``) with the given variable values, statelessly.
+
+    Returns ``(outputs, non-trainable values after the call, the part's own losses)``.
+    """
+    mapping = [*zip(model.trainable_variables, values), *zip(model.non_trainable_variables, non_trainable)]
+    with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+        outputs = function(inputs, training=True)
+        losses = function.losses
+    return outputs, _current(scope, model.non_trainable_variables, non_trainable), losses
+
+
 def representation_train_step(model, state, data):
     """The stateless step with per-task gradients of the shared representation.
 
-    JAX differentiates functions of inputs, not intermediate values: the
-    forward pass adds a zero probe to the representation
-    (``ForwardRecord.probe``), and the gradients with respect to the probe
-    are those with respect to the representation. One VJP, pulled back three
+    JAX differentiates functions of inputs, so the forward pass runs in two
+    parts (``model.split_at_representation()``): the trunk, a function of
+    the parameters giving the representation (and the trunk's own losses,
+    regularisers), and the rest, a function of the parameters and the
+    representation giving the loss rows. The rest's VJP is pulled back three
     times — ones for everything after the representation, the task rows
-    (vmapped) for the probe, ``(α, 1)`` for the trunk; under ``jit`` each
-    pull-back computes only the part it returns.
+    (vmapped) for the representation, ``(α, 1)`` for the trunk — and the
+    trunk's VJP once, with the last of these.
 
     Args:
         model: a compiled :class:`keras_mtl.MultiTaskModel`.
@@ -120,28 +133,39 @@ def representation_train_step(model, state, data):
     trainable, non_trainable, optimizer_values, metrics_values = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     variables = model.trainable_variables
-    record = model._record
-    batch_size = keras.tree.flatten(x)[0].shape[0]
-    entry = model._representation_layer()
-    probe = jnp.zeros((batch_size, *entry.input.shape[1:]), "float32")
+    trunk_model, head_model = model.split_at_representation()
 
-    def rows_of(values, probe):
-        record.probe = probe
-        try:
-            return _rows(model, values, non_trainable, metrics_values, x, y, sample_weight)
-        finally:
-            record.probe = None
+    def trunk_of(values):
+        representation, after_trunk, losses = _stateless(model, trunk_model, values, non_trainable, x)
+        own = sum((jnp.sum(loss).astype("float32") for loss in losses), jnp.zeros((), "float32"))
+        return (representation, own), after_trunk
 
-    rows, backward, aux = jax.vjp(rows_of, list(trainable), probe, has_aux=True)
+    (representation, trunk_losses), trunk_backward, after_trunk = jax.vjp(trunk_of, list(trainable), has_aux=True)
+
+    def rows_of(values, trunk_part):
+        representation, trunk_losses = trunk_part
+        y_pred, after_head, losses = _stateless(model, head_model, values, after_trunk, representation)
+        mapping = [*zip(variables, values), *zip(model.non_trainable_variables, after_head),
+                   *zip(model.metrics_variables, metrics_values)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            terms = model.loss_terms(y, y_pred, sample_weight, training=True, extra_losses=[trunk_losses, *losses])
+        after_head = _current(scope, model.non_trainable_variables, after_head)
+        new_metrics = _current(scope, model.metrics_variables, metrics_values)
+        return terms.rows, (y_pred, terms.task_losses, terms.present, terms.weights, after_head, new_metrics)
+
+    rows, backward, aux = jax.vjp(rows_of, list(trainable), (representation, trunk_losses), has_aux=True)
     y_pred, task_losses, present, weights, non_trainable, metrics_values = aux
-    gradients, _ = backward(jnp.ones_like(rows))
-    jacobian = jax.vmap(lambda cotangent: backward(cotangent)[1])(jnp.eye(rows.shape[0]))
+    # The total loss's gradient of every variable: the rest's own, plus the trunk's through the representation.
+    gradients, into_trunk = backward(jnp.ones_like(rows))
+    gradients = [g + t for g, t in zip(gradients, trunk_backward(into_trunk)[0])]
+    jacobian = jax.vmap(lambda cotangent: backward(cotangent)[1][0])(jnp.eye(rows.shape[0]))
     terms = _Terms(task_losses, present, weights, rows)
     mapping = [*zip(variables, trainable), *zip(model.non_trainable_variables, non_trainable)]
     with keras.StatelessScope(state_mapping=mapping) as scope:
         cotangent = model.representation_cotangent(jacobian, terms)
     non_trainable = _current(scope, model.non_trainable_variables, non_trainable)
-    trunk_gradients, _ = backward(cotangent)
+    _, into_trunk = backward(cotangent)
+    (trunk_gradients,) = trunk_backward(into_trunk)
     trunk, other = model.representation_split()
     position = {id(v): i for i, v in enumerate(variables)}
     mapping = [*zip(variables, trainable), *zip(model.optimizer.variables, optimizer_values)]

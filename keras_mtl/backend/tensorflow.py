@@ -37,7 +37,9 @@ def train_step(model, data):
 def representation_train_step(model, data):
     """The training step with per-task gradients of the shared representation.
 
-    One persistent tape: the gradients of the total loss for everything after
+    The forward pass runs in two parts, the trunk up to the shared
+    representation and the rest (``model.split_at_representation()``), under
+    one persistent tape: the gradients of the total loss for everything after
     the representation, the Jacobian of the task rows with respect to the
     representation (through the heads only), and one backward pass of the rows
     weighted by ``(α, 1)`` into the trunk.
@@ -51,10 +53,11 @@ def representation_train_step(model, data):
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     trunk, other = model.representation_split()
+    trunk_model, head_model = model.split_at_representation()
     with tf.GradientTape(persistent=True) as tape:
-        y_pred = model(x, training=True)
+        representation = trunk_model(x, training=True)
+        y_pred = head_model(representation, training=True)
         terms = model.loss_terms(y, y_pred, sample_weight, training=True)
-    representation = model._record.representation
     other_gradients = tape.gradient(terms.total, other)
     cotangent = model.representation_cotangent(tape.jacobian(terms.rows, representation), terms)
     trunk_gradients = tape.gradient(terms.rows, trunk, output_gradients=cotangent)

@@ -45,7 +45,9 @@ def train_step(model, data):
 def representation_train_step(model, data):
     """The training step with per-task gradients of the shared representation.
 
-    Three ``autograd.grad`` calls over one graph: the total loss for everything
+    The forward pass runs in two parts, the trunk up to the shared
+    representation and the rest (``model.split_at_representation()``); then
+    three ``autograd.grad`` calls over one graph: the total loss for everything
     after the representation, the batched rows with respect to the
     representation (through the heads only), and the rows weighted by
     ``(α, 1)`` into the trunk.
@@ -59,10 +61,11 @@ def representation_train_step(model, data):
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     trunk, other = model.representation_split()
-    y_pred = model(x, training=True)
+    trunk_model, head_model = model.split_at_representation()
+    representation = trunk_model(x, training=True)
+    y_pred = head_model(representation, training=True)
     model.zero_grad()
     terms = model.loss_terms(y, y_pred, sample_weight, training=True)
-    representation = model._record.representation
     other_gradients = torch.autograd.grad(terms.total, [v.value for v in other], retain_graph=True,
                                           allow_unused=True)
     rows = terms.rows.shape[0]

@@ -1,7 +1,10 @@
 """Writes tests/data/v0_1_*.keras with keras_mtl 0.1.0 and the predictions they must keep."""
-import os, sys
-import numpy as np
+import os
+import sys
+
 import keras
+import numpy as np
+
 import keras_mtl as kmtl
 
 out = sys.argv[1]
