@@ -23,6 +23,8 @@ from test_balancing import build, flat, formula_gradients, regression, trunk
 import keras_mtl as kmtl
 from keras_mtl import balancing as B
 
+pytestmark = pytest.mark.portable
+
 NEW = [B.MGDA, B.CAGrad, B.IMTLG, B.AlignedMTL, B.NashMTL, B.UPGrad, B.DBMTL, B.FAMO, B.ScaleInvariant]
 AGGREGATORS = [B.PCGrad, B.MGDA, B.CAGrad, B.IMTLG, B.AlignedMTL, B.NashMTL, B.UPGrad, B.DBMTL]
 

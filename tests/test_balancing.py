@@ -19,6 +19,8 @@ import keras_mtl as kmtl
 from keras_mtl import balancing as B
 from keras_mtl import plotting
 
+pytestmark = pytest.mark.portable
+
 STRATEGIES = [B.FixedWeights, B.UncertaintyWeighting, B.DWA, B.GradNorm, B.PCGrad, B.RandomLossWeighting]
 NOT_ADAPTIVE = (B.FixedWeights, B.PCGrad)  # keep the loss weights: no weight_<task> in History
 

@@ -17,6 +17,8 @@ import keras_mtl as kmtl
 from keras_mtl import kinds
 from keras_mtl.heads import HeadLayout
 
+pytestmark = pytest.mark.portable
+
 ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
 needs_tf_data = pytest.mark.skipif(not ON_TENSORFLOW, reason="kmtl.data pipelines are tf.data")
 

@@ -6,6 +6,9 @@ in ``tests/test_distribute.py``.
 
 import keras
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.portable
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl_tests")
