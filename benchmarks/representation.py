@@ -38,8 +38,7 @@ from balancing import MultiMnist, StepTimer, matmul_gflops  # noqa: E402
 from harness import Settings, make_data, task_names, trunk  # noqa: E402
 
 import keras_mtl as kmtl  # noqa: E402
-from keras_mtl.aggregators import GradientAggregator  # noqa: E402
-from keras_mtl.balancing import _STRATEGIES  # noqa: E402
+from keras_mtl.balancing import _STRATEGIES, GradientAggregator  # noqa: E402
 
 AGGREGATORS = [name for name, cls in _STRATEGIES.items() if issubclass(cls, GradientAggregator)]
 

@@ -112,6 +112,13 @@ def _inspect(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``keras-mtl`` argument parser; each command's ``run`` takes the parsed arguments.
+
+    Example:
+        >>> args = build_parser().parse_args(["export", "street.keras", "serving/street"])
+        >>> args.command, args.model, args.directory, args.version
+        ('export', 'street.keras', 'serving/street', None)
+    """
     parser = argparse.ArgumentParser(prog="keras-mtl", description="Multi-task learning for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
 

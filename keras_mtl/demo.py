@@ -66,6 +66,11 @@ def build_street_model(image_size: int = 64, tasks=None, width: int = 16,
     Returns:
         An uncompiled :class:`keras_mtl.MultiTaskModel` taking uint8-range
         float images of shape ``(image_size, image_size, 3)``.
+
+    Example:
+        >>> model = build_street_model(image_size=32, width=4)
+        >>> model.task_names, model.input_shape
+        (['pedestrian', 'car', 'stop_sign', 'traffic_light'], (None, 32, 32, 3))
     """
     tasks = tasks or [Task(name) for name in OBJECT_TASKS]
     inputs = keras.Input((image_size, image_size, 3), name="image")

@@ -27,7 +27,6 @@ A new kind is a subclass that sets a ``name`` and overrides what differs
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from keras import ops
 
 from keras_mtl import losses as losses_lib
 from keras_mtl import metrics as metrics_lib
-from keras_mtl.missing import MISSING, labelled
+from keras_mtl.missing import MISSING, labelled, register_kind, resolve_kind, serialize_kind, unknown_kind
 
 __all__ = [
     "KINDS",
@@ -300,6 +299,7 @@ class _Logistic(Kind):
         return metrics_lib.SigmoidTaskMetrics(task_names, units)
 
 
+@register_kind
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class Binary(_Logistic):
     """A yes/no task: one sigmoid unit, labels 0 or 1, the logistic loss of §2."""
@@ -315,6 +315,7 @@ class Binary(_Logistic):
         return hint
 
 
+@register_kind
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class Multilabel(_Logistic):
     """Several yes/no labels in one head: one sigmoid unit per name in ``labels``.
@@ -356,6 +357,7 @@ class Multilabel(_Logistic):
         return "Multilabel labels are 0 or 1 for each label"
 
 
+@register_kind
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class Categorical(Kind):
     """One of ``num_classes`` classes: a softmax block, integer class labels, cross-entropy."""
@@ -433,6 +435,7 @@ class Categorical(Kind):
         return ops.where(mask, ops.take(table, classes), 1.0)
 
 
+@register_kind
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class Regression(Kind):
     """A real-valued target: one linear unit, the squared error, missing as ``NaN``."""
@@ -457,6 +460,7 @@ class Regression(Kind):
         return metrics_lib.RegressionTaskMetrics(task_names)
 
 
+@register_kind
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class Poisson(Kind):
     """A count: the log of its rate as the logit, the Poisson loss, labels 0, 1, 2, …
@@ -519,11 +523,12 @@ class Poisson(Kind):
 KINDS = ("binary", "multilabel", "categorical", "regression", "poisson")
 """The built-in kinds' names (the ``kind=`` shorthand)."""
 
-_BUILT_IN = {cls.name: cls for cls in (Binary, Multilabel, Categorical, Regression, Poisson)}
-
 
 def get(kind) -> Kind:
     """The kind object for a name, an instance, a class or a serialised config.
+
+    Names are those of the built-in kinds, registered by
+    :func:`keras_mtl.missing.register_kind` as this module defines them.
 
     Example:
         >>> get("binary") == "binary", get(Poisson) == get("poisson"), get("regression").activation
@@ -533,27 +538,15 @@ def get(kind) -> Kind:
         ...
         ValueError: kind='binery' is not one of ('binary', ...). Did you mean kind='binary'?
     """
-    if isinstance(kind, Kind):
-        return kind
-    if isinstance(kind, type) and issubclass(kind, Kind):
-        return kind()
-    if isinstance(kind, dict):
-        return get(keras.saving.deserialize_keras_object(kind))
-    if isinstance(kind, str) and kind in _BUILT_IN:
-        return _BUILT_IN[kind]()
-    close = difflib.get_close_matches(str(kind), KINDS, n=1)
-    hint = f" Did you mean kind={close[0]!r}?" if close else ""
-    raise ValueError(
-        f"kind={kind!r} is not one of {KINDS}.{hint} A kind of your own is a "
-        "subclass of kmtl.kinds.Kind, passed as kind=MyKind()."
-    )
+    resolved = resolve_kind(kind)
+    if not isinstance(resolved, Kind):
+        raise unknown_kind(kind)
+    return resolved
 
 
 def serialize(kind: Kind):
     """A built-in kind's name, or a custom kind's Keras config (for ``get_config``)."""
-    if type(kind) is _BUILT_IN.get(kind.name):
-        return kind.name
-    return keras.saving.serialize_keras_object(kind)
+    return serialize_kind(kind)
 
 
 def _reject_labels(task_name, labels):

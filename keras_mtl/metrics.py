@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mtl.missing import label_mask
+from keras_mtl.missing import label_mask, resolve_kind, serialize_kind
 from keras_mtl.missing import labelled as labelled_entries
 
 __all__ = [
@@ -48,13 +48,6 @@ def higher_is_better(metric: str) -> bool:
     if short in HIGHER_IS_BETTER:
         return HIGHER_IS_BETTER[short]
     return not any(word in short for word in ("error", "loss", "deviance", "mae", "mse"))
-
-
-def _kind(kind):
-    """The kind object for a kind or its name."""
-    from keras_mtl import kinds  # the kinds are built on this module, hence the late import
-
-    return kinds.get(kind)
 
 
 def poisson_deviance(y_true, y_pred, epsilon: float = 1e-7):
@@ -114,7 +107,7 @@ class MaskedMetric(keras.metrics.Metric):
             )
         super().__init__(name=name or metric.name, dtype=dtype)
         self.metric = metric
-        self.kind = _kind(kind)
+        self.kind = resolve_kind(kind)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.convert_to_tensor(y_pred)
@@ -141,11 +134,9 @@ class MaskedMetric(keras.metrics.Metric):
         self.metric.reset_state()
 
     def get_config(self):
-        from keras_mtl import kinds
-
         return {
             "metric": keras.saving.serialize_keras_object(self.metric),
-            "kind": kinds.serialize(self.kind),
+            "kind": serialize_kind(self.kind),
             "name": self.name,
             "dtype": self.dtype,
         }
@@ -171,7 +162,7 @@ def get(identifier, kind: str, task_name: str | None = None) -> MaskedMetric:
         >>> get("auc", "binary", "car").name
         'car_auc'
     """
-    kind = _kind(kind)
+    kind = resolve_kind(kind)
     if isinstance(identifier, MaskedMetric):
         metric = identifier
     else:
@@ -212,7 +203,7 @@ def default_metrics(kind, task_name: str | None = None) -> list[MaskedMetric]:
     binary and multilabel: AUC and accuracy; categorical: accuracy;
     regression: mean absolute error; poisson: MAE and deviance.
     """
-    return [get(name, kind, task_name) for name in _kind(kind).default_metrics]
+    return [get(name, kind, task_name) for name in resolve_kind(kind).default_metrics]
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")

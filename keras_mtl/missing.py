@@ -11,7 +11,11 @@ is represented by one sentinel per kind of task:
   may be a target.
 
 Which of the two a task uses is its kind's ``class_labels``
-(:mod:`keras_mtl.kinds`); the functions here take the kind.
+(:mod:`keras_mtl.kinds`); the functions here take the kind, or its name.
+Names are resolved here, by :func:`resolve_kind`, from a table that
+:mod:`keras_mtl.kinds` fills as it defines its kinds (:func:`register_kind`):
+the kinds are built on this module, the losses and the metrics, so none of
+these imports them.
 
 This module holds the NumPy side (recognising markers in user arrays) and the
 backend-agnostic masks the losses and metrics use (``keras.ops``). The
@@ -20,8 +24,10 @@ TensorFlow graph that maps markers to sentinels lives in :mod:`keras_mtl.data`.
 
 from __future__ import annotations
 
+import difflib
 import math
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -66,14 +72,84 @@ MISSING_STRINGS = ("?", "", "nan", "NaN", "None", "NA", "N/A", "null")
 """Strings that mark a missing label (besides a non-string ``NaN``/``None``)."""
 
 
+# The ``kind=`` shorthand: kind name → kind class, filled by keras_mtl.kinds.
+_KINDS: dict[str, type] = {}
+
+
+def register_kind(cls: type) -> type:
+    """Class decorator: makes ``kind=cls.name`` shorthand for ``kind=cls()``.
+
+    :mod:`keras_mtl.kinds` registers its built-in kinds with it, in the order
+    of :data:`keras_mtl.kinds.KINDS`.
+
+    Args:
+        cls: a kind class with a ``name``.
+
+    Returns:
+        ``cls`` itself.
+    """
+    _KINDS[cls.name] = cls
+    return cls
+
+
+def unknown_kind(kind) -> ValueError:
+    """The error for a ``kind=`` that names no kind, with the closest name as a hint."""
+    close = difflib.get_close_matches(str(kind), tuple(_KINDS), n=1)
+    hint = f" Did you mean kind={close[0]!r}?" if close else ""
+    return ValueError(
+        f"kind={kind!r} is not one of {tuple(_KINDS)}.{hint} A kind of your own is a "
+        "subclass of kmtl.kinds.Kind, passed as kind=MyKind()."
+    )
+
+
+def resolve_kind(kind):
+    """The kind object for a kind, a registered kind's name, a kind class or a serialised kind.
+
+    The one place where a kind's name becomes a kind: :func:`keras_mtl.kinds.get`,
+    the functions here and the metrics all go through it.
+
+    Args:
+        kind: a kind object (returned as it is), a name such as
+            ``"binary"``, a kind class, or a Keras config of a kind.
+
+    Returns:
+        The kind object.
+
+    Raises:
+        ValueError: for a name that is not a registered kind, or an object
+            that is not a kind.
+
+    Example:
+        >>> resolve_kind("regression").class_labels, resolve_kind("binary").class_labels
+        (False, True)
+    """
+    resolved = kind
+    if isinstance(resolved, dict):
+        resolved = keras.saving.deserialize_keras_object(resolved)
+    if isinstance(resolved, type) and hasattr(resolved, "class_labels"):
+        resolved = resolved()
+    if isinstance(resolved, str) and resolved in _KINDS:
+        resolved = _KINDS[resolved]()
+    if isinstance(resolved, str) or not hasattr(resolved, "class_labels"):
+        raise unknown_kind(kind)
+    return resolved
+
+
+def serialize_kind(kind):
+    """A registered kind's name, or another kind's Keras config (for ``get_config``).
+
+    Example:
+        >>> serialize_kind(resolve_kind("binary"))
+        'binary'
+    """
+    if type(kind) is _KINDS.get(kind.name):
+        return kind.name
+    return keras.saving.serialize_keras_object(kind)
+
+
 def _class_labels(kind) -> bool:
     """Whether ``kind`` (a kind object or its name) has class labels, sentinel ``MISSING``."""
-    if isinstance(kind, str):
-        # The string shorthand; the kinds are built on this module, hence the late import.
-        from keras_mtl.kinds import get
-
-        kind = get(kind)
-    return bool(kind.class_labels)
+    return bool(resolve_kind(kind).class_labels)
 
 
 def _missing_singleton() -> _MissingLabel:

@@ -4,7 +4,9 @@ The suite runs on the backend of the process (TensorFlow by default). The
 tests here start fresh processes for the other backends, since Keras fixes
 its backend at import time:
 
-* the backend-independent test files run again under JAX and PyTorch;
+* the backend-independent test files (marked ``pytestmark = pytest.mark.portable``)
+  run again under JAX and PyTorch, and the SavedModel export tests
+  (``portable_jax``) under JAX;
 * a ``.keras`` file trained and saved under each backend loads under every
   other with the same predictions and the same balancing state, and under
   TensorFlow exports a SavedModel that serves the same numbers (the way to
@@ -13,6 +15,7 @@ its backend at import time:
   single-device loss and weights.
 """
 
+import ast
 import json
 import os
 import subprocess
@@ -25,11 +28,12 @@ import pytest
 
 HERE = Path(__file__).parent
 BACKENDS = ("tensorflow", "jax", "torch")
-# The tests that do not depend on the backend; the rest (data pipelines, export,
-# tf.distribute, notebooks, the CLI) are TensorFlow's.
-PORTABLE = ["test_losses.py", "test_metrics.py", "test_tasks.py", "test_missing.py", "test_model.py", "test_layers.py",
-            "test_balancing.py", "test_sharing.py", "test_transfer.py", "test_comparison.py", "test_workarounds.py",
-            "test_combinations.py", "test_kinds.py", "test_aggregators.py", "test_representation.py"]
+# Which test files rerun under each other backend, by marker (pyproject.toml registers them): a file
+# that does not depend on the backend says so with `pytestmark = pytest.mark.portable`; the rest
+# (data pipelines, tf.distribute, notebooks, the CLI) are TensorFlow's. SavedModel export runs from
+# TensorFlow and JAX but not PyTorch (a PyTorch model is served from its .keras file loaded under
+# TensorFlow, test_keras_files_load_under_every_backend... below): test_export.py is `portable_jax`.
+RERUN = {"jax": "portable or portable_jax", "torch": "portable"}
 ON_TENSORFLOW = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="starts the other backends from the default (TensorFlow) run")
@@ -48,15 +52,49 @@ def run(backend, *args, env=None, timeout=1800):
     return done.stdout
 
 
-# SavedModel export runs from TensorFlow and JAX; a PyTorch model is served from its
-# .keras file loaded under TensorFlow (test_keras_files_load_under_every_backend...).
-EXPORT = {"jax": ["test_export.py"], "torch": []}
+def selection(marker):
+    """pytest's arguments for the tests that ``marker`` selects, out of the whole tests directory."""
+    return ["-m", marker, str(HERE)]
 
 
 def portable_tests_pass_on(backend):
-    files = [str(HERE / f) for f in PORTABLE + EXPORT[backend]]
-    out = run(backend, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files)
+    out = run(backend, "-m", "pytest", "-q", "-p", "no:cacheprovider", *selection(RERUN[backend]))
     assert " passed" in out and " failed" not in out
+
+
+def marked_files(marker):
+    """The test files whose module-level ``pytestmark`` holds ``pytest.mark.<marker>``, read from the source."""
+    found = set()
+    for path in HERE.glob("test_*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in node.targets):
+                marks = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) else [node.value]
+                if any(ast.unparse(m) == f"pytest.mark.{marker}" for m in marks):
+                    found.add(path.name)
+    return found
+
+
+def collected(*args):
+    """The test ids that ``pytest --collect-only`` finds (under TensorFlow) with ``args``."""
+    out = run("tensorflow", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:warnings", "--collect-only",
+              *args)
+    return sorted(line for line in out.splitlines() if "::" in line)
+
+
+def file_of(test_id):
+    return test_id.split("::")[0].rpartition("/")[2]
+
+
+@ON_TENSORFLOW
+def test_the_reruns_select_exactly_the_marked_files():
+    """What each rerun's `-m` selects is what the files declare: every test of each marked file, nothing else."""
+    everything = collected(str(HERE))
+    for backend, expression in RERUN.items():
+        marked = set().union(*(marked_files(marker) for marker in expression.split(" or ")))
+        assert marked and "test_backends.py" not in marked  # this file would start itself again
+        selected = collected(*selection(expression))
+        assert {file_of(test) for test in selected} == marked, backend
+        assert selected == [test for test in everything if file_of(test) in marked], backend
 
 
 # One class per backend: the parallel run (`pytest -n auto`, with pyproject's --dist loadscope)

@@ -19,6 +19,8 @@ import keras_mtl as kmtl
 from keras_mtl import balancing as B
 from keras_mtl import plotting
 
+pytestmark = pytest.mark.portable
+
 STRATEGIES = [B.FixedWeights, B.UncertaintyWeighting, B.DWA, B.GradNorm, B.PCGrad, B.RandomLossWeighting]
 NOT_ADAPTIVE = (B.FixedWeights, B.PCGrad)  # keep the loss weights: no weight_<task> in History
 
@@ -121,6 +123,18 @@ def test_get_accepts_objects_classes_and_none_but_not_names():
     assert B.get(strategy) is strategy
     with pytest.raises(ValueError, match="UncertaintyWeighting"):
         B.get("uncertainty")
+
+
+@pytest.mark.parametrize("name", list(B._STRATEGIES))
+def test_registered_names_outlive_the_module_that_defined_the_class(name):
+    """A .keras file names the strategy ``keras_mtl>Class``; files written when the strategies lived
+    in keras_mtl/balancing.py and keras_mtl/aggregators.py load into the classes of today's modules."""
+    cls = B._STRATEGIES[name]
+    assert keras.saving.get_registered_name(cls) == f"keras_mtl>{name}"
+    assert getattr(B, name) is cls and cls.__module__.startswith("keras_mtl.balancing.")
+    old_module = "keras_mtl.aggregators" if issubclass(cls, B.GradientAggregator) else "keras_mtl.balancing"
+    saved = {**keras.saving.serialize_keras_object(cls()), "module": old_module}
+    assert type(keras.saving.deserialize_keras_object(saved)) is cls
 
 
 # -- PCGrad ------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import pytest
 
 import keras_mtl as kmtl
 
+pytestmark = pytest.mark.portable
+
 ARCHITECTURES = {
     "hard": lambda: None,
     "soft": lambda: kmtl.sharing.SoftSharing((8,)),

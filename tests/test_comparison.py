@@ -2,8 +2,11 @@
 
 import keras
 import numpy as np
+import pytest
 
 import keras_mtl as kmtl
+
+pytestmark = pytest.mark.portable
 
 
 def trunk():

@@ -16,6 +16,8 @@ from conftest import require
 import keras_mtl as kmtl
 from keras_mtl import export as export_lib
 
+pytestmark = pytest.mark.portable_jax
+
 TASKS = [
     kmtl.Task("car"),
     kmtl.Task("objects", kind="multilabel", labels=["sign", "light"]),

@@ -17,6 +17,8 @@ import keras_mtl as kmtl
 from keras_mtl import kinds
 from keras_mtl.heads import HeadLayout
 
+pytestmark = pytest.mark.portable
+
 ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
 needs_tf_data = pytest.mark.skipif(not ON_TENSORFLOW, reason="kmtl.data pipelines are tf.data")
 
@@ -63,6 +65,29 @@ def test_kind_objects_and_their_names(name, cls, activation, sentinel, domain_ok
 def test_unknown_kind_says_how_to_write_one():
     with pytest.raises(ValueError, match=r"'t'.*kind='count'.*subclass of kmtl\.kinds\.Kind"):
         kmtl.Task("t", kind="count")
+
+
+@pytest.mark.parametrize("name", kinds.KINDS)
+def test_every_kind_name_means_the_same_kind_in_every_module(name):
+    """The names resolve in keras_mtl.missing (below the kinds); kinds.get, masks and metrics agree."""
+    cls = type(kinds.get(name))
+    assert type(kmtl.missing.resolve_kind(name)) is cls
+    assert type(kmtl.metrics.MaskedMetric(keras.metrics.Mean(), kind=name).kind) is cls
+    assert kinds.serialize(cls()) == name
+    y = np.array([1.0, -1.0, np.nan], dtype="float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kmtl.missing.label_mask(y, name)),
+                                  keras.ops.convert_to_numpy(kmtl.missing.label_mask(y, cls())))
+
+
+def test_the_kind_names_are_the_registered_kinds_in_order():
+    assert tuple(kmtl.missing._KINDS) == kinds.KINDS
+
+
+@pytest.mark.parametrize("bad", ["binery", 3, int])
+def test_not_a_kind_is_refused_everywhere_with_a_hint(bad):
+    for resolve in (kinds.get, kmtl.missing.resolve_kind, lambda k: kmtl.metrics.get("auc", k)):
+        with pytest.raises(ValueError, match=r"is not one of \('binary', 'multilabel'"):
+            resolve(bad)
 
 
 def test_no_kind_is_compared_by_name_outside_the_kinds_module():

@@ -11,6 +11,8 @@ from layer_contract import run_layer_test
 import keras_mtl as kmtl
 from keras_mtl import heads, sharing
 
+pytestmark = pytest.mark.portable
+
 T = 3  # tasks
 # class, constructor arguments, input shape, output shape (both without the batch axis), trainable weights
 CASES = [

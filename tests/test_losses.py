@@ -14,6 +14,8 @@ from keras_mtl.losses import (
     MaskedMeanSquaredError,
 )
 
+pytestmark = pytest.mark.portable
+
 
 def _is(kind, cls) -> bool:
     """Whether the kind a test names (its shorthand) is a ``cls``, asked of the kind object."""

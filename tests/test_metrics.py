@@ -8,6 +8,8 @@ from keras_mtl import kinds
 from keras_mtl import metrics as metrics_lib
 from keras_mtl.metrics import MaskedMetric, TaskLossMeans, TaskWeights, default_metrics, get
 
+pytestmark = pytest.mark.portable
+
 # (identifier, kind, units, the Keras class it must behave like)
 METRIC_CASES = [
     ("auc", "binary", 1, keras.metrics.AUC),

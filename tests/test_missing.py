@@ -10,6 +10,8 @@ from keras import ops
 import keras_mtl as kmtl
 from keras_mtl.missing import MISSING, is_missing, label_mask
 
+pytestmark = pytest.mark.portable
+
 KINDS = ["binary", "multilabel", "categorical", "regression"]
 MARKERS = {
     "nan": math.nan,

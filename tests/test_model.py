@@ -16,6 +16,8 @@ from gradients import value_and_gradients
 
 import keras_mtl as kmtl
 
+pytestmark = pytest.mark.portable
+
 TASKS = [
     kmtl.Task("car"),
     kmtl.Task("objects", kind="multilabel", labels=["sign", "light"], loss_weight=0.5),

@@ -11,6 +11,8 @@ import pytest
 import keras_mtl as kmtl
 from keras_mtl import balancing as B
 
+pytestmark = pytest.mark.portable
+
 BATCH, INPUTS, WIDTH, LR = 16, 3, 4, 0.1
 NAMES = ["up", "down"]
 

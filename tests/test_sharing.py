@@ -15,6 +15,8 @@ import keras_mtl as kmtl
 from keras_mtl import plotting
 from keras_mtl import sharing as sharing_lib
 
+pytestmark = pytest.mark.portable
+
 # User order differs from the fused-column order (sigmoid, regression,
 # categorical), so a wrong column gather in the per-task heads shows.
 TASKS = [

@@ -10,6 +10,8 @@ from keras_mtl import losses
 from keras_mtl.metrics import MaskedMetric
 from keras_mtl.tasks import KINDS, Task, check_tasks
 
+pytestmark = pytest.mark.portable
+
 EXAMPLES = {
     "binary": dict(),
     "multilabel": dict(labels=["pedestrian", "car", "stop_sign"]),

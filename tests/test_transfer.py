@@ -6,6 +6,8 @@ import pytest
 
 import keras_mtl as kmtl
 
+pytestmark = pytest.mark.portable
+
 
 def pretrained(rng):
     x = rng.normal(size=(600, 8)).astype("float32")

@@ -6,6 +6,9 @@ in ``tests/test_distribute.py``.
 
 import keras
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.portable
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl_tests")
@@ -23,7 +26,7 @@ class _Drawing(keras.layers.Layer):
 def test_keras_files_do_not_restore_a_layers_seed_generator(tmp_path):
     """``Balancer.save_own_variables`` stores the strategy's seed state itself because Keras
     3.15 saves a layer's seed generator state but restores the initial one. When this
-    test fails, Keras restores it: remove that workaround from keras_mtl/balancing.py."""
+    test fails, Keras restores it: remove that workaround from keras_mtl/balancing/base.py."""
     inputs = keras.Input((1,))
     layer = _Drawing()
     model = keras.Model(inputs, layer(inputs))

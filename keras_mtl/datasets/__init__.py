@@ -2,6 +2,10 @@
 
 Importing this package registers the ``street_scenes`` TFDS builder, so that
 ``tfds.load("street_scenes/<config>")`` works afterwards.
+
+Example:
+    >>> OBJECT_TASKS  # the street-scenes objects, one binary task each
+    ('pedestrian', 'car', 'stop_sign', 'traffic_light')
 """
 
 from keras_mtl.datasets.street_scenes import OBJECT_TASKS, generate_street_scenes
