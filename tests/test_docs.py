@@ -27,7 +27,7 @@ GUIDES = sorted((DOCS / "guides").glob("*.py"))
 PUBLIC_MODULES = {
     "keras_mtl": "keras_mtl", "keras_mtl.data": "data", "keras_mtl.missing": "missing",
     "keras_mtl.kinds": "kinds", "keras_mtl.losses": "losses", "keras_mtl.metrics": "metrics",
-    "keras_mtl.balancing": "balancing", "keras_mtl.aggregators": "aggregators",
+    "keras_mtl.balancing": "balancing",
     "keras_mtl.sharing": "sharing", "keras_mtl.transfer": "transfer", "keras_mtl.distribute": "distribute",
     "keras_mtl.export": "export", "keras_mtl.plotting": "plotting", "keras_mtl.datasets": "datasets",
     "keras_mtl.cli": "cli",
