@@ -531,7 +531,7 @@ class TaskMetrics(keras.metrics.Metric):
             if logits is not None:
                 part = (logits[:, group.start:group.stop] if logit_columns is None
                         else ops.take(logits, logit_columns, axis=1))
-                values = ops.cast(group.kind.activate(part), "float32")  # as TaskOutput computes it
+                values = ops.cast(group.kind.activate(part), "float32")  # as TaskOutputs computes it
             else:
                 values = [ops.reshape(y_pred[t.name], (batch_size, t.units)) for t in tasks]
                 values = values[0] if len(values) == 1 else ops.concatenate(values, axis=1)

@@ -23,8 +23,8 @@ from keras_mtl.kinds import KINDS
 __all__ = ["KINDS", "Task", "check_tasks", "label_groups", "label_width", "packed_key"]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-# Names the model uses for its own layers or History entries.
-_RESERVED = {"loss", "heads", "features"}
+# A name the logs use for the total loss: a task of that name would log "loss" twice over.
+_RESERVED = {"loss"}
 
 
 def _suggest(name: str) -> str:
