@@ -596,9 +596,10 @@ class MultiTaskModel(keras.Model):
     def combine_gradients(self, gradients, task_jacobians, terms: LossTerms):
         """The update of every trainable variable under a gradient-based strategy.
 
-        Backend-independent: the per-backend training steps
-        (``keras_mtl.backend``) compute the gradients, this decides what to
-        apply.
+        The per-backend training steps (``keras_mtl.backend``) compute the
+        gradients; the strategy decides what to apply
+        (:meth:`keras_mtl.balancing.Balancer.combine_gradients`), and this
+        scales it like the loss (mixed precision).
 
         Args:
             gradients: gradients of ``terms.total`` for each of
@@ -608,25 +609,10 @@ class MultiTaskModel(keras.Model):
             terms: the step's :class:`LossTerms`.
 
         Returns:
-            The gradients to apply, in the order of ``self.trainable_variables``,
-            scaled like the loss (mixed precision).
+            The gradients to apply, in the order of ``self.trainable_variables``.
         """
-        balancer = self.balancing
-        num_tasks = len(self._tasks)
-        # Global per-task gradients and losses, identical on every replica.
-        task_gradients = distribute_lib.cross_replica_sum([j[:num_tasks] for j in task_jacobians])
-        balancer.observe_gradients(task_gradients, distribute_lib.cross_replica_sum(terms.task_losses),
-                                   terms.weights, terms.present)
-        gradients = [ops.zeros(v.shape, "float32") if g is None else g
-                     for v, g in zip(self.trainable_variables, gradients)]
-        if balancer.gradient_scope == "shared":
-            combined = balancer.aggregate(task_gradients, terms.weights, terms.present)
-            # Divided by the replicas (the optimizer sums every replica's copy), plus
-            # what the strategy does not see: its own terms and the regularisers.
-            replaced = {id(v): distribute_lib.replica_share(c) + j[num_tasks]
-                        for v, c, j in zip(self.per_task_variables(), combined, task_jacobians)}
-            gradients = [replaced.get(id(v), g) for v, g in zip(self.trainable_variables, gradients)]
-        return self._loss_scaled(gradients)
+        return self._loss_scaled(self.balancing.combine_gradients(
+            gradients, task_jacobians, terms, self.trainable_variables, self.per_task_variables()))
 
     # -- gradients with respect to the shared representation -------------------------------------
 
@@ -653,31 +639,11 @@ class MultiTaskModel(keras.Model):
     def representation_cotangent(self, representation_rows, terms: LossTerms):
         """The weights ``(α, 1)`` of ``terms.rows`` whose gradient the trunk's variables get.
 
-        Backend-independent, like :meth:`combine_gradients`: ``α`` is the
-        strategy's rule on the Gram matrix of the per-task gradients of the
-        representation (a sum over replicas of each replica's examples);
-        the last row (the strategy's own terms and the regularisers) keeps
-        weight 1.
-
-        Args:
-            representation_rows: ``(T + 1, batch, ...)``, the gradient of
-                every entry of ``terms.rows`` with respect to the
-                representation (this replica's examples).
-            terms: the step's :class:`LossTerms`.
-
-        Returns:
-            ``(T + 1,)`` float32.
+        The strategy's rule (:meth:`keras_mtl.balancing.GradientAggregator.representation_cotangent`)
+        on the per-task gradients of the representation
+        ``representation_rows`` ``(T + 1, batch, ...)``; returns ``(T + 1,)`` float32.
         """
-        balancer = self.balancing
-        num_tasks = len(self._tasks)
-        mask = ops.cast(terms.present, "float32")
-        rows = ops.reshape(ops.cast(representation_rows[:num_tasks], "float32"), (num_tasks, -1))
-        rows = rows * mask[:, None]
-        gram = distribute_lib.cross_replica_sum(ops.matmul(rows, ops.transpose(rows)))
-        balancer.observe_gradients([rows], distribute_lib.cross_replica_sum(terms.task_losses),
-                                   terms.weights, terms.present)
-        alpha = balancer.gram_coefficients(gram, terms.present)
-        return ops.concatenate([alpha, ops.ones((1,), "float32")])
+        return self.balancing.representation_cotangent(representation_rows, terms)
 
     def representation_update(self, trunk_gradients, other_gradients):
         """Every trainable variable's gradient, from the two parts of :meth:`representation_split`."""

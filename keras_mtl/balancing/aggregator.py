@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from keras import ops
 
+from keras_mtl import distribute as distribute_lib
 from keras_mtl.balancing.base import Balancer
 from keras_mtl.balancing.solvers import presence_mask
 
@@ -122,6 +123,35 @@ class GradientAggregator(Balancer):
         gram = ops.convert_to_tensor(gram, "float32") * mask[:, None] * mask[None, :]
         coefficients = self.task_coefficients(gram, present) * mask
         return ops.where(ops.any(present), coefficients, 0.0)
+
+    def representation_cotangent(self, representation_rows, terms):
+        """The weights ``(α, 1)`` of the loss rows whose gradient the trunk's variables get.
+
+        For ``wrt="representation"``: ``α`` is :meth:`gram_coefficients` on
+        the Gram matrix of the per-task gradients of the shared
+        representation (a sum over replicas of each replica's examples); the
+        last row (the strategy's own terms and the regularisers) keeps
+        weight 1.
+
+        Args:
+            representation_rows: ``(T + 1, batch, ...)``, the gradient of
+                every loss row with respect to the representation (this
+                replica's examples).
+            terms: the step's loss terms (``task_losses``, ``present``,
+                ``weights`` ``(T,)``).
+
+        Returns:
+            ``(T + 1,)`` float32.
+        """
+        num_tasks = self.num_tasks
+        mask = ops.cast(terms.present, "float32")
+        rows = ops.reshape(ops.cast(representation_rows[:num_tasks], "float32"), (num_tasks, -1))
+        rows = rows * mask[:, None]
+        gram = distribute_lib.cross_replica_sum(ops.matmul(rows, ops.transpose(rows)))
+        self.observe_gradients([rows], distribute_lib.cross_replica_sum(terms.task_losses),
+                               terms.weights, terms.present)
+        alpha = self.gram_coefficients(gram, terms.present)
+        return ops.concatenate([alpha, ops.ones((1,), "float32")])
 
     def task_coefficients(self, gram, present):
         """The coefficients ``α`` ``(T,)`` of the update ``Σ α_i g_i``, from ``K = G Gᵀ``."""

@@ -74,6 +74,47 @@ class Balancer(keras.layers.Layer):
         """
         return [ops.sum(g, axis=0) for g in task_gradients]
 
+    def combine_gradients(self, gradients, task_jacobians, terms, variables, selected):
+        """The update of every trainable variable, from a step's gradients and per-task Jacobians.
+
+        Backend-independent: the per-backend training steps
+        (``keras_mtl.backend``) compute the gradients, this decides what to
+        apply. The strategy sees the per-task gradients
+        (:meth:`observe_gradients`); with ``gradient_scope="shared"`` the
+        selected variables get :meth:`aggregate`'s update, plus what the
+        strategy does not see (its own terms and the regularisers); the other
+        variables keep the gradient of the total loss.
+
+        Args:
+            gradients: gradients of ``terms.total`` for each of ``variables``
+                (``None`` where unused).
+            task_jacobians: for each of ``selected``, the gradient of every
+                entry of ``terms.rows``: ``(T + 1, *shape)`` (``T`` task rows,
+                then the rest).
+            terms: the step's loss terms (``task_losses``, ``present``,
+                ``weights`` ``(T,)``).
+            variables: the model's trainable variables.
+            selected: the variables whose per-task gradients were computed
+                (among ``variables``).
+
+        Returns:
+            The gradients to apply, in the order of ``variables``.
+        """
+        num_tasks = self.num_tasks
+        # Global per-task gradients and losses, identical on every replica.
+        task_gradients = distribute_lib.cross_replica_sum([j[:num_tasks] for j in task_jacobians])
+        self.observe_gradients(task_gradients, distribute_lib.cross_replica_sum(terms.task_losses),
+                               terms.weights, terms.present)
+        gradients = [ops.zeros(v.shape, "float32") if g is None else g for v, g in zip(variables, gradients)]
+        if self.gradient_scope != "shared":
+            return gradients
+        combined = self.aggregate(task_gradients, terms.weights, terms.present)
+        # Divided by the replicas (the optimizer sums every replica's copy), plus what the
+        # strategy does not see: its own terms and the regularisers.
+        replaced = {v.path: distribute_lib.replica_share(c) + j[num_tasks]
+                    for v, c, j in zip(selected, combined, task_jacobians)}
+        return [replaced.get(v.path, g) for v, g in zip(variables, gradients)]
+
     def observe_gradients(self, task_gradients, task_losses, weights, present):
         """Hook after the per-task gradients are known (e.g. GradNorm's update)."""
 
