@@ -687,8 +687,8 @@ class MultiTaskModel(keras.Model):
     def predict(self, x, *args, **kwargs):
         """``{task name: output}`` in task order, in user units.
 
-        What ``model(x)`` returns without the fused logits, batch by batch
-        (and in task order: JAX's tree utilities sort dict keys).
+        What ``model(x)`` returns, without the fused logits (and in task
+        order: JAX's tree utilities sort dict keys).
         """
         outputs = super().predict(x, *args, **kwargs)
         return {name: outputs[name] for name in self.task_names}
