@@ -192,10 +192,6 @@ class Kind:
         """The outputs in user units."""
         return keras.activations.get(self.activation)(logits)
 
-    def logits_from_outputs(self, outputs, epsilon: float = 1e-7):
-        """The logits behind outputs in user units (the inverse of the activation)."""
-        return outputs
-
     def masked_loss(self, normalize: str = "batch", from_logits: bool = True, name=None):
         """The task's loss as a ``keras.losses.Loss`` (for use outside the model)."""
         raise NotImplementedError(f"{type(self).__name__} has no stand-alone Keras loss.")
@@ -280,10 +276,6 @@ class _Logistic(Kind):
 
     def entries(self, y_true, logits):
         return losses_lib.binary_crossentropy_entries(y_true, logits, from_logits=True)
-
-    def logits_from_outputs(self, outputs, epsilon=1e-7):
-        p = ops.clip(outputs, epsilon, 1.0 - epsilon)
-        return ops.log(p) - ops.log1p(-p)
 
     def masked_loss(self, normalize="batch", from_logits=True, name=None):
         return losses_lib.MaskedBinaryCrossentropy(normalize=normalize, from_logits=from_logits, name=name)
@@ -419,9 +411,6 @@ class Categorical(Kind):
         mask = ops.cast(mask, logits.dtype)
         return ops.expand_dims(ops.cast(values, logits.dtype) * mask, -1), ops.expand_dims(mask, -1)
 
-    def logits_from_outputs(self, outputs, epsilon=1e-7):
-        return ops.log(ops.clip(outputs, epsilon, 1.0))
-
     def masked_loss(self, normalize="batch", from_logits=True, name=None):
         return losses_lib.MaskedCategoricalCrossentropy(normalize=normalize, from_logits=from_logits,
                                                         name=name)
@@ -515,9 +504,6 @@ class Poisson(Kind):
         z = ops.where(mask, logits, ops.zeros_like(logits))
         mask = ops.cast(mask, logits.dtype)
         return (ops.exp(z) - y * z) * mask, mask
-
-    def logits_from_outputs(self, outputs, epsilon=1e-7):
-        return ops.log(ops.maximum(outputs, epsilon))
 
 
 KINDS = ("binary", "multilabel", "categorical", "regression", "poisson")
