@@ -80,9 +80,18 @@ def installed_version(name: str) -> str:
         return "not installed"
 
 
+def frameworks() -> str:
+    """The versions of the frameworks the suite runs with, as one line."""
+    return ", ".join(f"{name} {installed_version(name)}" for name in ("tensorflow", "keras", "jax", "torch"))
+
+
 def pytest_report_header(config):
-    frameworks = ", ".join(f"{name} {installed_version(name)}" for name in ("tensorflow", "keras", "jax", "torch"))
-    return [f"keras_mtl: {package_dir()}", f"frameworks: {frameworks}"]
+    return [f"keras_mtl: {package_dir()}", f"frameworks: {frameworks()}"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    # Also under -q, which hides the header: the last lines of a run say what it ran with.
+    terminalreporter.write_line(f"frameworks: {frameworks()}")
 
 
 def pytest_sessionstart(session):
