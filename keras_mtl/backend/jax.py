@@ -118,9 +118,9 @@ def representation_train_step(model, state, data):
     the parameters giving the representation (and the trunk's own losses,
     regularisers), and the rest, a function of the parameters and the
     representation giving the loss rows. The rest's VJP is pulled back three
-    times — ones for everything after the representation, the task rows
-    (vmapped) for the representation, ``(α, 1)`` for the trunk — and the
-    trunk's VJP once, with the last of these.
+    times — ones for the total loss's gradients, the task rows (vmapped) for
+    the representation, ``(α, 1)`` for the trunk — and the trunk's VJP
+    twice, with the first and the last of these.
 
     Args:
         model: a compiled :class:`keras_mtl.MultiTaskModel`.
