@@ -39,7 +39,8 @@ ON_TENSORFLOW = pytest.mark.skipif(
     reason="starts the other backends from the default (TensorFlow) run")
 
 
-def run(backend, *args, env=None, timeout=1800):
+# The portable reruns take most of a slow machine's CI run (a stuck child still ends within CI's 90 minutes).
+def run(backend, *args, env=None, timeout=3000):
     """Runs ``python *args`` with ``KERAS_BACKEND=backend``; fails the test with its output."""
     # PYTHONSAFEPATH: the child, started in the checkout, imports the installed keras_mtl as this process does.
     environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONSAFEPATH": "1",
