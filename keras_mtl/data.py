@@ -32,6 +32,7 @@ from keras_mtl.tasks import Task, check_tasks, label_groups, label_width, packed
 
 __all__ = [
     "balanced_class_weight",
+    "encode_arrays",
     "encode_labels",
     "from_arrays",
     "from_dataframe",
@@ -114,9 +115,30 @@ def _check_one(task: Task, values, n: int | None) -> np.ndarray:
         _fail(task, f"labels have shape {array.shape}, expected {_expected_shape(task, n)} "
                     f"({hint}).")
     missing = is_missing(array, task.kind)
+    if getattr(task, "class_names", None) and array.dtype.kind in "OSU":
+        array = _class_indices(task, array, missing)
     values = _numeric_values(task, array, missing)
     _check_domain(task, values, missing)
     return _raw(array, missing)
+
+
+def _class_indices(task: Task, array: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Class names replaced by their indices; any other labelled value must be an index."""
+    index = {name: float(i) for i, name in enumerate(task.class_names)}
+    found = np.empty(array.shape, dtype=object)
+    for position, value in np.ndenumerate(array):
+        text = value.decode() if isinstance(value, bytes) else value
+        if missing[position]:
+            found[position] = value
+        elif isinstance(text, str) and text.strip() in index:
+            found[position] = index[text.strip()]
+        else:
+            try:
+                found[position] = float(text)
+            except (TypeError, ValueError):
+                _fail(task, f"label {text!r} at index {position[0]} is not one of its class_names "
+                            f"{task.class_names} (nor a class index); {_HOW_TO_MARK}.")
+    return found.astype(np.float64) if not missing.any() else found
 
 
 def _check_domain(task: Task, values: np.ndarray, missing: np.ndarray):
@@ -254,6 +276,12 @@ def _encode_one(raw: tf.Tensor, task: Task, check: bool) -> tf.Tensor:
         text = tf.strings.strip(raw)
         missing = tf.reduce_any(
             tf.stack([tf.equal(text, marker) for marker in MISSING_STRINGS], axis=0), axis=0)
+        names = getattr(task, "class_names", None)
+        if names:
+            # A class name becomes its index; anything else must be a number.
+            named = tf.equal(text[..., None], tf.constant(names))
+            is_name = tf.reduce_any(named, axis=-1)
+            text = tf.where(is_name, tf.strings.as_string(tf.argmax(tf.cast(named, tf.int32), axis=-1)), text)
         values = tf.strings.to_number(tf.where(missing, "0", text), tf.float32)
     else:
         values = tf.cast(raw, tf.float32)
@@ -600,6 +628,17 @@ def from_dataframe(frame, tasks, features: str | Sequence[str] | None = None,
         ``(batch, number of features)``, float32.
     """
     tasks = _tasks_of(tasks)
+    labels, used = _labels_from_frame(frame, tasks)
+    if features is None:
+        features = [c for c in frame.columns if c not in used]
+    features = [features] if isinstance(features, str) else list(features)
+    if not features:
+        raise ValueError("No feature columns: pass features=[...] naming the input columns.")
+    return from_arrays(_features_from_frame(frame[features]), labels, tasks, batch_size, shuffle, seed, **kwargs)
+
+
+def _labels_from_frame(frame, tasks: list[Task]) -> tuple[dict, set]:
+    """``({task: labels as objects}, the label columns used)`` from a DataFrame."""
     label_columns = {}
     for task in tasks:
         columns = task.kind.label_columns(task)
@@ -610,26 +649,78 @@ def from_dataframe(frame, tasks, features: str | Sequence[str] | None = None,
                 f"its columns are {list(frame.columns)}."
             )
         label_columns[task.name] = columns
-    used = {c for columns in label_columns.values() for c in columns}
-    if features is None:
-        features = [c for c in frame.columns if c not in used]
-    features = [features] if isinstance(features, str) else list(features)
-    if not features:
-        raise ValueError("No feature columns: pass features=[...] naming the input columns.")
-    try:
-        x = frame[features].to_numpy(dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        bad = [c for c in features if not _numeric_column(frame[c])]
-        raise ValueError(
-            f"Feature column(s) {bad or features} are not numeric ({error}); pass "
-            "features=[...] naming the numeric input columns, or encode them first."
-        ) from error
     labels = {}
     for task in tasks:
         columns = label_columns[task.name]
         one_per_example = len(task.kind.label_shape(task, 1)) == 1
         labels[task.name] = (frame[columns[0]] if one_per_example else frame[columns]).to_numpy(dtype=object)
-    return from_arrays(x, labels, tasks, batch_size, shuffle, seed, **kwargs)
+    return labels, {c for columns in label_columns.values() for c in columns}
+
+
+def _features_from_frame(frame) -> np.ndarray:
+    """A DataFrame of numeric feature columns as a float32 matrix, or an error naming the others."""
+    try:
+        return frame.to_numpy(dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        bad = [c for c in frame.columns if not _numeric_column(frame[c])]
+        raise ValueError(
+            f"Feature column(s) {bad or list(frame.columns)} are not numeric ({error}); encode "
+            "them first (e.g. pd.get_dummies(frame, columns=[...])), or pass the numeric "
+            "columns only — kmtl.data.from_dataframe(frame, tasks, features=[...]) picks them."
+        ) from error
+
+
+def encode_arrays(x, labels, tasks) -> tuple[object, dict[str, np.ndarray]]:
+    """Features and labels as ``model.fit`` takes them from NumPy or pandas, checked and encoded.
+
+    What :class:`keras_mtl.MultiTaskModel` does with the ``x`` and ``y`` a
+    Keras user passes to ``fit`` and ``evaluate``: the same validation as
+    :func:`from_arrays` (a clear error naming the task and the fix), and
+    the same mapping of every missing marker to the task's sentinel.
+
+    Args:
+        x: features: an array, a dict of arrays (multi-input models) or a
+            pandas ``DataFrame`` of numeric columns.
+        labels: ``{task: array}``, a ``DataFrame`` with a column per task
+            (multilabel: a column per label name), an array (one task) or a
+            list with one array per task; missing labels as ``NaN``,
+            ``None``, ``"?"`` or ``kmtl.MISSING``. ``None``: features only
+            (``predict``).
+        tasks: list of :class:`keras_mtl.Task` (or a model with ``.tasks``).
+
+    Returns:
+        ``(x, {task: labels})``: ``x`` as NumPy (a ``DataFrame`` as float32),
+        the labels in each kind's dtype with its sentinel where missing
+        (``None`` without labels).
+
+    Example:
+        >>> import numpy as np, keras_mtl as kmtl
+        >>> x, y = encode_arrays(np.zeros((3, 2)), {"car": [1, "?", 0]}, [kmtl.Task("car")])
+        >>> y["car"].tolist()
+        [1.0, -1.0, 0.0]
+    """
+    if hasattr(x, "columns") and hasattr(x, "to_numpy"):  # a pandas DataFrame
+        x = _features_from_frame(x)
+    if labels is None:
+        return x, None
+    tasks = _tasks_of(tasks)
+    names = [t.name for t in tasks]
+    if hasattr(labels, "columns") and hasattr(labels, "to_numpy"):
+        labels = _labels_from_frame(labels, tasks)[0]
+    elif not isinstance(labels, Mapping):
+        if len(tasks) == 1 and not isinstance(labels, (list, tuple)):
+            labels = {names[0]: labels}
+        elif isinstance(labels, (list, tuple)) and len(labels) == len(tasks):
+            labels = dict(zip(names, labels))
+        else:
+            raise ValueError(
+                f"Labels must be a dict keyed by task name {names} (or a DataFrame with a column "
+                f"per task); got {type(labels).__name__}."
+            )
+    x, n = _check_inputs(x, None)
+    raw = validate_labels(labels, tasks, n)
+    encoded = encode_labels(raw, tasks)
+    return x, {name: encoded[name].numpy() for name in names}
 
 
 def _numeric_column(column) -> bool:

@@ -211,7 +211,17 @@ class TaskLossMeans(keras.metrics.Metric):
     """Running mean of every task's loss, kept as one vector.
 
     One variable update per step whatever the number of tasks; ``result()``
-    returns ``{"<task>_loss": value}`` for each task.
+    returns ``{"<task>_loss": value}`` for each task and
+    ``"mean_task_loss"``, their unweighted mean: the figure to monitor
+    (``EarlyStopping("val_mean_task_loss")``), since it means the same
+    whatever the loss weights or the balancing strategy, where ``loss`` is
+    the weighted total that an adaptive strategy itself moves.
+
+    Example:
+        >>> m = TaskLossMeans(["car", "bike"])
+        >>> m.update_state(ops.convert_to_tensor([0.5, 1.5]))
+        >>> {k: float(v) for k, v in m.result().items()}
+        {'car_loss': 0.5, 'bike_loss': 1.5, 'mean_task_loss': 1.0}
 
     Args:
         task_names: the tasks, in the order of the loss vector.
@@ -234,7 +244,8 @@ class TaskLossMeans(keras.metrics.Metric):
         return {"loss": ops.divide_no_nan(self.total, self.count)}
 
     def result(self):
-        return _per_task(self.task_names, self.vectors())
+        losses = self.vectors()["loss"]
+        return {**_per_task(self.task_names, {"loss": losses}), "mean_task_loss": ops.mean(losses)}
 
     def get_config(self):
         return {"task_names": self.task_names, "name": self.name, "dtype": self.dtype}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
+import numpy as np
 from keras import ops
 
 from keras_mtl import backend as backend_lib
@@ -94,6 +97,12 @@ class _EpochLogs(keras.callbacks.Callback):
     def __init__(self, model):
         super().__init__()
         self.mtl_model = model
+        self.checked_scales = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.checked_scales:
+            self.checked_scales = True
+            _warn_if_one_task_dominates(self.mtl_model, logs or {})
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.mtl_model
@@ -107,6 +116,44 @@ class _EpochLogs(keras.callbacks.Callback):
                 means = model._metric(TaskMetrics).task_means(model._metric(metrics_lib.TaskLossMeans))
                 logs.update(_floats({"loss": model.loss_metric.result(), **means}))
         model.balancing.end_epoch()
+
+
+# A task whose weighted loss is this many times the median of the other tasks' gets a warning.
+DOMINANT_LOSS_RATIO = 100.0
+
+
+def _warn_if_one_task_dominates(model, logs):
+    """Warns, after the first training step, of a task whose weighted loss dwarfs the others'.
+
+    Typically a regression target in large raw units (grams, dollars): its
+    gradient swamps the shared layers and the other tasks learn little. The
+    task losses come from the step's logs, or, where those hold the task
+    means only, from the loss metric (which JAX updates in the model's
+    variables at the epoch's end: there the check sees nothing).
+    """
+    keys = [f"{name}_loss" for name in model.task_names]
+    if all(key in logs for key in keys):
+        losses = np.array([float(logs[key]) for key in keys])
+    else:
+        losses = ops.convert_to_numpy(model._metric(metrics_lib.TaskLossMeans).vectors()["loss"])
+    weighted = losses * ops.convert_to_numpy(model._compiled.weights)
+    worst = int(np.argmax(weighted))
+    others = np.delete(weighted, worst)
+    others = others[others > 0]  # a task the batch did not label has no loss
+    if len(others) == 0:
+        return
+    median = float(np.median(others))
+    ratio = float(weighted[worst]) / median
+    if ratio >= DOMINANT_LOSS_RATIO:
+        name = model.task_names[worst]
+        warnings.warn(
+            f"Task {name!r}: its weighted loss on the first batch ({weighted[worst]:.4g}) is "
+            f"{ratio:.0f}x the median of the other tasks' ({median:.4g}); it will dominate the shared layers "
+            f"and the other tasks will learn little. If {name!r} is a regression target in large "
+            "units, standardise it ((y - mean) / std, and predictions back with y * std + mean); "
+            f"or lower its weight, e.g. compile(loss_weights={{{name!r}: {1.0 / ratio:.2g}}}).",
+            stacklevel=2,
+        )
 
 
 def _floats(values: dict) -> dict:
@@ -186,7 +233,6 @@ class MultiTaskModel(keras.Model):
         self._strategy_slot = []
         self._metric_slot = []
         self._compiled = None
-        self._step_training = False
         self._split = None  # built when a strategy first needs it
 
     # -- tasks ----------------------------------------------------------------
@@ -528,7 +574,6 @@ class MultiTaskModel(keras.Model):
             weights_metric = self._metric(metrics_lib.TaskWeights)
             if weights_metric is not None:
                 weights_metric.update_state(weights)
-        self._step_training = training
         return terms
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -542,29 +587,28 @@ class MultiTaskModel(keras.Model):
         return self.loss_terms(y, y_pred, sample_weight, training).total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Updates every task's masked metrics and returns the logs.
+        """Updates every task's masked metrics and returns the step's logs.
 
-        Training with more tasks than ``log_every_task`` allows logs ``loss``
-        and the task means; otherwise every task's loss and metrics, and an
-        adaptive strategy's current weights (``weight_<task>``, also in
-        ``evaluate``'s results; ``fit`` keeps them out of the validation
-        entries).
+        Every task's loss and metrics, and an adaptive strategy's current
+        weights (``weight_<task>``) — or, when the model was compiled with
+        ``log_every_task=False`` (the default beyond 16 tasks), ``loss`` and
+        the task means only, in training and evaluation steps alike; then
+        :meth:`evaluate` (and so ``fit``'s validation) still returns every
+        task's figures, read from the metrics at its end.
         """
         del x
         self._require_compiled()
         y = self._labels_by_task(y)
         task_metrics = self._metric(TaskMetrics)
         task_metrics.update_state(y, y_pred, sample_weight, logits=self.fused_logits(y_pred))
-        # Set by loss_terms earlier in the same step (the same trace on every backend;
-        # under tf.distribute every replica's step sets the same value).
-        if self._step_training and not self._compiled.log_every_task:
-            means = task_metrics.task_means(self._metric(metrics_lib.TaskLossMeans))
-            logs = {"loss": self.loss_metric.result(), **means}
-        else:
+        if self._compiled.log_every_task:
             # Exactly the keys of get_metrics_result() (the strategy's weights included):
             # Keras then reports the epoch from the metrics, read across replicas,
             # rather than from the last step's logs.
             logs = self.get_metrics_result()
+        else:
+            means = task_metrics.task_means(self._metric(metrics_lib.TaskLossMeans))
+            logs = {"loss": self.loss_metric.result(), **means}
         return distribute_lib.logs_for_reduction(logs)
 
     def per_task_variables(self):
@@ -574,17 +618,16 @@ class MultiTaskModel(keras.Model):
         last kernel every task's loss reaches (``"last_shared"``).
         """
         scope = self.balancing.gradient_scope
-        heads = {id(v) for v in self.task_heads.trainable_variables}
-        own = {id(v) for v in self.balancing.trainable_variables}
-        shared = [v for v in self.trainable_variables if id(v) not in heads and id(v) not in own]
+        heads_or_own = _keys(self.task_heads.trainable_variables + self.balancing.trainable_variables)
+        shared = [v for v in self.trainable_variables if _key(v) not in heads_or_own]
         if scope == "last_shared":
             sharing = self.sharing
             reached = [v for v in sharing.shared_kernels() if v.trainable] if sharing is not None else []
             if not reached:
                 # The trunk's last kernel; a sharing layer's stacked per-task
                 # weights are not reached by every task.
-                tower = set() if sharing is None else {id(v) for v in sharing.trainable_variables}
-                reached = [v for v in shared if len(v.shape) >= 2 and id(v) not in tower]
+                tower = set() if sharing is None else _keys(sharing.trainable_variables)
+                reached = [v for v in shared if len(v.shape) >= 2 and _key(v) not in tower]
             shared = reached[-1:]
         if not shared:
             raise ValueError(
@@ -625,16 +668,16 @@ class MultiTaskModel(keras.Model):
         the others (sharing layer, heads, the strategy's own) keep the
         gradients of the total loss.
         """
-        after = {id(v) for v in self.representation_layer.trainable_variables}
-        trunk = [v for v in self.per_task_variables() if id(v) not in after]
+        after = _keys(self.representation_layer.trainable_variables)
+        trunk = [v for v in self.per_task_variables() if _key(v) not in after]
         if not trunk:
             raise ValueError(
                 f"{type(self.balancing).__name__}(wrt='representation') needs trainable variables "
                 "in the trunk, before the shared representation, and this model has none; "
                 "use wrt='parameters'."
             )
-        trunk_ids = {id(v) for v in trunk}
-        return trunk, [v for v in self.trainable_variables if id(v) not in trunk_ids]
+        in_trunk = _keys(trunk)
+        return trunk, [v for v in self.trainable_variables if _key(v) not in in_trunk]
 
     def representation_cotangent(self, representation_rows, terms: LossTerms):
         """The weights ``(α, 1)`` of ``terms.rows`` whose gradient the trunk's variables get.
@@ -648,8 +691,8 @@ class MultiTaskModel(keras.Model):
     def representation_update(self, trunk_gradients, other_gradients):
         """Every trainable variable's gradient, from the two parts of :meth:`representation_split`."""
         trunk, other = self.representation_split()
-        found = {id(v): g for v, g in zip([*trunk, *other], [*trunk_gradients, *other_gradients])}
-        gradients = [found[id(v)] for v in self.trainable_variables]
+        found = {_key(v): g for v, g in zip([*trunk, *other], [*trunk_gradients, *other_gradients])}
+        gradients = [found[_key(v)] for v in self.trainable_variables]
         return self._loss_scaled([ops.zeros(v.shape, "float32") if g is None else g
                                   for v, g in zip(self.trainable_variables, gradients)])
 
@@ -674,22 +717,69 @@ class MultiTaskModel(keras.Model):
             iterator, data_batch = None, distribute_lib.local_build_batch(self.distribute_strategy, iterator)
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def fit(self, *args, callbacks=None, **kwargs):
-        data = args[0] if args else kwargs.get("x")
-        if data_lib.is_dataset(data):
+    def fit(self, x=None, y=None, *args, callbacks=None, validation_data=None, **kwargs):
+        """Keras's ``fit``, taking what a Keras user passes.
+
+        ``x``: a ``kmtl.data`` pipeline (or any ``tf.data.Dataset``) of
+        ``(x, {task: labels})``, or features — NumPy arrays, a dict of them,
+        a pandas ``DataFrame`` — with ``y`` as ``{task: labels}`` or a
+        ``DataFrame`` with a column per task. Labels may hold ``"?"``,
+        ``NaN`` or ``None``; they go through the checks and the encoding of
+        :func:`keras_mtl.data.encode_arrays`, as do the arrays of
+        ``validation_data=(x, y)``. Every other argument is Keras's.
+        """
+        if data_lib.is_dataset(x):
             # Pipelines shuffle themselves (kmtl.data ... shuffle=True); Keras's
             # default shuffle=True would only warn that it ignores it.
             kwargs.setdefault("shuffle", False)
+        else:
+            x, y = self._arrays(x, y, "fit")
+        if isinstance(validation_data, tuple) and len(validation_data) >= 2 \
+                and not data_lib.is_dataset(validation_data[0]):
+            validation_data = (*self._arrays(*validation_data[:2], "fit"), *validation_data[2:])
         if self._compiled is not None:
             callbacks = [_EpochLogs(self), *(callbacks or [])]
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+        return super().fit(x, y, *args, callbacks=callbacks, validation_data=validation_data, **kwargs)
+
+    def _arrays(self, x, y, method):
+        """``(x, y)`` of NumPy or pandas, checked and encoded (:func:`keras_mtl.data.encode_arrays`)."""
+        if y is None and hasattr(x, "columns"):
+            raise ValueError(
+                f"model.{method}(frame) got a DataFrame without labels. Pass the labels too, "
+                f"model.{method}(frame[features], frame[{self.task_names[:2]}]), or build a "
+                "pipeline: kmtl.data.from_dataframe(frame, model.tasks, features=[...])."
+            )
+        return data_lib.encode_arrays(x, y, self._tasks)
+
+    def evaluate(self, x=None, y=None, *args, return_dict=False, **kwargs):
+        """Keras's ``evaluate``, returning every task's loss and metrics.
+
+        ``x`` and ``y`` as for :meth:`fit`. Whatever the progress bar
+        showed (with ``log_every_task=False`` the steps log task means only),
+        the result holds every figure of the model's metrics at the end of
+        the evaluation: ``loss``, ``<task>_loss``, ``<task>_<metric>`` and,
+        for adaptive strategies, ``weight_<task>``. As a list
+        (``return_dict=False``): ``loss`` first, then the other figures by
+        name.
+        """
+        if not data_lib.is_dataset(x):
+            x, y = self._arrays(x, y, "evaluate")
+        logs = super().evaluate(x, y, *args, return_dict=True, **kwargs)
+        if self._compiled is not None and not self._compiled.log_every_task:
+            logs = _floats(self.get_metrics_result())
+        if return_dict:
+            return logs
+        return [logs["loss"], *(logs[k] for k in sorted(logs) if k != "loss")]
 
     def predict(self, x, *args, **kwargs):
         """``{task name: output}`` in task order, in user units.
 
         What ``model(x)`` returns, without the fused logits (and in task
-        order: JAX's tree utilities sort dict keys).
+        order: JAX's tree utilities sort dict keys). ``x`` may be a pandas
+        ``DataFrame`` of numeric feature columns.
         """
+        if not data_lib.is_dataset(x):
+            x, _ = data_lib.encode_arrays(x, None, self._tasks)
         outputs = super().predict(x, *args, **kwargs)
         return {name: outputs[name] for name in self.task_names}
 
@@ -725,6 +815,16 @@ def _last_layer_of_type(model, cls):
     keras_mtl 0.1.0 name keras_mtl's layers differently)."""
     found = [layer for layer in model.layers if isinstance(layer, cls)]
     return found[-1] if found else None
+
+
+def _key(variable) -> int:
+    # Variables are told apart as Keras's optimizer tells them apart, by identity:
+    # paths repeat when a trunk nests two functional models with same-named layers.
+    return id(variable)
+
+
+def _keys(variables) -> set:
+    return {_key(v) for v in variables}
 
 
 def _wrt_representation(balancer) -> bool:

@@ -632,6 +632,39 @@ def test_absent_task_then_training_then_a_keras_file(cls, tmp_path):
     np.testing.assert_allclose(ops.convert_to_numpy(loaded(x)["b"]), ops.convert_to_numpy(model(x)["b"]), atol=1e-6)
 
 
+def _nested_trunk_model(nested):
+    """Two trunk blocks of the same shape: nested functional models whose layers share a name, or flat."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((5,), name="x")
+    features = inputs
+    for block in ("a", "b"):
+        if nested:
+            inner = keras.Input((5,))
+            sub = keras.Model(inner, keras.layers.Dense(5, activation="tanh", name="d")(inner), name=block)
+            features = sub(features)
+        else:
+            features = keras.layers.Dense(5, activation="tanh", name=f"d_{block}")(features)
+    return kmtl.MultiTaskModel(inputs, features, [kmtl.Task("c"), kmtl.Task("e")])
+
+
+@pytest.mark.parametrize("strategy", [lambda: B.UPGrad(), lambda: B.MGDA(wrt="representation")],
+                         ids=["parameters", "representation"])
+def test_trunks_with_repeated_variable_paths_get_their_own_updates(strategy):
+    """Nested functional models repeat variable paths (``d/kernel`` twice): each variable keeps its own update."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 5)).astype("float32")
+    labels = {"c": (x[:, 0] > 0).astype("float32"), "e": (x[:, 1] + x[:, 2] > 0).astype("float32")}
+    nested, flat_model = _nested_trunk_model(True), _nested_trunk_model(False)
+    paths = [v.path for v in nested.trainable_variables]
+    assert len(set(paths)) < len(paths)  # the condition under test: paths repeat
+    flat_model.set_weights(nested.get_weights())
+    for model in (nested, flat_model):
+        model.compile(optimizer=keras.optimizers.SGD(0.5), balancing=strategy())
+        model.fit(x, labels, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for got, expected in zip(nested.get_weights(), flat_model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
 # -- several replicas ----------------------------------------------------------------------------
 
 DISTRIBUTED = ["DBMTL", "FAMO"]  # a gradient aggregator with state, a loss-based one

@@ -706,3 +706,31 @@ def test_mix_packs_many_tasks():
 def test_mix_errors_name_the_source_and_the_fix(sources, kwargs, match):
     with pytest.raises(ValueError, match=match):
         kmtl.data.mix(sources, MIX_TASKS, 4, **kwargs)
+
+
+# -- class names as labels ------------------------------------------------------------------
+
+SPECIES = kmtl.Task("species", kind="categorical", class_names=["Adelie", "Chinstrap", "Gentoo"])
+
+
+def test_class_names_are_labels_in_every_entry_point():
+    """Names map to their index in class_names; markers stay missing; indices still work."""
+    names = ["Gentoo", "?", "Adelie", None, " Chinstrap", 1]
+    expected = [2, -1, 0, -1, 1, 1]
+    from_arrays = next(iter(kmtl.data.from_arrays(np.zeros((6, 2)), {"species": names}, [SPECIES], 8,
+                                                  pack_labels=False)))[1]["species"]
+    assert from_arrays.numpy().tolist() == expected
+    assert kmtl.data.encode_arrays(np.zeros((6, 2)), {"species": names}, [SPECIES])[1]["species"].tolist() == expected
+    frame = pd.DataFrame({"f": np.zeros(6), "species": names})
+    from_frame = next(iter(kmtl.data.from_dataframe(frame, [SPECIES], pack_labels=False)))[1]["species"]
+    assert from_frame.numpy().tolist() == expected
+    raw = tf.data.Dataset.from_tensor_slices((np.zeros((5, 2), "float32"),
+                                              {"species": ["Gentoo", "?", "Adelie", " Chinstrap", "1"]}))
+    in_graph = next(iter(kmtl.data.from_dataset(raw, [SPECIES], batch_size=5)))[1]["species"]
+    assert in_graph.numpy().tolist() == [2, -1, 0, 1, 1]
+
+
+def test_an_unknown_class_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"Task 'species' \(categorical\): label 'Emperor' at index 1 is not "
+                                         r"one of its class_names \['Adelie', 'Chinstrap', 'Gentoo'\]"):
+        kmtl.data.from_arrays(np.zeros((2, 2)), {"species": ["Gentoo", "Emperor"]}, [SPECIES])

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import keras
@@ -377,8 +378,9 @@ def many_task_model(balancing=None):
 
 def test_more_than_16_tasks_log_task_means_in_training():
     model, data = many_task_model()
-    history = model.fit(data, epochs=2, verbose=0).history
-    assert sorted(history) == ["loss", "mean_accuracy", "mean_auc", "mean_mae", "mean_task_loss"]
+    history = model.fit(data, epochs=2, verbose=0, validation_data=data).history
+    trained = [k for k in history if not k.startswith("val_")]
+    assert sorted(trained) == ["loss", "mean_accuracy", "mean_auc", "mean_mae", "mean_task_loss"]
     # The logged means are the means over tasks of the per-task figures.
     per_task = {k: float(v) for k, v in model.get_metrics_result().items()}
     binary = [f"t{i:02d}" for i in range(17)]
@@ -389,10 +391,15 @@ def test_more_than_16_tasks_log_task_means_in_training():
     np.testing.assert_allclose(history["mean_mae"][-1], per_task["size_mae"], rtol=1e-5)
     losses = [per_task[f"{t.name}_loss"] for t in model.tasks]
     np.testing.assert_allclose(history["mean_task_loss"][-1], np.mean(losses), rtol=1e-5)
-    # evaluate still reports every task.
+    # evaluate and validation still report every task, with the same figures.
     results = model.evaluate(data, verbose=0, return_dict=True)
     assert {f"{t.name}_loss" for t in model.tasks} <= set(results)
     assert {f"{n}_auc" for n in binary} | {"kind_accuracy", "size_mae"} <= set(results)
+    assert {f"val_{k}" for k in results} == set(history) - set(trained)
+    for key, value in results.items():
+        np.testing.assert_allclose(history[f"val_{key}"][-1], value, rtol=1e-5, err_msg=key)
+    listed = model.evaluate(data, verbose=0)
+    assert listed == [results["loss"], *(results[k] for k in sorted(results) if k != "loss")]
 
 
 def test_more_than_16_tasks_log_every_weight_each_epoch():
@@ -462,3 +469,72 @@ def test_keras_files_of_version_0_1_still_load_and_train(name):
               for t in model.task_names}
     history = model.fit(x, labels, epochs=1, verbose=0)  # the compiled strategy came back with the file
     assert np.isfinite(history.history["loss"][0])
+
+
+# -- what a Keras user passes to fit, evaluate and predict ----------------------------------
+
+def _frames(n=48, seed=5):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    features = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)}).astype("float32")
+    car = np.where(features.a > 0, 1, 0).astype(object)
+    car[rng.random(n) < 0.3] = "?"
+    size = np.where(rng.random(n) < 0.2, np.nan, 3.0 * features.b)
+    return features, pd.DataFrame({"car": car, "size": size})
+
+
+def _frame_model():
+    inputs = keras.Input((2,), name="features")  # a name tabular users pick
+    keras.utils.set_random_seed(1)
+    features = keras.layers.Dense(8, activation="relu")(inputs)
+    model = kmtl.MultiTaskModel(inputs, features, [kmtl.Task("car"), kmtl.Task("size", kind="regression")])
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    return model
+
+
+def test_fit_evaluate_predict_take_dataframes_with_missing_labels_as_a_pipeline_does():
+    """A DataFrame of features and one of labels ("?", NaN) train exactly as kmtl.data.from_arrays's pipeline."""
+    x, labels = _frames()
+    by_frame, by_pipeline = _frame_model(), _frame_model()
+    by_frame.fit(x, labels, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    pipeline = kmtl.data.from_arrays(x.to_numpy(), {c: labels[c].to_numpy() for c in labels}, by_pipeline,
+                                     batch_size=16)
+    by_pipeline.fit(pipeline, epochs=2, verbose=0)
+    for got, expected in zip(by_frame.get_weights(), by_pipeline.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert by_frame.evaluate(x, labels, verbose=0, return_dict=True) == pytest.approx(
+        by_pipeline.evaluate(pipeline, verbose=0, return_dict=True), rel=1e-5)
+    predicted = by_frame.predict(x, verbose=0)
+    np.testing.assert_allclose(predicted["size"], by_frame.predict(x.to_numpy(), verbose=0)["size"])
+    # A label the task cannot take is refused before training, naming the task.
+    with pytest.raises(ValueError, match="Task 'car' \\(binary\\): label 2"):
+        by_frame.fit(x, labels.assign(car=2), verbose=0)
+
+
+def test_a_dataframe_without_labels_or_with_text_features_says_what_to_do():
+    x, labels = _frames()
+    model = _frame_model()
+    with pytest.raises(ValueError, match=r"without labels.*from_dataframe"):
+        model.fit(x, verbose=0)
+    with pytest.raises(ValueError, match=r"Feature column\(s\) \['colour'\] are not numeric.*get_dummies"):
+        model.fit(x.assign(colour="red"), labels, verbose=0)
+    with pytest.raises(ValueError, match=r"the DataFrame has no column\(s\) \['size'\]"):
+        model.evaluate(x, labels[["car"]], verbose=0)
+
+
+def test_a_task_whose_loss_dwarfs_the_others_gets_a_warning_naming_it():
+    """Body mass in grams beside a binary task: a warning after the first step names the task and the fixes."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    labels = {"sex": (x[:, 0] > 0).astype("float32"), "mass": 4000.0 + 800.0 * x[:, 1]}
+    tasks = [kmtl.Task("sex"), kmtl.Task("mass", kind="regression")]
+    model = build(tasks)
+    model.compile(optimizer="adam")
+    with pytest.warns(UserWarning, match=r"Task 'mass': its weighted loss .* standardise it .*loss_weights"):
+        model.fit(x, labels, batch_size=32, epochs=1, verbose=0)
+    in_kilograms = build(tasks)
+    in_kilograms.compile(optimizer="adam")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        in_kilograms.fit(x, {**labels, "mass": labels["mass"] / 1000.0}, batch_size=32, epochs=1, verbose=0)

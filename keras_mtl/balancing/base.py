@@ -111,9 +111,11 @@ class Balancer(keras.layers.Layer):
         combined = self.aggregate(task_gradients, terms.weights, terms.present)
         # Divided by the replicas (the optimizer sums every replica's copy), plus what the
         # strategy does not see: its own terms and the regularisers.
-        replaced = {v.path: distribute_lib.replica_share(c) + j[num_tasks]
+        # Keyed by identity, as Keras's optimizer keys variables: paths repeat when a
+        # trunk nests two functional models with same-named layers.
+        replaced = {id(v): distribute_lib.replica_share(c) + j[num_tasks]
                     for v, c, j in zip(selected, combined, task_jacobians)}
-        return [replaced.get(v.path, g) for v, g in zip(variables, gradients)]
+        return [replaced.get(id(v), g) for v, g in zip(variables, gradients)]
 
     def observe_gradients(self, task_gradients, task_losses, weights, present):
         """Hook after the per-task gradients are known (e.g. GradNorm's update)."""
