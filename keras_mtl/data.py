@@ -274,8 +274,9 @@ def balanced_class_weight(labels, task: Task) -> dict[int, float]:
 def _encode_one(raw: tf.Tensor, task: Task, check: bool) -> tf.Tensor:
     if raw.dtype == tf.string:
         text = tf.strings.strip(raw)
+        lower = tf.strings.lower(text)
         missing = tf.reduce_any(
-            tf.stack([tf.equal(text, marker) for marker in MISSING_STRINGS], axis=0), axis=0)
+            tf.stack([tf.equal(lower, marker) for marker in MISSING_STRINGS], axis=0), axis=0)
         names = getattr(task, "class_names", None)
         if names:
             # A class name becomes its index; anything else must be a number.

@@ -38,6 +38,7 @@ __all__ = [
     "TaskOutputs",
     "forward_outputs",
     "stack_groups",
+    "standardized_labels",
     "stack_weights",
 ]
 
@@ -260,10 +261,18 @@ class TaskOutputs(keras.layers.Layer):
     binary tasks cost one slice, one sigmoid and one split, not 1,000 of
     each; a task with a whole-block activation (softmax) gets its own.
 
+    A standardised regression task's logits are its standardised
+    prediction: the layer maps them back to the user's units with the
+    statistics it holds (``target_mean``, ``target_scale``: one entry per
+    fused column, 0 and 1 where nothing is standardised), which
+    :meth:`keras_mtl.MultiTaskModel.adapt_targets` sets.
+
     Args:
         outputs: one entry per task, ``[name, start, stop, activation,
-            elementwise]``: the task's columns of the fused logits, its
-            activation, and whether that activation acts on each unit alone.
+            elementwise, standardize]``: the task's columns of the fused
+            logits, its activation, whether that activation acts on each
+            unit alone, and whether its targets are standardised (absent
+            in files of keras_mtl 0.1.0: ``False``).
 
     Returns (when called): ``{task name: output}``, float32 even under a
     mixed-precision policy.
@@ -280,21 +289,33 @@ class TaskOutputs(keras.layers.Layer):
 
     def __init__(self, outputs, **kwargs):
         super().__init__(**kwargs)
-        self.outputs = [[str(n), int(a), int(b), str(act), bool(e)] for n, a, b, act, e in outputs]
-        self._runs = []  # (activation, start, stop, [(name, width)]): activated together
-        for name, start, stop, activation, elementwise in sorted(self.outputs, key=lambda o: o[1]):
+        self.outputs = [[str(o[0]), int(o[1]), int(o[2]), str(o[3]), bool(o[4]), bool(o[5]) if len(o) > 5 else False]
+                        for o in outputs]
+        self.units = max(o[2] for o in self.outputs)
+        self._runs = []  # [activation, start, stop, [(name, width)], elementwise, standardized]
+        for name, start, stop, activation, elementwise, standardize in sorted(self.outputs, key=lambda o: o[1]):
             run = self._runs[-1] if self._runs else None
             if (run is not None and elementwise and run[4] and run[0] == activation and run[2] == start):
                 run[2] = stop
                 run[3].append((name, stop - start))
+                run[5] = run[5] or standardize
             else:
-                self._runs.append([activation, start, stop, [(name, stop - start)], elementwise])
+                self._runs.append([activation, start, stop, [(name, stop - start)], elementwise, standardize])
         self._activations = {a: keras.activations.get(a) for a in {o[3] for o in self.outputs}}
+
+    def build(self, input_shape=None):
+        # float32 whatever the policy: targets in grams or dollars need its precision.
+        self.target_mean = self.add_weight(shape=(self.units,), initializer="zeros", trainable=False,
+                                           dtype="float32", name="target_mean")
+        self.target_scale = self.add_weight(shape=(self.units,), initializer="ones", trainable=False,
+                                            dtype="float32", name="target_scale")
 
     def call(self, logits):
         found = {}
-        for activation, start, stop, parts, _ in self._runs:
+        for activation, start, stop, parts, _, standardized in self._runs:
             block = ops.cast(self._activations[activation](logits[:, start:stop]), "float32")
+            if standardized:
+                block = block * self.target_scale[start:stop] + self.target_mean[start:stop]
             if len(parts) == 1:
                 found[parts[0][0]] = block
                 continue
@@ -307,8 +328,17 @@ class TaskOutputs(keras.layers.Layer):
         return {o[0]: found[o[0]] for o in self.outputs}  # in task order
 
     def compute_output_spec(self, logits):
-        return {name: keras.KerasTensor((logits.shape[0], stop - start), dtype="float32")
-                for name, start, stop, _, _ in self.outputs}
+        return {o[0]: keras.KerasTensor((logits.shape[0], o[2] - o[1]), dtype="float32") for o in self.outputs}
+
+    @property
+    def standardized(self) -> list[str]:
+        """The tasks whose targets are standardised."""
+        return [o[0] for o in self.outputs if o[5]]
+
+    def load_own_variables(self, store):
+        if len(store.keys()) == 0:
+            return  # a file from before standardisation: nothing was standardised
+        super().load_own_variables(store)
 
     def get_config(self):
         config = super().get_config()
@@ -316,7 +346,7 @@ class TaskOutputs(keras.layers.Layer):
         return config
 
 
-def forward_outputs(logits, layout: HeadLayout, name: str = "kmtl_outputs") -> dict:
+def forward_outputs(logits, layout: HeadLayout, name: str = "kmtl_outputs", standardize: bool = True) -> dict:
     """What a multi-task model's forward pass returns: ``{task: output, FUSED_LOGITS: logits}``.
 
     One :class:`TaskOutputs` layer gives every task's output in user units;
@@ -327,6 +357,8 @@ def forward_outputs(logits, layout: HeadLayout, name: str = "kmtl_outputs") -> d
         logits: fused logits ``(batch, layout.units)``, symbolic or eager.
         layout: the model's :class:`HeadLayout`.
         name: the output layer's name.
+        standardize: ``False`` learns every target in the user's units,
+            whatever the tasks' ``standardize``.
 
     Example:
         >>> layout = HeadLayout([Task("car"), Task("weather", kind="categorical", num_classes=2)])
@@ -334,9 +366,22 @@ def forward_outputs(logits, layout: HeadLayout, name: str = "kmtl_outputs") -> d
         >>> list(out), [float(v) for v in ops.convert_to_numpy(out["weather"])[0]]
         (['car', 'weather', 'kmtl:fused_logits'], [0.5, 0.5])
     """
-    spec = [[t.name, layout.block(t.name).start, layout.block(t.name).stop, t.activation, t.kind.elementwise]
-            for t in layout.tasks]
+    spec = [[t.name, layout.block(t.name).start, layout.block(t.name).stop, t.activation, t.kind.elementwise,
+             bool(standardize and t.standardize)] for t in layout.tasks]
     return {**TaskOutputs(spec, name=name)(logits), FUSED_LOGITS: logits}
+
+
+def standardized_labels(group: LabelGroup, labels, targets):
+    """A regression group's labels in the units of its logits: ``(y − mean) / scale`` per column.
+
+    ``targets``: ``(mean, scale)`` over the fused columns
+    (:class:`TaskOutputs`), or ``None``; other kinds' labels (class indices,
+    counts) are returned as they are.
+    """
+    if targets is None or not group.kind.standardizes:
+        return labels
+    mean, scale = targets
+    return (labels - mean[group.start:group.stop]) / scale[group.start:group.stop]
 
 
 def _label_columns(y, group: LabelGroup, batch_size, dtype):
@@ -421,7 +466,7 @@ class FusedTaskLoss:
         self.layout = layout
         self.normalize = check_normalize(normalize)
 
-    def __call__(self, y, logits, sample_weight=None, return_counts=False, stacked=None):
+    def __call__(self, y, logits, sample_weight=None, return_counts=False, stacked=None, targets=None):
         """Per-task losses, shape ``(num_tasks,)``, float32.
 
         Args:
@@ -435,6 +480,9 @@ class FusedTaskLoss:
                 batch under ``tf.distribute``: summed over replicas).
             stacked: the groups' label matrices from :func:`stack_groups`,
                 if already computed.
+            targets: ``(mean, scale)`` of the standardised regression
+                targets over the fused columns (:class:`TaskOutputs`); the
+                labels are standardised before the loss.
         """
         layout = self.layout
         logits = ops.cast(logits, "float32")
@@ -443,7 +491,8 @@ class FusedTaskLoss:
             stacked = stack_groups(y, layout, batch_size)
         totals, counts = [], []
         for group, labels in zip(layout.groups, stacked):
-            total, count = _group_terms(group, labels, logits, sample_weight, batch_size)
+            total, count = _group_terms(group, standardized_labels(group, labels, targets), logits,
+                                        sample_weight, batch_size)
             totals.append(total)
             counts.append(count)
         total = ops.take(ops.concatenate(totals, axis=0), layout.to_user_order, axis=0)
@@ -477,11 +526,15 @@ class TaskMetrics(keras.metrics.Metric):
         layout: the model's :class:`HeadLayout`.
         chosen: ``{task name: metrics or None}``; ``None`` means the task's
             defaults.
+        standardized: the tasks whose logits are standardised targets
+            (:class:`TaskOutputs`): their metrics read the outputs.
     """
 
-    def __init__(self, layout: HeadLayout, chosen: dict, name="task_metrics"):
+    def __init__(self, layout: HeadLayout, chosen: dict, standardized=(), name="task_metrics"):
         super().__init__(name=name)
         self.layout = layout
+        # Their outputs, not their logits, are in user units: the metrics read the outputs.
+        self.standardized = set(standardized)
         self.fused = []
         self._fused_parts = []  # (group, tasks, label columns or None, logit columns or None)
         self.per_task = {}
@@ -528,7 +581,7 @@ class TaskMetrics(keras.metrics.Metric):
             labels = matrices[group.key]
             if label_columns is not None:
                 labels = ops.take(labels, label_columns, axis=1)
-            if logits is not None:
+            if logits is not None and not self.standardized.intersection(t.name for t in tasks):
                 part = (logits[:, group.start:group.stop] if logit_columns is None
                         else ops.take(logits, logit_columns, axis=1))
                 values = ops.cast(group.kind.activate(part), "float32")  # as TaskOutputs computes it

@@ -98,6 +98,9 @@ class Kind:
             arg-max.
         fuses_with: kinds with the same value share one label matrix and
             one loss computation (binary and multilabel both do).
+        standardizes: the kind's targets are real numbers in the user's
+            units, which tasks learn standardised by default
+            (``Task(standardize=...)``).
     """
 
     name = ""
@@ -110,6 +113,7 @@ class Kind:
     label_domain = LabelDomain()
     class_output = False
     fuses_with = None
+    standardizes = False
     # Column order of the fused logits: groups of lower rank come first.
     layout_rank = 2
 
@@ -434,6 +438,7 @@ class Regression(Kind):
                       "rmse": keras.metrics.RootMeanSquaredError}
     default_metrics = ("mae",)
     fuses_with = "squared_error"
+    standardizes = True
     layout_rank = 1
 
     def domain_hint(self, task, values):

@@ -68,8 +68,13 @@ MISSING = _MissingLabel()
 MISSING_REGRESSION = math.nan
 """Sentinel for a missing regression target (``NaN``)."""
 
-MISSING_STRINGS = ("?", "", "nan", "NaN", "None", "NA", "N/A", "null")
-"""Strings that mark a missing label (besides a non-string ``NaN``/``None``)."""
+MISSING_STRINGS = ("?", "", "nan", "none", "na", "n/a", "null")
+"""Strings that mark a missing label, besides a non-string ``NaN`` or ``None``.
+
+Compared after stripping spaces and ignoring case (``"NaN"``, ``"N/A"``,
+``"NULL"`` and ``" ? "`` are missing too), by every entry point: the NumPy
+checks, the in-graph encoding of :mod:`keras_mtl.data` and ``model.fit``.
+"""
 
 
 # The ``kind=`` shorthand: kind name → kind class, filled by keras_mtl.kinds.
@@ -170,7 +175,7 @@ def _is_missing_scalar(value: object, class_labels: bool) -> bool:
         return True
     if isinstance(value, (str, bytes)):
         text = (value.decode() if isinstance(value, bytes) else value).strip()
-        return text in MISSING_STRINGS or (class_labels and _is_minus_one_text(text))
+        return text.lower() in MISSING_STRINGS or (class_labels and _is_minus_one_text(text))
     if isinstance(value, (bool, np.bool_)):
         return False
     if isinstance(value, (int, float, np.number)):
@@ -208,7 +213,7 @@ def is_missing(labels: object, kind="binary") -> np.ndarray:
         return np.asarray(flat, dtype=bool).reshape(array.shape)
     if array.dtype.kind in "US":
         text = np.char.strip(array.astype(str))
-        missing = np.isin(text, MISSING_STRINGS)
+        missing = np.isin(np.char.lower(text), MISSING_STRINGS)
         if class_labels:
             missing |= np.vectorize(_is_minus_one_text, otypes=[bool])(text)
         return missing

@@ -20,6 +20,7 @@ from keras_mtl.heads import (
     HeadLayout,
     TaskHeads,
     TaskMetrics,
+    TaskOutputs,
     forward_outputs,
     stack_groups,
 )
@@ -181,6 +182,10 @@ class MultiTaskModel(keras.Model):
         sharing: optional sharing architecture from :mod:`keras_mtl.sharing`
             (``SoftSharing``, ``CrossStitch``, ``MMoE``, ``PLE``) turning the
             features into per-task features; ``None`` is hard sharing.
+        standardize_targets: ``False`` learns every regression target in
+            the user's units; by default each regression task learns its
+            targets standardised (``kmtl.Task(..., standardize=...)``), with
+            statistics that the first ``fit`` sets (:meth:`adapt_targets`).
         name: model name.
 
     Example:
@@ -192,7 +197,7 @@ class MultiTaskModel(keras.Model):
         (['car', 'bike'], ['bike', 'car', 'kmtl:fused_logits'])
     """
 
-    def __init__(self, inputs, features, tasks, sharing=None, name=None, **kwargs):
+    def __init__(self, inputs, features, tasks, sharing=None, standardize_targets=True, name=None, **kwargs):
         tasks = check_tasks(tasks)
         if not isinstance(features, keras.KerasTensor):
             raise TypeError(
@@ -221,7 +226,7 @@ class MultiTaskModel(keras.Model):
             per_task = sharing(features)
             logits = TaskHeads(layout.units, task_units=[t.units for t in tasks],
                                column_tasks=layout.column_tasks, name=HEADS_LAYER)(per_task)
-        outputs = forward_outputs(logits, layout, name=OUTPUTS_LAYER)
+        outputs = forward_outputs(logits, layout, name=OUTPUTS_LAYER, standardize=standardize_targets)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._setup(tasks)
 
@@ -269,6 +274,59 @@ class MultiTaskModel(keras.Model):
     def task_heads(self) -> TaskHeads:
         """The fused head layer: shared representation (or per-task features) → fused logits."""
         return _last_layer_of_type(self, TaskHeads)
+
+    @property
+    def task_outputs(self) -> TaskOutputs:
+        """The output layer: fused logits → every task's output in user units."""
+        return _last_layer_of_type(self, TaskOutputs)
+
+    def target_statistics(self) -> dict[str, tuple[float, float]]:
+        """``{task: (mean, std)}`` of each standardised regression task (user units)."""
+        layer = self.task_outputs
+        mean, scale = (ops.convert_to_numpy(v) for v in (layer.target_mean, layer.target_scale))
+        return {name: (float(mean[self._layout.block(name).start]), float(scale[self._layout.block(name).start]))
+                for name in layer.standardized}
+
+    def adapt_targets(self, y) -> dict[str, tuple[float, float]]:
+        """Sets each standardised regression task's mean and standard deviation from labels.
+
+        ``fit`` calls it on its training data the first time (while the
+        statistics are still 0 and 1); call it yourself to set them from
+        other data, e.g. before training on a generator. Only labelled
+        entries count; a task with no labelled entry, or one value only,
+        keeps mean 0 or std 1.
+
+        Args:
+            y: ``{task: labels}`` in user units (missing as ``NaN``, ``None``
+                or ``"?"``), a ``DataFrame`` with a column per task, or a
+                ``tf.data.Dataset`` of ``(x, y[, sample_weight])`` (read once).
+
+        Returns:
+            :meth:`target_statistics` after the update.
+        """
+        layer = self.task_outputs
+        names = layer.standardized
+        if not names:
+            return {}
+        columns = _target_columns(y, [self.get_task(n) for n in names], self._tasks)
+        mean = ops.convert_to_numpy(layer.target_mean).copy()
+        scale = ops.convert_to_numpy(layer.target_scale).copy()
+        for name, values in columns.items():
+            block = self._layout.block(name)
+            values = values.reshape(len(values), -1)
+            for unit in range(block.stop - block.start):
+                labelled = values[:, unit][np.isfinite(values[:, unit])]
+                mean[block.start + unit] = labelled.mean() if len(labelled) else 0.0
+                std = labelled.std() if len(labelled) > 1 else 0.0
+                scale[block.start + unit] = std if std > 1e-12 * max(1.0, abs(mean[block.start + unit])) else 1.0
+        layer.target_mean.assign(mean)
+        layer.target_scale.assign(scale)
+        return self.target_statistics()
+
+    def _targets(self):
+        """``(mean, scale)`` of the output layer: what standardises labels for the loss and the metrics."""
+        layer = self.task_outputs
+        return (layer.target_mean, layer.target_scale) if layer.standardized else None
 
     @property
     def representation_layer(self) -> keras.layers.Layer:
@@ -394,7 +452,7 @@ class MultiTaskModel(keras.Model):
         self._strategy_slot.append(balancer)
         if _wrt_representation(balancer):
             self.representation_split()  # raises for a trunk without trainable variables
-        task_metrics = TaskMetrics(self._layout, chosen)
+        task_metrics = TaskMetrics(self._layout, chosen, standardized=self.task_outputs.standardized)
         task_losses = metrics_lib.TaskLossMeans(self.task_names)
         weights_metric = metrics_lib.TaskWeights(self.task_names) if balancer.adaptive else None
         self._metric_slot.clear()
@@ -555,7 +613,7 @@ class MultiTaskModel(keras.Model):
         logits = self.fused_logits(y_pred)
         stacked = stack_groups(y, self._layout, ops.shape(logits)[0])
         task_losses, counts = self._compiled.loss(y, logits, sample_weight, return_counts=True,
-                                                  stacked=stacked)
+                                                  stacked=stacked, targets=self._targets())
         present = counts > 0
         balancer = self.balancing
         weights, extra = balancer.combine(task_losses, present, training=training)
@@ -734,12 +792,31 @@ class MultiTaskModel(keras.Model):
             kwargs.setdefault("shuffle", False)
         else:
             x, y = self._arrays(x, y, "fit")
+        self._adapt_targets_once(x if y is None else y)
         if isinstance(validation_data, tuple) and len(validation_data) >= 2 \
                 and not data_lib.is_dataset(validation_data[0]):
             validation_data = (*self._arrays(*validation_data[:2], "fit"), *validation_data[2:])
         if self._compiled is not None:
             callbacks = [_EpochLogs(self), *(callbacks or [])]
         return super().fit(x, y, *args, callbacks=callbacks, validation_data=validation_data, **kwargs)
+
+    def _adapt_targets_once(self, y):
+        """Sets the target statistics from the training labels while they are still 0 and 1."""
+        layer = self.task_outputs
+        if not layer.standardized:
+            return
+        unset = all(stats == (0.0, 1.0) for stats in self.target_statistics().values())
+        if not unset:
+            return
+        if data_lib.is_dataset(y) or isinstance(y, dict) or hasattr(y, "columns"):
+            self.adapt_targets(y)
+        else:
+            warnings.warn(
+                f"Tasks {layer.standardized} learn standardised targets, but fit cannot read their "
+                f"statistics from a {type(y).__name__}; they train in raw units. Call "
+                "model.adapt_targets({task: labels}) before fit, or pass standardize=False.",
+                stacklevel=3,
+            )
 
     def _arrays(self, x, y, method):
         """``(x, y)`` of NumPy or pandas, checked and encoded (:func:`keras_mtl.data.encode_arrays`)."""
@@ -815,6 +892,26 @@ def _last_layer_of_type(model, cls):
     keras_mtl 0.1.0 name keras_mtl's layers differently)."""
     found = [layer for layer in model.layers if isinstance(layer, cls)]
     return found[-1] if found else None
+
+
+def _target_columns(y, tasks, all_tasks) -> dict:
+    """``{task: float array}`` of ``tasks``' labels from a dict, a DataFrame or a dataset (NaN: missing)."""
+    if data_lib.is_dataset(y):
+        parts = {t.name: [] for t in tasks}
+        for element in y:
+            labels = data_lib.unpack_labels(element[1], all_tasks)
+            for task in tasks:
+                parts[task.name].append(ops.convert_to_numpy(labels[task.name]))
+        return {name: np.concatenate(values).astype("float64") for name, values in parts.items()}
+    found = {}
+    for task in tasks:
+        if task.name not in y:
+            raise ValueError(f"adapt_targets: the labels hold no entry for task {task.name!r}; "
+                             f"give {{{task.name!r}: values}} (user units, NaN where missing).")
+        values = y[task.name]
+        encoded = data_lib.encode_arrays(np.zeros((len(values), 1), "float32"), {task.name: values}, [task])[1]
+        found[task.name] = encoded[task.name].astype("float64")
+    return found
 
 
 def _key(variable) -> int:

@@ -66,6 +66,16 @@ class Task:
             loss is multiplied by its class's weight (classes not named
             weigh 1). :func:`keras_mtl.data.balanced_class_weight` computes
             balanced weights from the labelled entries.
+        standardize: whether a regression task learns its targets
+            standardised, ``(y − mean) / std`` with the mean and standard
+            deviation of the labelled training targets, which the model
+            sets at the start of its first ``fit`` and keeps (saved with
+            it). Its loss is then the squared error of standardised targets
+            (a task loss of its own, e.g. ``Huber(delta=1)``, acts on
+            standardised residuals), so its weight means the same in any
+            units, while its outputs, metrics and served predictions are in
+            the user's units. ``None``: ``True`` for regression tasks; other
+            kinds have no such option.
 
     Example:
         >>> Task("weather", kind="categorical", num_classes=4).units
@@ -88,6 +98,7 @@ class Task:
         metrics: Sequence | None = None,
         loss=None,
         class_weight: dict | None = None,
+        standardize: bool | None = None,
     ):
         self.name = self._check_name(name)
         try:
@@ -109,6 +120,12 @@ class Task:
         if class_weight is not None:
             self.class_weight_table = self.kind.class_weight_table(self, class_weight)
             self.class_weight = {int(k): float(v) for k, v in class_weight.items()}
+        if standardize and not self.kind.standardizes:
+            raise ValueError(
+                f"Task {self.name!r} ({self.kind}): standardize=True is for regression targets; "
+                "the labels of this kind are used as they are."
+            )
+        self.standardize = self.kind.standardizes if standardize is None else bool(standardize)
 
     # -- validation ---------------------------------------------------------
 
@@ -255,6 +272,8 @@ class Task:
             "class_names": self.class_names,
             "metrics": metrics,
         }
+        if self.kind.standardizes:
+            config["standardize"] = self.standardize
         if self.loss is not None:
             config["loss"] = keras.saving.serialize_keras_object(self.loss)
         if self.class_weight is not None:
@@ -274,7 +293,11 @@ class Task:
             config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
         if config.get("class_weight") is not None:
             config["class_weight"] = {int(k): float(v) for k, v in config["class_weight"]}
-        return cls(**config)
+        # Files written before standardisation existed hold heads trained on raw targets.
+        config.setdefault("standardize", False)
+        task = cls(**{k: v for k, v in config.items() if k != "standardize"})
+        task.standardize = bool(config["standardize"]) and task.kind.standardizes
+        return task
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Task) and self.get_config() == other.get_config()
@@ -295,7 +318,8 @@ class Task:
             shown = type(self.loss).__name__ if isinstance(self.loss, keras.losses.Loss) else self.loss
             loss = f", loss={getattr(shown, '__name__', shown)}"
         class_weight = f", class_weight={self.class_weight}" if self.class_weight is not None else ""
-        return f"Task({self.name!r}, kind={kind}{extras}{weight}{loss}{class_weight})"
+        raw = ", standardize=False" if self.kind.standardizes and not self.standardize else ""
+        return f"Task({self.name!r}, kind={kind}{extras}{weight}{loss}{class_weight}{raw})"
 
 
 def check_tasks(tasks) -> list[Task]:

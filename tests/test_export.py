@@ -99,6 +99,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     rng = np.random.default_rng(0)
     model = build()
+    model.adapt_targets({"distance": rng.normal(50.0, 10.0, size=200)})  # a standardised target
     x = {"x": rng.normal(size=(64, 6)).astype("float32") * 3}
     path = kmtl.export_saved_model(model, root / "street" / "1")
     np.savez(root / "street_x.npz", **x)
@@ -161,7 +162,7 @@ def test_serving_default_matches_predict(served, exported, n):
 
 
 def test_outputs_are_in_user_units(served, exported):
-    """Hand-computed from the weights: sigmoid, softmax and arg-max, identity."""
+    """Hand-computed from the weights: sigmoid, softmax and arg-max, the standardised target back in its units."""
     model = exported["model"]
     kernel, bias = model.get_layer("trunk").get_weights()
     head_kernel, head_bias = model.task_heads.get_weights()
@@ -174,8 +175,10 @@ def test_outputs_are_in_user_units(served, exported):
 
     sigmoid = lambda z: 1 / (1 + np.exp(-z))
     weather = np.exp(columns("weather")) / np.exp(columns("weather")).sum(axis=1, keepdims=True)
+    mean, std = model.target_statistics()["distance"]
+    assert 45 < mean < 55 and 8 < std < 12
     expected = {"car": sigmoid(columns("car")), "objects": sigmoid(columns("objects")),
-                "weather": weather, "distance": columns("distance")}
+                "weather": weather, "distance": columns("distance") * std + mean}
     for name, value in expected.items():
         np.testing.assert_allclose(served[f"mtl/default/64/{name}"], value, atol=1e-5, err_msg=name)
     np.testing.assert_array_equal(served["mtl/default/64/weather_class"], np.argmax(weather, axis=1))

@@ -159,3 +159,25 @@ def test_label_mask_float_regression(dtype):
     y = np.array([-1.0, np.nan, 2.5, 0.0], dtype=dtype)
     np.testing.assert_array_equal(
         ops.convert_to_numpy(label_mask(y, "regression")), [True, False, True, True])
+
+
+SPELLINGS = ["?", "", " ", "nan", "NaN", "None", "none", "NA", "na", "N/A", "n/a", "null", "NULL", " ? "]
+
+
+def test_every_entry_point_reads_the_same_missing_markers_in_any_case():
+    """The documented markers (case and surrounding spaces ignored) are missing in NumPy, in the graph and in fit."""
+    import tensorflow as tf  # the pipelines are tf.data on every backend
+
+    labels = ["1", *SPELLINGS, "0"]
+    expected = [1.0] + [-1.0] * len(SPELLINGS) + [0.0]
+    tasks = [kmtl.Task("car")]
+    x = np.zeros((len(labels), 1), "float32")
+    assert is_missing(labels).tolist() == [e == -1.0 for e in expected]
+    assert is_missing(np.array(labels)).tolist() == [e == -1.0 for e in expected]
+    batch = next(iter(kmtl.data.from_arrays(x, {"car": labels}, tasks, batch_size=64, pack_labels=False)))
+    assert batch[1]["car"].numpy().tolist() == expected
+    wrapped = tf.data.Dataset.from_tensor_slices((x, {"car": labels}))
+    assert next(iter(kmtl.data.from_dataset(wrapped, tasks, batch_size=64)))[1]["car"].numpy().tolist() == expected
+    assert kmtl.data.encode_arrays(x, {"car": labels}, tasks)[1]["car"].tolist() == expected
+    with pytest.raises(ValueError, match="label 'unknown' at index 0 is not a number"):
+        kmtl.data.validate_labels({"car": ["unknown"]}, tasks)
