@@ -11,6 +11,11 @@ the labels of a multilabel head; a binary head has one). With
 instead of ``m``. A batch with no labelled entry has loss 0 and zero
 gradients.
 
+Within a :class:`keras_mtl.MultiTaskModel`, a regression task's squared
+error is that of standardised targets, ``((y − mean)/std − z)²`` with ``z``
+its logit (``kmtl.Task(standardize=...)``); the classes below compute the
+formula on the values they are given.
+
 The building blocks are small pure functions (``*_entries``) returning the
 per-entry losses, already zero at missing entries, and the mask; the
 ``keras.losses.Loss`` classes compose them with a normalisation.

@@ -860,6 +860,34 @@ class MultiTaskModel(keras.Model):
         outputs = super().predict(x, *args, **kwargs)
         return {name: outputs[name] for name in self.task_names}
 
+    def predict_labels(self, x, threshold: float = 0.5, **kwargs) -> dict:
+        """``{task: predicted labels}``, written as the labels are: classes, 0/1, values.
+
+        A categorical task gives its most probable class — its name when the
+        task has ``class_names``, else its index; a binary task 0 or 1 (its
+        probability against ``threshold``), a multilabel task a 0/1 row;
+        regression and count tasks their predicted values.
+
+        Args:
+            x: inputs, as for :meth:`predict`.
+            threshold: probability from which a sigmoid unit says 1.
+            **kwargs: passed to :meth:`predict` (``batch_size``, ``verbose``).
+        """
+        outputs = self.predict(x, **kwargs)
+        found = {}
+        for task in self._tasks:
+            value = np.asarray(outputs[task.name])
+            if task.kind.class_output:
+                index = np.argmax(value, axis=-1)
+                found[task.name] = np.asarray(task.class_names)[index] if task.class_names else index
+            elif task.kind.class_labels:
+                found[task.name] = (value >= threshold).astype("int32")
+            else:
+                found[task.name] = value
+            if task.units == 1 and found[task.name].ndim == 2:
+                found[task.name] = found[task.name][:, 0]
+        return found
+
     # -- serialisation --------------------------------------------------------
 
     def get_config(self):

@@ -188,16 +188,18 @@ def test_the_balancing_table_states_each_strategys_cost():
     assert all(f"`{n}`" in backends for n in gradients)
 
 
-def test_faq_class_names_are_not_labels_and_the_lookup_works():
-    """docs/faq.md: a class name in a label array raises; the look-up it shows gives class indices."""
+def test_faq_class_names_are_labels_as_shown():
+    """docs/faq.md: the names of its example label a categorical task; an unknown name raises as quoted."""
     import keras_mtl as kmtl
 
     weather = kmtl.Task("weather", kind="categorical", class_names=["sunny", "rain", "fog", "snow"])
     assert weather.num_classes == 4
-    x = np.zeros((3, 2), "float32")
-    with pytest.raises(ValueError, match="label 'rain' at index 0 is not a number"):
-        kmtl.data.from_arrays(x, {"weather": ["rain", "?", "snow"]}, [weather])
-    index = {name: i for i, name in enumerate(weather.class_names)}
-    labels = ["?" if name in ("?", None) else index[name] for name in ["rain", None, "snow"]]
-    _, y = next(iter(kmtl.data.from_arrays(x, {"weather": labels}, [weather], batch_size=3)))
-    assert y["weather"].numpy().tolist() == [1, kmtl.MISSING, 3]
+    x = np.zeros((4, 2), "float32")
+    _, y = next(iter(kmtl.data.from_arrays(x, {"weather": ["rain", "?", "sunny", None]}, [weather],
+                                           batch_size=4, pack_labels=False)))
+    assert y["weather"].numpy().tolist() == [1, kmtl.MISSING, 0, kmtl.MISSING]
+    faq = " ".join((DOCS / "faq.md").read_text().split())
+    assert "label 'hail' at index 3 is not one of its class_names" in faq
+    with pytest.raises(ValueError, match=r"Task 'weather' \(categorical\): label 'hail' at index 3 is not one "
+                                         r"of its class_names"):
+        kmtl.data.from_arrays(x, {"weather": ["rain", "?", "sunny", "hail"]}, [weather])

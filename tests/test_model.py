@@ -538,3 +538,20 @@ def test_a_task_whose_loss_dwarfs_the_others_gets_a_warning_naming_it():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         in_kilograms.fit(x, {**labels, "mass": labels["mass"] / 1000.0}, batch_size=32, epochs=1, verbose=0)
+
+
+def test_predict_labels_writes_predictions_as_labels_are_written():
+    """Class names, 0/1 and values, from predict's probabilities by hand."""
+    tasks = [kmtl.Task("car"), kmtl.Task("weather", kind="categorical", class_names=["sun", "rain", "fog"]),
+             kmtl.Task("parts", kind="multilabel", labels=["wheel", "door"]),
+             kmtl.Task("size", kind="regression"), kmtl.Task("lanes", kind="categorical", num_classes=2)]
+    model = build(tasks)
+    x = np.random.default_rng(0).normal(size=(9, 6)).astype("float32")
+    probabilities = model.predict(x, verbose=0)
+    labels = model.predict_labels(x, threshold=0.4, verbose=0)
+    np.testing.assert_array_equal(labels["car"], (probabilities["car"][:, 0] >= 0.4).astype(int))
+    np.testing.assert_array_equal(labels["weather"],
+                                  np.array(["sun", "rain", "fog"])[np.argmax(probabilities["weather"], axis=1)])
+    np.testing.assert_array_equal(labels["parts"], (probabilities["parts"] >= 0.4).astype(int))
+    np.testing.assert_array_equal(labels["size"], probabilities["size"][:, 0])
+    np.testing.assert_array_equal(labels["lanes"], np.argmax(probabilities["lanes"], axis=1))
