@@ -68,7 +68,12 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_CORE, *_ON_DEMAND})
 
 
-# The `keras-mtl` command (its console script) imports the core when a subcommand needs it.
-_program = (getattr(sys, "argv", None) or [""])[0]
-if os.path.basename(_program).removesuffix(".exe") != "keras-mtl":
+def _is_the_command() -> bool:
+    """Whether this process is the ``keras-mtl`` console script (its program name)."""
+    program = (getattr(sys, "argv", None) or [""])[0]
+    return os.path.basename(program).removesuffix(".exe") == "keras-mtl"
+
+
+# The `keras-mtl` command imports the core when a subcommand first needs it.
+if not _is_the_command():
     _load_core()
