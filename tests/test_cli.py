@@ -40,6 +40,7 @@ def run_command(*argv, env=None):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     return proc, report
 
+
 TASKS = [
     kmtl.Task("car"),
     kmtl.Task("objects", kind="multilabel", labels=["sign", "light"]),
