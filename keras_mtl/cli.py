@@ -1,5 +1,7 @@
 """The ``keras-mtl`` command: ``demo``, ``export``, ``inspect``.
 
+The parser imports neither TensorFlow nor Keras: ``keras-mtl --help`` and a
+mistyped option answer at once, and each subcommand imports what it needs.
 Benchmarks are not part of the package: ``python benchmarks/run.py`` in a
 checkout of the repository runs them.
 """
@@ -16,8 +18,9 @@ from pathlib import Path
 def _demo(args) -> int:
     from keras_mtl.demo import run_demo
 
+    # Progress bars only on a terminal: in a log file they are megabytes of "\r" rewrites.
     run_demo(args.output, epochs=args.epochs, size=args.size, missing=args.missing,
-             seed=args.seed, verbose=0 if args.quiet else 1)
+             seed=args.seed, verbose=0 if args.quiet else "auto")
     return 0
 
 
@@ -38,9 +41,9 @@ def _export(args) -> int:
 
     import keras
 
-    import keras_mtl  # noqa: F401  # registers the classes the file names
-    from keras_mtl.export import export_saved_model, next_version_dir
-    from keras_mtl.model import MultiTaskModel
+    # A public name of the package loads its whole core, which registers the classes the file names.
+    from keras_mtl import MultiTaskModel, export_saved_model
+    from keras_mtl.export import next_version_dir
 
     model = keras.saving.load_model(args.model)
     if not isinstance(model, MultiTaskModel):
@@ -122,14 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-mtl", description="Multi-task learning for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="train the street-scenes demo and write its results")
+    demo = commands.add_parser(
+        "demo", help="train the street-scenes demo and write its results",
+        description="Train one CNN with four object heads on street scenes with half the labels "
+                    "missing; write metrics, plots and a SavedModel. It prints first how long a run "
+                    "took on a 2-core machine; --size small is the quick first look.")
     demo.add_argument("--output", default="mtl_demo", help="output directory (default: mtl_demo)")
     demo.add_argument("--epochs", type=int, default=None, help="epochs (default: 4 full, 3 small)")
-    demo.add_argument("--size", choices=("small", "full"), default="full")
+    demo.add_argument("--size", choices=("small", "full"), default="full",
+                      help="full: 24,000 training scenes, 4 epochs; small: 3,000 scenes, 3 epochs, "
+                           "for a first look (default: full)")
     demo.add_argument("--missing", type=float, default=0.5,
-                      help="share of training labels missing (default: 0.5)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+                      help="share of training and validation labels hidden (default: 0.5)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data and the weights (default: 0)")
+    demo.add_argument("--quiet", action="store_true",
+                      help="no per-epoch output (progress bars show only on a terminal anyway)")
     demo.set_defaults(run=_demo)
 
     export = commands.add_parser("export", help="export a .keras model as a TF-Serving SavedModel")
@@ -142,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="show the tasks and signatures of a SavedModel")
     inspect.add_argument("directory", help="a version directory or a model base directory")
-    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON, for scripts")
     inspect.set_defaults(run=_inspect)
     return parser
 

@@ -4,11 +4,17 @@
 one multi-task network on the same data with the same trunk architecture,
 epochs and batch size, evaluates all of them on the same test data, and
 returns a tidy table with the relative change per task.
+
+One sign convention throughout: **a positive change means the multi-task
+network is better**, for every metric (a higher AUC, a lower MAE) and for the
+mean over the tasks. The multi-task literature reports Δm with the opposite
+sign (negative is better); :func:`delta_m` computes that figure for papers.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +25,7 @@ from keras_mtl import data as data_lib
 from keras_mtl.model import MultiTaskModel
 from keras_mtl.tasks import Task, check_tasks
 
-__all__ = ["CompareResult", "compare", "default_metric", "delta_m"]
+__all__ = ["CompareResult", "compare", "default_metric", "delta_m", "mean_change"]
 
 
 def default_metric(task: Task) -> str:
@@ -32,8 +38,32 @@ def default_metric(task: Task) -> str:
     return task.kind.headline_metric
 
 
+def mean_change(rows) -> float:
+    """The mean relative change of the multi-task network against single-task, in %; + is better.
+
+    ``100 · mean(relative_change)`` over the rows, whose ``relative_change``
+    is already signed so that positive means "the multi-task network is
+    better" (a higher AUC or accuracy, a lower MAE). It is :func:`delta_m`
+    with the sign flipped, so that :class:`CompareResult` speaks one
+    convention everywhere.
+
+    Args:
+        rows: :attr:`CompareResult.rows` (dicts with ``relative_change``).
+
+    Returns:
+        The mean change in %, or NaN for no rows.
+
+    Example:
+        >>> rows = [{"relative_change": 0.10}, {"relative_change": -0.04}]   # +10 %, −4 %
+        >>> round(mean_change(rows), 6)      # multi-task better on average
+        3.0
+    """
+    changes = [r["relative_change"] for r in rows]
+    return 100.0 * float(np.mean(changes)) if changes else math.nan
+
+
 def delta_m(rows) -> float:
-    """Δm: the mean relative change of the multi-task network against single-task, in %.
+    """Δm as the multi-task literature reports it, in %: **negative** means the multi-task network is better.
 
     ::
 
@@ -42,9 +72,17 @@ def delta_m(rows) -> float:
     with ``l_i = 1`` when a larger value of task ``i``'s metric is better
     (AUC, accuracy) and 0 when smaller is (MAE): **negative Δm means the
     multi-task network is better on average**, the convention of the
-    multi-task literature. ``rows`` are :attr:`CompareResult.rows`, whose
+    multi-task literature, opposite to the rest of this module (use it to
+    compare with published numbers; :func:`mean_change` is the same figure
+    with + for better). ``rows`` are :attr:`CompareResult.rows`, whose
     ``relative_change`` already carries the direction (positive = better),
-    so ``Δm = −100 · mean(relative_change)``.
+    so ``Δm = −100 · mean(relative_change) = −mean_change(rows)``.
+
+    Args:
+        rows: :attr:`CompareResult.rows` (dicts with ``relative_change``).
+
+    Returns:
+        Δm in %, or NaN for no rows.
 
     Example:
         >>> rows = [{"relative_change": 0.10}, {"relative_change": -0.04}]   # +10 %, −4 %
@@ -55,13 +93,12 @@ def delta_m(rows) -> float:
         Maninis, K.-K., Radosavovic, I., Kokkinos, I. (2019). Attentive
         Single-Tasking of Multiple Tasks. CVPR.
     """
-    changes = [r["relative_change"] for r in rows]
-    return -100.0 * float(np.mean(changes)) if changes else math.nan
+    return -mean_change(rows)
 
 
 @dataclass
 class CompareResult:
-    """The outcome of :func:`compare`.
+    """The outcome of :func:`compare`; every change in it is positive when the multi-task network is better.
 
     Example:
         >>> result = CompareResult([
@@ -69,8 +106,8 @@ class CompareResult:
         ...      "multi_std": 0.02, "relative_change": 0.05, "seeds": 3},
         ...     {"task": "price", "metric": "mae", "single": 2.0, "multi": 2.2, "single_std": 0.1,
         ...      "multi_std": 0.1, "relative_change": -0.10, "seeds": 3}])
-        >>> round(result.delta_m, 6)         # −(5 % − 10 %) / 2: single-task better on average
-        2.5
+        >>> round(result.mean_change, 6)     # (5 % − 10 %) / 2: single-task better on average
+        -2.5
 
     Attributes:
         rows: one dict per task with ``task``, ``metric``, ``single``,
@@ -78,8 +115,11 @@ class CompareResult:
             ``relative_change`` (``(multi − single) / |single|``, sign flipped
             for error metrics so that positive always means "multi-task is
             better") and ``seeds``.
-        delta_m: Δm in % over the tasks (:func:`delta_m`; negative: the
-            multi-task network is better on average).
+        mean_change: the mean of the rows' ``relative_change`` in %
+            (:func:`mean_change`; positive: the multi-task network is better
+            on average).
+        delta_m: deprecated, the literature's Δm, ``−mean_change``
+            (:func:`delta_m`); it warns.
         per_seed: the raw values, ``{(task, "single"|"multi"): [one per seed]}``.
         params: parameter counts ``{"single": total over the k networks, "multi": …}``.
     """
@@ -95,17 +135,26 @@ class CompareResult:
         return pd.DataFrame(self.rows)
 
     @property
+    def mean_change(self) -> float:
+        return mean_change(self.rows)
+
+    @property
     def delta_m(self) -> float:
+        warnings.warn("CompareResult.delta_m is deprecated: it is negative when the multi-task network "
+                      "is better, the opposite of every other figure of compare. Use "
+                      "CompareResult.mean_change (= -delta_m), or keras_mtl.comparison.delta_m(rows) "
+                      "for the literature's Δm.", DeprecationWarning, stacklevel=2)
         return delta_m(self.rows)
 
     def __str__(self) -> str:
-        lines = [f"{'task':<16}{'metric':<10}{'single':>16}{'multi':>16}{'change':>9}"]
+        lines = [f"{'task':<16}{'metric':<10}{'single':>16}{'multi':>16}{'change':>9}",
+                 "(change: relative to the single-task network; + means the multi-task network is better)"]
         for r in self.rows:
             lines.append(
                 f"{r['task']:<16}{r['metric']:<10}"
                 f"{r['single']:>9.4f} ± {r['single_std']:<5.3f}{r['multi']:>9.4f} ± {r['multi_std']:<5.3f}"
                 f"{r['relative_change']:>+8.1%}")
-        lines.append(f"Δm = {self.delta_m:+.2f} % (mean relative change, negative: multi-task better)")
+        lines.append(f"mean change = {self.mean_change:+.2f} % (+: the multi-task network is better)")
         lines.append(f"parameters: {self.params.get('single', 0):,} in {len(self.rows)} single-task "
                      f"networks vs {self.params.get('multi', 0):,} in one multi-task network")
         return "\n".join(lines)

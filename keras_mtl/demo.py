@@ -9,6 +9,7 @@ SavedModel to the output directory.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from keras_mtl.export import export_saved_model
 from keras_mtl.model import MultiTaskModel
 from keras_mtl.tasks import Task
 
-__all__ = ["SIZES", "build_street_model", "run_demo"]
+__all__ = ["MEASURED_SECONDS", "SIZES", "build_street_model", "expected_duration", "run_demo"]
 
 # Examples per split, default epochs, trunk channels and per-task loss weights.
 # Drawing scenes costs far less than training on them, so the full run sees
@@ -40,6 +41,41 @@ SIZES = {
     "full": {"train": 24000, "validation": 1000, "test": 2000, "epochs": 4, "width": 16, "pool_first": True,
              "multipliers": (1, 3, 3), "loss_weights": {"pedestrian": 2.0}},
 }
+
+
+# Wall seconds of one whole run (default settings) on a 2-core machine, and that machine's TensorFlow
+# 2048³ float32 matmul rate in GFLOP/s at the time (benchmarks/demo.py measures both; the small run
+# on 2026-12-06 shared the machine with other jobs, load average 11). Time scales roughly as 1 / rate.
+MEASURED_SECONDS = {"full": (355.0, 81.0), "small": (248.0, 16.0)}
+
+
+def expected_duration(size: str = "full") -> str:
+    """What the demo prints before it starts: how long a run takes on a 2-core machine.
+
+    Both sizes are stated at the full run's matmul rate (the small run's
+    measurement scaled by the rates, beside the measurement itself).
+
+    Args:
+        size: ``"full"`` or ``"small"``.
+
+    Returns:
+        One or two sentences; for ``"full"`` they suggest ``--size small``.
+
+    Example:
+        >>> print(expected_duration("small"))  # doctest: +ELLIPSIS
+        A small run takes about ... s on a 2-core machine whose TensorFlow matmul runs at ... GFLOP/s (measured: ...).
+    """
+    if size not in MEASURED_SECONDS:
+        raise ValueError(f"size={size!r}: choose 'small' or 'full'.")
+    full_seconds, rate = MEASURED_SECONDS["full"]
+    machine = f"on a 2-core machine whose TensorFlow matmul runs at {rate:.0f} GFLOP/s"
+    seconds, measured_rate = MEASURED_SECONDS["small"]
+    small = round(seconds * measured_rate / rate, -1)
+    if size == "small":
+        return (f"A small run takes about {small:.0f} s {machine} "
+                f"(measured: {seconds:.0f} s at {measured_rate:.0f} GFLOP/s).")
+    return (f"A full run took {full_seconds:.0f} s {machine}; faster machines take less.\n"
+            f"For a first look, --size small (run_demo(size='small')) takes about {small:.0f} s there.")
 
 
 def build_street_model(image_size: int = 64, tasks=None, width: int = 16,
@@ -90,6 +126,14 @@ def build_street_model(image_size: int = 64, tasks=None, width: int = 16,
     return MultiTaskModel(inputs, features, tasks, name="street_scenes_cnn")
 
 
+def _fit_verbosity(verbose, stream=None):
+    """Keras's ``verbose`` for ``fit``: ``"auto"`` is 1 (progress bars) on a terminal, else 2 (a line an epoch)."""
+    if verbose != "auto":
+        return verbose
+    stream = sys.stdout if stream is None else stream
+    return 1 if getattr(stream, "isatty", lambda: False)() else 2
+
+
 def _tasks(size: str) -> list[Task]:
     """One binary task per object, with the loss weights of ``SIZES[size]``."""
     weights = SIZES[size]["loss_weights"]
@@ -105,7 +149,7 @@ def _test_table(result: dict, labelled: dict) -> str:
 
 
 def run_demo(output="mtl_demo", epochs: int | None = None, size: str = "full",
-             missing: float = 0.5, seed: int = 0, verbose: int = 1) -> dict:
+             missing: float = 0.5, seed: int = 0, verbose: int | str = "auto") -> dict:
     """Trains and evaluates the street-scenes model; writes its artefacts.
 
     Args:
@@ -118,7 +162,10 @@ def run_demo(output="mtl_demo", epochs: int | None = None, size: str = "full",
         missing: share of training/validation labels hidden ("?"), uniformly
             at random; the test split is fully labelled.
         seed: seed for data and weights.
-        verbose: Keras verbosity (1 shows progress bars, 0 only the summary).
+        verbose: Keras verbosity of training: 1 shows progress bars, 2 one
+            line per epoch, 0 only the summary; ``"auto"`` is 1 when standard
+            output is a terminal and 2 otherwise, so that a log file gets no
+            progress-bar rewrites.
 
     Returns:
         The per-task test metrics (also written to ``metrics.json``).
@@ -131,6 +178,7 @@ def run_demo(output="mtl_demo", epochs: int | None = None, size: str = "full",
     epochs = sizes["epochs"] if epochs is None else epochs
     if epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be at least 1.")
+    verbose = _fit_verbosity(verbose)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -139,6 +187,7 @@ def run_demo(output="mtl_demo", epochs: int | None = None, size: str = "full",
     def lap(phase):
         phases[phase] = round(time.perf_counter() - started - sum(phases.values()), 2)
 
+    print(expected_duration(size))
     print(f"Drawing street scenes ({size}: {sizes['train']} train, {sizes['validation']} "
         f"validation, {sizes['test']} test; {missing:.0%} of train/validation labels missing)…")
     splits = {}

@@ -263,11 +263,9 @@ def _fsync_dir(folder: Path):
         os.close(handle)
 
 
-def _write_staging(model, archive, specs, staging: Path, verbose: bool):
+def _write_staging(model, archive, specs, staging: Path):
     """Writes the whole version directory at ``staging``."""
     archive.write_out(str(staging))
-    if verbose:
-        print(f"Exported {staging.name}: signatures serving_default, serving_tf_example; {TASKS_FILE}")
     metadata = staging / TASKS_FILE
     metadata.parent.mkdir(parents=True, exist_ok=True)
     metadata.write_text(json.dumps(_tasks_metadata(model, specs), indent=2))
@@ -303,7 +301,8 @@ def export_saved_model(model, path, *, overwrite: bool = False, verbose: bool = 
             :func:`next_version_dir` to pick the next free version. Missing
             parent directories are created.
         overwrite: replace an existing directory at ``path``.
-        verbose: print the exported endpoints.
+        verbose: once ``path`` is in place, print it with its signatures
+            and metadata file.
 
     Returns:
         The ``Path`` written.
@@ -350,7 +349,7 @@ def export_saved_model(model, path, *, overwrite: bool = False, verbose: bool = 
     staging = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
     done = False
     try:
-        _write_staging(model, archive, specs, staging, verbose)
+        _write_staging(model, archive, specs, staging)
         if path.exists():
             if not overwrite:  # appeared while we were writing
                 refuse()
@@ -369,6 +368,8 @@ def export_saved_model(model, path, *, overwrite: bool = False, verbose: bool = 
             os.rename(staging, path)
         _fsync_dir(path.parent)
         done = True
+        if verbose:
+            print(f"Exported {path}: signatures serving_default, serving_tf_example; {TASKS_FILE}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if not done:

@@ -118,12 +118,21 @@ def plot_predictions(images, labels: dict, predictions: dict, task_names, num_im
         task_names: tasks to annotate.
         num_images: how many images to show.
         path: optional PNG path.
+
+    Returns:
+        The figure: up to four images a row, each under its caption (one
+        line per task: probability, true label, ✓/✗), clear of the image
+        above.
     """
     plt = _pyplot()
     count = min(num_images, len(images))
     cols = min(4, count)
     rows = math.ceil(count / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.5 * rows), squeeze=False)
+    # Each panel: a 3-inch image under a caption of one 7-point line per task. The constrained
+    # layout keeps every caption clear of the image above it (tight_layout let them overlap).
+    caption = (len(task_names) * 7 * 1.3 + 10) / 72
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, (3.1 + caption) * rows), squeeze=False,
+                             layout="constrained")
     for index, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if index >= count:
@@ -137,7 +146,6 @@ def plot_predictions(images, labels: dict, predictions: dict, task_names, num_im
             mark = "" if shown == "?" else (" ✓" if (prob > 0.5) == (truth == 1) else " ✗")
             lines.append(f"{name}: {prob:.2f} (true {shown}){mark}")
         ax.set_title("\n".join(lines), fontsize=7, loc="left")
-    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -1,5 +1,6 @@
 """The ``keras-mtl export`` and ``keras-mtl inspect`` commands; the suite runs the installed package."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -17,6 +18,28 @@ from keras_mtl import cli
 
 # Python >= 3.11: `python -m`/`-c` started in the checkout does not put it first on sys.path.
 CHILD_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONSAFEPATH": "1"}
+# What the `keras-mtl` console script runs (setup.cfg: keras_mtl.cli:main), with the program name it
+# has there; afterwards, the heavy frameworks the process had imported.
+COMMAND = """
+import json, sys
+sys.argv = ["/usr/local/bin/keras-mtl", *sys.argv[1:]]
+from keras_mtl.cli import main
+try:
+    code = main()
+except SystemExit as done:
+    code = done.code
+heavy = sorted(m for m in ("tensorflow", "keras", "jax", "torch", "matplotlib") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+def run_command(*argv, env=None):
+    """Runs ``keras-mtl *argv`` in a fresh process; returns it and its closing report."""
+    proc = subprocess.run([sys.executable, "-c", COMMAND, *map(str, argv)], capture_output=True, text=True,
+                          env=env or CHILD_ENV, timeout=600)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc, report
+
 
 TASKS = [
     kmtl.Task("car"),
@@ -56,9 +79,9 @@ def serve(version_dir, x):
 
 def test_export_in_fresh_process_then_next_version_and_inspect(saved, tmp_path, capsys):
     base = tmp_path / "serving" / "street"
-    proc = subprocess.run([sys.executable, "-m", "keras_mtl.cli", "export", str(saved["path"]), str(base)],
-                          capture_output=True, text=True, env=CHILD_ENV, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # As the command runs it: the package defers its core until the subcommand asks for it.
+    proc, report = run_command("export", saved["path"], base)
+    assert report["code"] == 0, proc.stderr[-3000:]
     assert f"to {base / '1'}" in proc.stdout
     # The fresh process loaded the .keras file: its export predicts what the model did.
     served = serve(base / "1", saved["x"])
@@ -89,6 +112,37 @@ def test_export_in_fresh_process_then_next_version_and_inspect(saved, tmp_path, 
     example = report["signatures"]["serving_tf_example"]
     assert example["inputs"] == {"examples": {"shape": [-1], "dtype": "string"}}
     assert example["outputs"] == default["outputs"]
+
+
+def test_help_and_argument_errors_answer_without_tensorflow():
+    # No TF_CPP_MIN_LOG_LEVEL from outside: whatever TensorFlow would log at start-up would show.
+    env = {k: v for k, v in CHILD_ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc, report = run_command("--help", env=env)
+    assert report == {"code": 0, "heavy": []}
+    assert proc.stdout.startswith("usage: keras-mtl") and "{demo,export,inspect}" in proc.stdout
+    assert proc.stderr == ""
+    proc, report = run_command("demo", "--help", env=env)
+    assert report == {"code": 0, "heavy": []}
+    assert "--size {small,full}" in proc.stdout and "first look" in proc.stdout
+    assert proc.stderr == ""
+    proc, report = run_command("demo", "--size", "huge", env=env)
+    assert report == {"code": 2, "heavy": []}
+    # argparse's usage and error lines, and nothing else (no TensorFlow start-up log).
+    assert proc.stderr.startswith("usage: keras-mtl demo [-h]")
+    assert proc.stderr.splitlines()[-1].startswith("keras-mtl demo: error: argument --size: invalid choice: 'huge'")
+    assert all(line.startswith(("usage:", " ", "keras-mtl demo: error:")) for line in proc.stderr.splitlines())
+
+
+def test_every_option_has_help():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(commands.choices) == ["demo", "export", "inspect"]
+    for name, command in commands.choices.items():
+        options = [a for a in command._actions if not isinstance(a, argparse._HelpAction)]
+        assert options, name
+        for action in options:
+            assert action.help, f"keras-mtl {name} {action.dest}: no help text"
+    assert all(a.help for a in commands._choices_actions)   # each command's line in `keras-mtl --help`
 
 
 def test_inspect_prints_tasks_and_signatures(saved, tmp_path, capsys):

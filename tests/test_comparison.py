@@ -65,11 +65,36 @@ def test_compare_scores_each_network_as_training_it_by_hand_does():
     # keras.metrics.AUC uses 200 thresholds: close to the exact AUC, not equal.
     np.testing.assert_allclose(result.per_seed[("a", "multi")][0], auc, atol=5e-3)
     np.testing.assert_allclose(result.per_seed[("r", "multi")][0], mae, rtol=1e-5)
-    # Δm from the table by the formula of the literature, directions by hand (AUC up, MAE down).
-    signs = {"a": -1.0, "r": 1.0}
-    expected = 100 * np.mean([signs[r["task"]] * (r["multi"] - r["single"]) / r["single"] for r in result.rows])
-    np.testing.assert_allclose(result.delta_m, expected, rtol=1e-9)
-    assert f"Δm = {expected:+.2f} %" in str(result)
+    # One convention, + = the multi-task network is better: AUC up, MAE down, directions by hand.
+    better = {"a": 1.0, "r": -1.0}
+    changes = {r["task"]: better[r["task"]] * (r["multi"] - r["single"]) / r["single"] for r in result.rows}
+    for row in result.rows:
+        np.testing.assert_allclose(row["relative_change"], changes[row["task"]], rtol=1e-9)
+    expected = 100 * np.mean(list(changes.values()))
+    np.testing.assert_allclose(result.mean_change, expected, rtol=1e-9)
+    table = str(result)
+    assert f"mean change = {expected:+.2f} %" in table
+    for row in result.rows:      # each task's printed change carries the same sign as its row
+        line = next(line for line in table.splitlines() if line.startswith(row["task"] + " "))
+        assert line.endswith(f"{changes[row['task']]:+.1%}")
+    assert "+ means the multi-task network is better" in table and "Δm" not in table
+    # The literature's Δm (negative = better) is kept only as a deprecated figure and a function.
+    with pytest.warns(DeprecationWarning, match="mean_change"):
+        np.testing.assert_allclose(result.delta_m, -expected, rtol=1e-9)
+    np.testing.assert_allclose(kmtl.comparison.delta_m(result.rows), -expected, rtol=1e-9)
+
+
+def test_mean_change_is_positive_when_the_multi_task_network_wins():
+    rows = [{"task": "car", "metric": "auc", "single": 0.80, "multi": 0.88, "single_std": 0.0,
+             "multi_std": 0.0, "relative_change": 0.10, "seeds": 1},
+            {"task": "price", "metric": "mae", "single": 2.0, "multi": 1.9, "single_std": 0.0,
+             "multi_std": 0.0, "relative_change": 0.05, "seeds": 1}]
+    result = kmtl.CompareResult(rows)
+    assert result.mean_change > 0                               # both tasks improved
+    np.testing.assert_allclose(result.mean_change, 7.5)
+    lines = str(result).splitlines()
+    assert lines[2].endswith("+10.0%") and lines[3].endswith("+5.0%")
+    assert "mean change = +7.50 %" in lines[4]
 
 
 def test_same_seed_gives_same_numbers():

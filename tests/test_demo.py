@@ -1,14 +1,16 @@
 """keras-mtl demo: its artefacts, and test figures that match an independent computation."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtl import cli
+from keras_mtl import cli, demo
 from keras_mtl.datasets.street_scenes import OBJECT_TASKS, generate_street_scenes
-from keras_mtl.demo import SIZES
+from keras_mtl.demo import MEASURED_SECONDS, SIZES
 
 
 def rank_auc(labels, scores):
@@ -23,8 +25,55 @@ def rank_auc(labels, scores):
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert cli.main(["demo", "--size", "small", "--output", str(out), "--quiet", "--seed", "0"]) == 0
+    # Standard output is not a terminal here, as when it goes to a log file: the demo's own default.
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["demo", "--size", "small", "--output", str(out), "--seed", "0"]) == 0
+    (out / "stdout.txt").write_text(printed.getvalue())
     return out
+
+
+def test_demo_output_to_a_file_has_one_line_per_epoch_and_no_progress_bar(demo_dir):
+    printed = (demo_dir / "stdout.txt").read_text()
+    for code in ("\r", "\x1b", "\b"):
+        assert code not in printed, f"{code!r} in the demo's output"
+    steps = -(-SIZES["small"]["train"] // 64)
+    epoch_lines = [line for line in printed.splitlines() if line.startswith(f"{steps}/{steps} - ")]
+    assert len(epoch_lines) == SIZES["small"]["epochs"]
+    assert all("val_car_auc" in line for line in epoch_lines)
+    # Before any work, how long a run takes, with the machine's matmul rate beside it.
+    assert printed.splitlines()[0] == demo.expected_duration("small")
+    assert len(printed) < 20_000
+
+
+def test_progress_bars_only_on_a_terminal():
+    class Stream(io.StringIO):
+        def __init__(self, terminal):
+            super().__init__()
+            self.terminal = terminal
+
+        def isatty(self):
+            return self.terminal
+
+    assert demo._fit_verbosity("auto", Stream(True)) == 1
+    assert demo._fit_verbosity("auto", Stream(False)) == 2
+    assert demo._fit_verbosity(0, Stream(True)) == 0 and demo._fit_verbosity(1, Stream(False)) == 1
+
+
+def test_the_full_demo_says_how_long_it_takes_and_suggests_the_small_one():
+    (full, rate), (small, small_rate) = MEASURED_SECONDS["full"], MEASURED_SECONDS["small"]
+    small_there = small * small_rate / rate     # the small run at the full run's matmul rate
+    assert small_there < full / 4
+    text = demo.expected_duration("full").splitlines()
+    assert text[0].startswith(f"A full run took {full:.0f} s on a 2-core machine whose TensorFlow "
+                              f"matmul runs at {rate:.0f} GFLOP/s")
+    assert "--size small" in text[1] and f"takes about {round(small_there, -1):.0f} s there" in text[1]
+    small_text = demo.expected_duration("small")
+    assert small_text.startswith(f"A small run takes about {round(small_there, -1):.0f} s")
+    assert f"(measured: {small:.0f} s at {small_rate:.0f} GFLOP/s)" in small_text
+    assert "--size small" not in small_text
+    with pytest.raises(ValueError, match="small"):
+        demo.expected_duration("tiny")
 
 
 def test_demo_writes_every_artefact(demo_dir):

@@ -327,6 +327,16 @@ def test_existing_version_is_refused_unless_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path / "m")) == ["1"]  # no staging or retired directory left
 
 
+def test_verbose_names_the_version_directory_once_it_is_in_place(tmp_path, capsys):
+    model = build()
+    path = kmtl.export_saved_model(model, tmp_path / "m" / "4", verbose=True)
+    out = capsys.readouterr().out
+    # One line, printed after the rename: the final directory, not the hidden staging name.
+    assert out.splitlines() == [f"Exported {path}: signatures serving_default, serving_tf_example; "
+                                f"{export_lib.TASKS_FILE}"]
+    assert ".partial" not in out and (path / "saved_model.pb").is_file()
+
+
 def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
     model = build()
     target = tmp_path / "new" / "base" / "1"

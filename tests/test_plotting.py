@@ -1,5 +1,11 @@
 """kmtl.plotting: the figures show what they are given."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -55,3 +61,58 @@ def test_plot_scenes_errors_name_the_problem(scenes, task_names, message):
     labels = {**labels, "short": np.array([0, 1])}
     with pytest.raises(ValueError, match=message):
         plotting.plot_scenes(images, labels, task_names, num_images=5)
+
+
+def test_plot_predictions_captions_never_cover_another_image():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    names = ["pedestrian", "car", "stop_sign", "traffic_light"]
+    labels = {n: rng.integers(0, 2, 12).astype(float) for n in names}
+    predictions = {n: rng.uniform(size=(12, 1)) for n in names}
+    fig = plotting.plot_predictions(images, labels, predictions, names)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert len(fig.axes) == 12
+    for i, panel in enumerate(fig.axes):
+        # A panel's tight box holds its image and its caption (four lines, one per task).
+        assert panel.get_title(loc="left").count("\n") == 3
+        box = panel.get_tightbbox(renderer)
+        for j, other in enumerate(fig.axes):
+            if i != j:
+                image = other.get_images()[0].get_window_extent(renderer)
+                assert not box.overlaps(image), f"panel {i}'s caption or image covers image {j}"
+        # Each image sits below its own caption: the caption's box is taller than the image alone.
+        assert box.height > panel.get_images()[0].get_window_extent(renderer).height * 1.1
+
+
+def test_the_package_reaches_its_on_demand_modules_as_attributes():
+    """In a fresh process: ``import keras_mtl`` leaves plotting, datasets and demo unloaded;
+    ``kmtl.plotting`` and the others load on first use, without an import of their own."""
+    script = textwrap.dedent("""
+        import sys
+        import keras_mtl as kmtl
+        before = sorted(m for m in ("keras_mtl.plotting", "keras_mtl.datasets", "keras_mtl.demo",
+                                    "keras_mtl.cli") if m in sys.modules)
+        found = {"plot_task_weights": kmtl.plotting.plot_task_weights.__module__,
+                 "generate_street_scenes": kmtl.datasets.generate_street_scenes.__module__,
+                 "run_demo": kmtl.demo.run_demo.__module__, "main": kmtl.cli.main.__module__,
+                 "compare": kmtl.comparison.compare.__module__,
+                 "export_saved_model": kmtl.export.export_saved_model.__module__}
+        try:
+            kmtl.plotter
+        except AttributeError as error:
+            found["error"] = str(error)
+        print(json.dumps({"before": before, "found": found, "dir": "plotting" in dir(kmtl)}))
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONSAFEPATH": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-c", "import json\n" + script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["before"] == []
+    assert report["found"] == {
+        "plot_task_weights": "keras_mtl.plotting", "generate_street_scenes": "keras_mtl.datasets.street_scenes",
+        "run_demo": "keras_mtl.demo", "main": "keras_mtl.cli", "compare": "keras_mtl.comparison",
+        "export_saved_model": "keras_mtl.export",
+        "error": "module 'keras_mtl' has no attribute 'plotter'"}
+    assert report["dir"]
