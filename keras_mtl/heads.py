@@ -306,9 +306,9 @@ class TaskOutputs(keras.layers.Layer):
     def build(self, input_shape=None):
         # float32 whatever the policy: targets in grams or dollars need its precision.
         self.target_mean = self.add_weight(shape=(self.units,), initializer="zeros", trainable=False,
-                                           dtype="float32", name="target_mean")
+                                           dtype="float32", autocast=False, name="target_mean")
         self.target_scale = self.add_weight(shape=(self.units,), initializer="ones", trainable=False,
-                                            dtype="float32", name="target_scale")
+                                            dtype="float32", autocast=False, name="target_scale")
 
     def call(self, logits):
         found = {}

@@ -267,8 +267,9 @@ def test_task_loss_means_result_dict():
     means.update_state(np.array([1.0, 2.0, 3.0]))
     means.update_state(np.array([3.0, 4.0, 7.0]))
     found = {k: float(v) for k, v in means.result().items()}
-    assert list(found) == ["car_loss", "weather_loss", "distance_loss"]
-    assert found == pytest.approx({"car_loss": 2.0, "weather_loss": 3.0, "distance_loss": 5.0})
+    assert list(found) == ["car_loss", "weather_loss", "distance_loss", "mean_task_loss"]
+    assert found == pytest.approx({"car_loss": 2.0, "weather_loss": 3.0, "distance_loss": 5.0,
+                                   "mean_task_loss": (2.0 + 3.0 + 5.0) / 3})
 
 
 def test_task_loss_means_weighted_by_batch_size():
@@ -276,7 +277,8 @@ def test_task_loss_means_weighted_by_batch_size():
     means.update_state(np.array([1.0, 10.0]), sample_weight=2)
     means.update_state(np.array([4.0, 20.0]), sample_weight=6)
     found = {k: float(v) for k, v in means.result().items()}
-    assert found == pytest.approx({"a_loss": (1 * 2 + 4 * 6) / 8, "b_loss": (10 * 2 + 20 * 6) / 8})
+    a, b = (1 * 2 + 4 * 6) / 8, (10 * 2 + 20 * 6) / 8
+    assert found == pytest.approx({"a_loss": a, "b_loss": b, "mean_task_loss": (a + b) / 2})
 
 
 def test_task_loss_means_reset_and_empty():
