@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from test_aggregators import CASES, aggregate, coefficients, compiled, grid_on, problem, set_up, task_losses
+from test_aggregators import CASES, aggregate, compiled, grid_on, problem, set_up, task_losses
 from test_balancing import build, flat, formula_gradients, regression, trunk
 
 import keras_mtl as kmtl
@@ -64,6 +64,14 @@ def numpy_projection(values):
         tau = (low + high) / 2
         low, high = (tau, high) if np.maximum(values - tau, 0).sum() > 1 else (low, tau)
     return np.maximum(values - (low + high) / 2, 0)
+
+
+def coefficients(strategy, grads, present):
+    """``task_coefficients`` on the Gram matrix of ``grads``, compiled as a training step of a stateful strategy."""
+    grads = np.asarray(grads, "float32")
+    run = compiled(strategy.task_coefficients, stateful=True)
+    found = run(ops.convert_to_tensor(grads @ grads.T), ops.convert_to_tensor(present))
+    return ops.convert_to_numpy(found).astype(np.float64)
 
 
 # -- configuration ---------------------------------------------------------------------------
