@@ -35,10 +35,13 @@ is importable from ``keras_mtl.balancing``):
 * :mod:`~keras_mtl.balancing.base` — :class:`Balancer` and :func:`log_loss_weights`;
 * the loss weightings, one module each: ``fixed_weights``,
   ``uncertainty_weighting``, ``dwa``, ``gradnorm``,
-  ``random_loss_weighting``, ``scale_invariant``, ``famo``;
+  ``random_loss_weighting``, ``scale_invariant``, ``famo``, ``gls``,
+  ``stch``, ``excess_mtl``, ``go4align``;
 * :mod:`~keras_mtl.balancing.aggregator` — :class:`GradientAggregator`, the
   base of the gradient aggregators, one module each: ``pcgrad``, ``mgda``,
-  ``cagrad``, ``imtlg``, ``aligned_mtl``, ``nash_mtl``, ``upgrad``, ``dbmtl``;
+  ``cagrad``, ``imtlg``, ``aligned_mtl``, ``nash_mtl``, ``upgrad``, ``dbmtl``,
+  and the stochastic ones ``moco`` and ``sdmgrad`` (their weights kept on the
+  simplex by :mod:`~keras_mtl.balancing.simplex_state`);
 * :mod:`~keras_mtl.balancing.solvers` — the in-graph solvers they share
   (:func:`project_to_simplex`, the quadratic minimiser, the normalised Gram matrix);
 * :mod:`~keras_mtl.balancing.registry` — :func:`get` and the built-in
@@ -57,18 +60,24 @@ from keras_mtl.balancing.base import Balancer, log_loss_weights
 from keras_mtl.balancing.cagrad import CAGrad
 from keras_mtl.balancing.dbmtl import DBMTL
 from keras_mtl.balancing.dwa import DWA
+from keras_mtl.balancing.excess_mtl import ExcessMTL
 from keras_mtl.balancing.famo import FAMO
 from keras_mtl.balancing.fixed_weights import FixedWeights
+from keras_mtl.balancing.gls import GLS
+from keras_mtl.balancing.go4align import GO4Align
 from keras_mtl.balancing.gradnorm import GradNorm
 from keras_mtl.balancing.imtlg import IMTLG
 from keras_mtl.balancing.mgda import MGDA
+from keras_mtl.balancing.moco import MoCo
 from keras_mtl.balancing.nash_mtl import NashMTL
 from keras_mtl.balancing.pcgrad import PCGrad
 from keras_mtl.balancing.random_loss_weighting import RandomLossWeighting
 from keras_mtl.balancing.registry import _STRATEGIES as _STRATEGIES  # the built-ins by name
 from keras_mtl.balancing.registry import get
 from keras_mtl.balancing.scale_invariant import ScaleInvariant
+from keras_mtl.balancing.sdmgrad import SDMGrad
 from keras_mtl.balancing.solvers import project_to_simplex
+from keras_mtl.balancing.stch import STCH
 from keras_mtl.balancing.uncertainty_weighting import UncertaintyWeighting
 from keras_mtl.balancing.upgrad import UPGrad
 
@@ -93,4 +102,10 @@ __all__ = [
     "get",
     "log_loss_weights",
     "project_to_simplex",
+    "GLS",
+    "STCH",
+    "ExcessMTL",
+    "GO4Align",
+    "MoCo",
+    "SDMGrad",
 ]

@@ -13,15 +13,21 @@ from keras_mtl.balancing.base import Balancer
 from keras_mtl.balancing.cagrad import CAGrad
 from keras_mtl.balancing.dbmtl import DBMTL
 from keras_mtl.balancing.dwa import DWA
+from keras_mtl.balancing.excess_mtl import ExcessMTL
 from keras_mtl.balancing.famo import FAMO
 from keras_mtl.balancing.fixed_weights import FixedWeights
+from keras_mtl.balancing.gls import GLS
+from keras_mtl.balancing.go4align import GO4Align
 from keras_mtl.balancing.gradnorm import GradNorm
 from keras_mtl.balancing.imtlg import IMTLG
 from keras_mtl.balancing.mgda import MGDA
+from keras_mtl.balancing.moco import MoCo
 from keras_mtl.balancing.nash_mtl import NashMTL
 from keras_mtl.balancing.pcgrad import PCGrad
 from keras_mtl.balancing.random_loss_weighting import RandomLossWeighting
 from keras_mtl.balancing.scale_invariant import ScaleInvariant
+from keras_mtl.balancing.sdmgrad import SDMGrad
+from keras_mtl.balancing.stch import STCH
 from keras_mtl.balancing.uncertainty_weighting import UncertaintyWeighting
 from keras_mtl.balancing.upgrad import UPGrad
 
@@ -31,6 +37,7 @@ __all__ = ["get"]
 _STRATEGIES = {cls.__name__: cls for cls in
                (FixedWeights, UncertaintyWeighting, DWA, GradNorm, PCGrad, RandomLossWeighting,
                 ScaleInvariant, FAMO, MGDA, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL)}
+_STRATEGIES.update({cls.__name__: cls for cls in (GLS, STCH, ExcessMTL, GO4Align, MoCo, SDMGrad)})
 
 
 def get(strategy) -> Balancer:
