@@ -38,7 +38,9 @@ is importable from ``keras_mtl.balancing``):
   ``random_loss_weighting``, ``scale_invariant``, ``famo``;
 * :mod:`~keras_mtl.balancing.aggregator` — :class:`GradientAggregator`, the
   base of the gradient aggregators, one module each: ``pcgrad``, ``mgda``,
-  ``cagrad``, ``imtlg``, ``aligned_mtl``, ``nash_mtl``, ``upgrad``, ``dbmtl``;
+  ``cagrad``, ``imtlg``, ``aligned_mtl``, ``nash_mtl``, ``upgrad``, ``dbmtl``,
+  ``graddrop``, ``gradvac``, ``dualproj``, ``config`` (ConFIG), ``fairgrad``,
+  ``imtl`` (IMTL-L with IMTL-G);
 * :mod:`~keras_mtl.balancing.solvers` — the in-graph solvers they share
   (:func:`project_to_simplex`, the quadratic minimiser, the normalised Gram matrix);
 * :mod:`~keras_mtl.balancing.registry` — :func:`get` and the built-in
@@ -55,11 +57,17 @@ from keras_mtl.balancing.aggregator import GradientAggregator
 from keras_mtl.balancing.aligned_mtl import AlignedMTL
 from keras_mtl.balancing.base import Balancer, log_loss_weights
 from keras_mtl.balancing.cagrad import CAGrad
+from keras_mtl.balancing.config import ConFIG
 from keras_mtl.balancing.dbmtl import DBMTL
+from keras_mtl.balancing.dualproj import DualProj
 from keras_mtl.balancing.dwa import DWA
+from keras_mtl.balancing.fairgrad import FairGrad
 from keras_mtl.balancing.famo import FAMO
 from keras_mtl.balancing.fixed_weights import FixedWeights
+from keras_mtl.balancing.graddrop import GradDrop
 from keras_mtl.balancing.gradnorm import GradNorm
+from keras_mtl.balancing.gradvac import GradVac
+from keras_mtl.balancing.imtl import IMTL
 from keras_mtl.balancing.imtlg import IMTLG
 from keras_mtl.balancing.mgda import MGDA
 from keras_mtl.balancing.nash_mtl import NashMTL
@@ -93,4 +101,10 @@ __all__ = [
     "get",
     "log_loss_weights",
     "project_to_simplex",
+    "GradDrop",
+    "GradVac",
+    "DualProj",
+    "ConFIG",
+    "FairGrad",
+    "IMTL",
 ]

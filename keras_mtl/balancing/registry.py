@@ -11,11 +11,17 @@ import keras
 from keras_mtl.balancing.aligned_mtl import AlignedMTL
 from keras_mtl.balancing.base import Balancer
 from keras_mtl.balancing.cagrad import CAGrad
+from keras_mtl.balancing.config import ConFIG
 from keras_mtl.balancing.dbmtl import DBMTL
+from keras_mtl.balancing.dualproj import DualProj
 from keras_mtl.balancing.dwa import DWA
+from keras_mtl.balancing.fairgrad import FairGrad
 from keras_mtl.balancing.famo import FAMO
 from keras_mtl.balancing.fixed_weights import FixedWeights
+from keras_mtl.balancing.graddrop import GradDrop
 from keras_mtl.balancing.gradnorm import GradNorm
+from keras_mtl.balancing.gradvac import GradVac
+from keras_mtl.balancing.imtl import IMTL
 from keras_mtl.balancing.imtlg import IMTLG
 from keras_mtl.balancing.mgda import MGDA
 from keras_mtl.balancing.nash_mtl import NashMTL
@@ -31,6 +37,8 @@ __all__ = ["get"]
 _STRATEGIES = {cls.__name__: cls for cls in
                (FixedWeights, UncertaintyWeighting, DWA, GradNorm, PCGrad, RandomLossWeighting,
                 ScaleInvariant, FAMO, MGDA, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL)}
+# The aggregators added in 0.x: GradDrop, GradVac, DualProj, ConFIG, FairGrad and IMTL (IMTL-L + IMTL-G).
+_STRATEGIES.update({cls.__name__: cls for cls in (GradDrop, GradVac, DualProj, ConFIG, FairGrad, IMTL)})
 
 
 def get(strategy) -> Balancer:
