@@ -30,14 +30,20 @@ class FairGrad(GradientAggregator):
     (``h = log`` at ``α = 1``); ``f`` is minimised by damped Newton steps
     ``w ← w + t Δ`` (``Δ = −H⁻¹∇f``, ``H = K + diag(w^{−1/α−1} / α)``,
     ``t = 1 / (1 + λ)`` with the Newton decrement ``λ = √(Δᵀ H Δ)``, and at
-    most 0.9 of the step to the boundary ``w = 0``), from ``w = 1`` on
-    ``K / s`` (``s`` the mean squared gradient norm; the solution on ``K``
-    is that on ``K / s`` times ``s^{−α/(1+α)}``). Near the solution the
-    steps are full Newton steps and converge quadratically. The authors'
+    most 0.9 of the step to the boundary ``w = 0``) on ``K̃ = K / s`` (``s``
+    the mean squared gradient norm; the solution on ``K`` is that on ``K̃``
+    times ``s^{−α/(1+α)}``), from ``w_i = K̃_ii^{−α/(1+α)}``, the solution
+    for orthogonal gradients. Near the solution the steps are full Newton
+    steps and converge quadratically: in float64 the residual
+    ``max_i |(Kw)_i w_i^{1/α} − 1|`` falls below ``1e-10`` within 13 steps
+    on the problems of ``tests/test_aggregators_new.py`` (α from 0.5 to 5);
+    in float32 it stays below ``2e-6``. The authors'
     code (and LibMTL's) calls ``scipy.optimize.least_squares`` instead; it
     also clips the update's norm, which is not done here. A ridge of
-    ``1e-6`` on ``K / s`` keeps ``w`` finite when two gradients are exactly
-    opposed; absent tasks and zero gradients get ``w = 0``.
+    ``1e-6`` on ``K̃`` keeps ``w`` finite when two gradients are exactly
+    opposed (so the equation solved is ``(K + 1e-6 s I) w = w^{−1/α}``; with
+    nearly opposed gradients ``w`` is large and the ridge's share of
+    ``g_i · d`` reaches ``≈ 3e-4`` on the conflicting test problem); absent tasks and zero gradients get ``w = 0``.
 
     Scale: the weights are not normalised (as in the paper, LibMTL and
     torchjd's Nash-MTL): the update's size follows the equation, ``g_i · d =
@@ -61,7 +67,7 @@ class FairGrad(GradientAggregator):
 
     ridge = 1e-6
 
-    def __init__(self, alpha: float = 1.0, iterations: int = 30, **kwargs):
+    def __init__(self, alpha: float = 1.0, iterations: int = 25, **kwargs):
         super().__init__(**kwargs)
         if alpha <= 0:
             raise ValueError(f"FairGrad alpha must be > 0; got {alpha}.")
@@ -85,7 +91,8 @@ class FairGrad(GradientAggregator):
             step = ops.minimum(1.0 / (1.0 + decrement), 0.9 * boundary)
             return w + step * delta
 
-        w = ops.fori_loop(0, self.iterations, newton, ops.ones((self.num_tasks,)))
+        start = ops.power(ops.diagonal(gram), -self.alpha / (1.0 + self.alpha))
+        w = ops.fori_loop(0, self.iterations, newton, start)
         return w * ops.power(scale, -self.alpha / (1.0 + self.alpha)) * active
 
     def get_config(self):
