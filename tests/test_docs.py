@@ -183,7 +183,8 @@ def test_the_balancing_table_states_each_strategys_cost():
     # The backends page names every strategy that needs per-task gradients.
     gradients = sorted(n for n in strategies if getattr(kmtl.balancing, n).gradient_scope is not None)
     backends = " ".join((DOCS / "topics" / "backends.md").read_text().split())
-    count = "zero one two three four five six seven eight nine ten eleven twelve".split()[len(gradients)]
+    count = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+             "sixteen seventeen eighteen nineteen twenty").split()[len(gradients)]
     assert f"The {count} strategies that need per-task gradients" in backends
     assert all(f"`{n}`" in backends for n in gradients)
 
