@@ -29,8 +29,8 @@ class IMTL(IMTLG):
     hybrid algorithm and LibMTL's ``IMTL``. A task absent from the batch has
     loss 0 and adds neither term, so its ``s_i`` gets no gradient.
 
-    Scale: IMTL-G's update is a *convex-like* combination (``Σ α_i = 1``:
-    the size of an average scaled gradient), as in the paper, LibMTL and
+    Scale: IMTL-G's weights sum to 1 (some may be negative), the size of an
+    *average* scaled gradient, as in the paper, LibMTL's ``IMTL`` and
     torchjd's ``IMTLG``.
 
     Args:

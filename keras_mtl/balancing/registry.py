@@ -37,7 +37,7 @@ __all__ = ["get"]
 _STRATEGIES = {cls.__name__: cls for cls in
                (FixedWeights, UncertaintyWeighting, DWA, GradNorm, PCGrad, RandomLossWeighting,
                 ScaleInvariant, FAMO, MGDA, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL)}
-# The aggregators added in 0.x: GradDrop, GradVac, DualProj, ConFIG, FairGrad and IMTL (IMTL-L + IMTL-G).
+# Gradient aggregators from torchjd's and LibMTL's lists, and IMTL (IMTL-L with IMTL-G).
 _STRATEGIES.update({cls.__name__: cls for cls in (GradDrop, GradVac, DualProj, ConFIG, FairGrad, IMTL)})
 
 
