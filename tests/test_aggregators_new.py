@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import pytest
 import test_aggregators as base
+import test_representation
 from keras import ops
 from scipy import optimize
 from test_aggregators import CASES, coefficients, set_up
@@ -161,6 +162,11 @@ def test_doctest_examples_of_the_new_aggregators():
 @pytest.mark.parametrize("cls", [c for c in NEW if c not in RANDOM], ids=lambda c: c.__name__)
 def test_absent_task_then_training_then_a_keras_file(cls, tmp_path):
     base.test_absent_task_then_training_then_a_keras_file(cls, tmp_path)
+
+
+@pytest.mark.parametrize("cls", [c for c in NEW if "representation" in c.WRT], ids=lambda c: c.__name__)
+def test_trains_on_the_representation(cls, tmp_path):
+    test_representation.test_every_aggregator_trains_on_the_representation(cls, tmp_path)
 
 
 # -- GradDrop ---------------------------------------------------------------------------------------
