@@ -40,8 +40,10 @@ is importable from ``keras_mtl.balancing``):
 * :mod:`~keras_mtl.balancing.aggregator` — :class:`GradientAggregator`, the
   base of the gradient aggregators, one module each: ``pcgrad``, ``mgda``,
   ``cagrad``, ``imtlg``, ``aligned_mtl``, ``nash_mtl``, ``upgrad``, ``dbmtl``,
-  and the stochastic ones ``moco`` and ``sdmgrad`` (their weights kept on the
-  simplex by :mod:`~keras_mtl.balancing.simplex_state`);
+  ``graddrop``, ``gradvac``, ``dualproj``, ``config`` (ConFIG), ``fairgrad``,
+  ``imtl`` (IMTL-L with IMTL-G), and the stochastic ones ``moco`` and
+  ``sdmgrad`` (their weights kept on the simplex by
+  :mod:`~keras_mtl.balancing.simplex_state`);
 * :mod:`~keras_mtl.balancing.solvers` — the in-graph solvers they share
   (:func:`project_to_simplex`, the quadratic minimiser, the normalised Gram matrix);
 * :mod:`~keras_mtl.balancing.registry` — :func:`get` and the built-in
@@ -58,14 +60,20 @@ from keras_mtl.balancing.aggregator import GradientAggregator
 from keras_mtl.balancing.aligned_mtl import AlignedMTL
 from keras_mtl.balancing.base import Balancer, log_loss_weights
 from keras_mtl.balancing.cagrad import CAGrad
+from keras_mtl.balancing.config import ConFIG
 from keras_mtl.balancing.dbmtl import DBMTL
+from keras_mtl.balancing.dualproj import DualProj
 from keras_mtl.balancing.dwa import DWA
 from keras_mtl.balancing.excess_mtl import ExcessMTL
+from keras_mtl.balancing.fairgrad import FairGrad
 from keras_mtl.balancing.famo import FAMO
 from keras_mtl.balancing.fixed_weights import FixedWeights
 from keras_mtl.balancing.gls import GLS
 from keras_mtl.balancing.go4align import GO4Align
+from keras_mtl.balancing.graddrop import GradDrop
 from keras_mtl.balancing.gradnorm import GradNorm
+from keras_mtl.balancing.gradvac import GradVac
+from keras_mtl.balancing.imtl import IMTL
 from keras_mtl.balancing.imtlg import IMTLG
 from keras_mtl.balancing.mgda import MGDA
 from keras_mtl.balancing.moco import MoCo
@@ -82,30 +90,36 @@ from keras_mtl.balancing.uncertainty_weighting import UncertaintyWeighting
 from keras_mtl.balancing.upgrad import UPGrad
 
 __all__ = [
-    "DBMTL",
-    "DWA",
-    "FAMO",
-    "IMTLG",
-    "MGDA",
     "AlignedMTL",
     "Balancer",
     "CAGrad",
+    "ConFIG",
+    "DBMTL",
+    "DWA",
+    "DualProj",
+    "ExcessMTL",
+    "FAMO",
+    "FairGrad",
     "FixedWeights",
+    "GLS",
+    "GO4Align",
+    "GradDrop",
     "GradNorm",
+    "GradVac",
     "GradientAggregator",
+    "IMTL",
+    "IMTLG",
+    "MGDA",
+    "MoCo",
     "NashMTL",
     "PCGrad",
     "RandomLossWeighting",
+    "SDMGrad",
+    "STCH",
     "ScaleInvariant",
     "UPGrad",
     "UncertaintyWeighting",
     "get",
     "log_loss_weights",
     "project_to_simplex",
-    "GLS",
-    "STCH",
-    "ExcessMTL",
-    "GO4Align",
-    "MoCo",
-    "SDMGrad",
 ]

@@ -27,6 +27,10 @@ class AlignedMTL(GradientAggregator):
     ``λ_1 · T · ε_float32`` count as zero (the paper's rank tolerance), so
     absent tasks (zero rows) and linearly dependent gradients drop out.
 
+    Scale: a *sum* of the ``T`` aligned gradients, as in the paper's code and
+    LibMTL's ``Aligned_MTL`` (``α = B 1``); torchjd's ``AlignedMTL`` averages
+    them (``α = B 1 / T``, its default preference vector), ``T`` times smaller.
+
     References:
         Senushkin, D., Patakin, N., Kuznetsov, A., Konushin, A. (2023).
         Independent Component Alignment for Multi-Task Learning. CVPR.

@@ -23,17 +23,24 @@ class CAGrad(GradientAggregator):
     whose solution is ``d = g_0 + (c ‖g_0‖ / ‖g_w‖) g_w`` with
     ``g_w = Σ_i w_i g_i`` and ``w`` the minimiser over the simplex of
     ``F(w) = g_wᵀ g_0 + c ‖g_0‖ ‖g_w‖``. ``c = 0`` is plain averaging;
-    larger ``c`` moves towards MGDA. With ``rescale`` (the authors' code's
-    default) the update is divided by ``1 + c²``.
+    larger ``c`` moves towards MGDA. ``rescale`` divides the update as the
+    authors' code does: ``0`` not at all, ``1`` (its default and ours) by
+    ``1 + c²``, ``2`` by ``1 + c``.
 
     ``F`` is minimised over the simplex of the present tasks by projected
     gradient descent (exact sort-based projection; the step
     ``‖g_w‖ / (c ‖g_0‖ λ_max(K))`` follows the local curvature of ``F``) for
     a fixed number of ``iterations``.
 
+    Scale: a *mean* of the task gradients (``g_0`` is their average), then
+    rescaled; LibMTL's ``CAGrad`` is the same (``rescale=1`` by default),
+    torchjd's ``CAGrad`` is the unrescaled mean-scale update (``rescale=0``).
+
     Args:
         c: the radius ``c`` of the ball, relative to ``‖g_0‖``.
-        rescale: divide the update by ``1 + c²``.
+        rescale: ``0``, ``1`` or ``2``: divide the update by ``1``,
+            ``1 + c²`` or ``1 + c``. ``True`` and ``False`` (accepted from
+            older configs) mean ``1`` and ``0``.
         iterations: projected-gradient steps.
 
     References:
@@ -41,19 +48,23 @@ class CAGrad(GradientAggregator):
         Conflict-Averse Gradient Descent for Multi-task Learning. NeurIPS.
 
     Example:
-        >>> cagrad = CAGrad(c=0.0, rescale=False)
+        >>> cagrad = CAGrad(c=0.0, rescale=0)
         >>> cagrad.setup(["a", "b"], [1.0, 1.0])
         >>> update = cagrad.aggregate_matrix(ops.array([[2.0, 0.0], [0.0, 4.0]]), ops.ones(2), ops.ones(2, "bool"))
         >>> [float(v) for v in update]  # c = 0: the average gradient
         [1.0, 2.0]
     """
 
-    def __init__(self, c: float = 0.5, rescale: bool = True, iterations: int = 200, **kwargs):
+    RESCALE = (0, 1, 2)
+
+    def __init__(self, c: float = 0.5, rescale: int = 1, iterations: int = 200, **kwargs):
         super().__init__(**kwargs)
         if c < 0:
             raise ValueError(f"CAGrad c must be >= 0; got {c}.")
+        if rescale not in self.RESCALE:
+            raise ValueError(f"CAGrad rescale must be one of {self.RESCALE} (none, 1 + c², 1 + c); got {rescale!r}.")
         self.c = float(c)
-        self.rescale = bool(rescale)
+        self.rescale = int(rescale)
         self.iterations = int(iterations)
 
     def conflict_averse_weights(self, gram, present):
@@ -84,7 +95,7 @@ class CAGrad(GradientAggregator):
         g0_norm = ops.sqrt(ops.maximum(ops.sum(mean * ops.matmul(gram, mean)), 0.0))
         gw_norm = ops.sqrt(ops.maximum(ops.sum(w * ops.matmul(gram, w)), 0.0))
         coefficients = mean + ops.divide_no_nan(self.c * g0_norm, gw_norm) * w
-        return coefficients / (1.0 + self.c ** 2) if self.rescale else coefficients
+        return coefficients / (1.0, 1.0 + self.c ** 2, 1.0 + self.c)[self.rescale]
 
     def get_config(self):
         return {**super().get_config(), "c": self.c, "rescale": self.rescale, "iterations": self.iterations}

@@ -37,6 +37,9 @@ class DBMTL(GradientAggregator):
     not move. Defaults ``β = 0.9``, ``β_σ = 0`` are those of the authors'
     code (LibMTL).
 
+    Scale: a *sum* of ``T`` gradients of the largest averaged norm, as
+    LibMTL's ``DB_MTL``; torchjd has no DB-MTL.
+
     Args:
         beta: ``β``.
         beta_sigma: ``β_σ``, the decay of ``β_t`` with the step count.

@@ -30,6 +30,10 @@ class IMTLG(GradientAggregator):
     the mean squared gradient norm) on the ``α`` block keeps the system
     solvable for parallel gradients, where ``α`` is not unique.
 
+    Scale: ``Σ_i α_i = 1``, the size of an *average* task gradient, as in
+    the paper, LibMTL's ``IMTL`` and torchjd's ``IMTLG`` (whose weights also
+    sum to 1).
+
     References:
         Liu, L., Li, Y., Kuang, Z., Xue, J.-H., Chen, Y., Yang, W., Liao, Q.,
         Zhang, W. (2021). Towards Impartial Multi-task Learning. ICLR.

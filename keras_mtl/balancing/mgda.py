@@ -39,6 +39,11 @@ class MGDA(GradientAggregator):
     ``tests/test_aggregators.py``, whose Gram matrices have condition numbers
     up to ``≈ 10⁵``.
 
+    Scale: a convex combination (``Σ α_i = 1`` over the normalised
+    gradients): the size of an *average* task gradient with
+    ``normalize="none"``, as in the paper, LibMTL's ``MGDA`` and torchjd's
+    ``MGDA``.
+
     Args:
         normalize: the variants of the paper: ``"none"`` (``g̃ = g``),
             ``"l2"`` (``g / ‖g‖``), ``"loss"`` (``g / L``) or ``"loss+"``

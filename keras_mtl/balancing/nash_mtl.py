@@ -37,6 +37,11 @@ class NashMTL(GradientAggregator):
     also clips the update's norm (``max_norm=1``) and may skip steps; neither
     is done here.
 
+    Scale: the weights are not normalised: ``g_i · d = 1 / α_i``, so the
+    update is neither a sum nor a mean; LibMTL's ``Nash_MTL`` and torchjd's
+    ``NashMTL`` solve the same equation and then clip ``‖d‖`` to
+    ``max_norm = 1``.
+
     Args:
         iterations: damped Newton steps.
 

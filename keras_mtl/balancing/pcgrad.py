@@ -27,6 +27,9 @@ class PCGrad(GradientAggregator):
     steps: the graph does not grow with the number of tasks (``T`` steps of
     ``O(T²)`` work each), and it works with ``wrt="representation"``.
 
+    Scale: a *sum* of the (projected) task gradients, as in the paper,
+    LibMTL's ``PCGrad`` and torchjd's ``PCGrad``.
+
     Args:
         seed: seed of the random task orders.
         wrt: see :class:`GradientAggregator`.

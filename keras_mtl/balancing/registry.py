@@ -11,14 +11,20 @@ import keras
 from keras_mtl.balancing.aligned_mtl import AlignedMTL
 from keras_mtl.balancing.base import Balancer
 from keras_mtl.balancing.cagrad import CAGrad
+from keras_mtl.balancing.config import ConFIG
 from keras_mtl.balancing.dbmtl import DBMTL
+from keras_mtl.balancing.dualproj import DualProj
 from keras_mtl.balancing.dwa import DWA
 from keras_mtl.balancing.excess_mtl import ExcessMTL
+from keras_mtl.balancing.fairgrad import FairGrad
 from keras_mtl.balancing.famo import FAMO
 from keras_mtl.balancing.fixed_weights import FixedWeights
 from keras_mtl.balancing.gls import GLS
 from keras_mtl.balancing.go4align import GO4Align
+from keras_mtl.balancing.graddrop import GradDrop
 from keras_mtl.balancing.gradnorm import GradNorm
+from keras_mtl.balancing.gradvac import GradVac
+from keras_mtl.balancing.imtl import IMTL
 from keras_mtl.balancing.imtlg import IMTLG
 from keras_mtl.balancing.mgda import MGDA
 from keras_mtl.balancing.moco import MoCo
@@ -36,8 +42,10 @@ __all__ = ["get"]
 # Every built-in strategy, by class name, in the order the benchmarks and the tests visit them.
 _STRATEGIES = {cls.__name__: cls for cls in
                (FixedWeights, UncertaintyWeighting, DWA, GradNorm, PCGrad, RandomLossWeighting,
-                ScaleInvariant, FAMO, MGDA, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL)}
-_STRATEGIES.update({cls.__name__: cls for cls in (GLS, STCH, ExcessMTL, GO4Align, MoCo, SDMGrad)})
+                ScaleInvariant, FAMO, MGDA, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL,
+                # loss weightings, then gradient aggregators, from LibMTL's and torchjd's lists
+                GLS, STCH, ExcessMTL, GO4Align, GradDrop, GradVac, DualProj, ConFIG, FairGrad, IMTL,
+                MoCo, SDMGrad)}
 
 
 def get(strategy) -> Balancer:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from keras import ops
 
-__all__ = ["TINY", "largest_eigenvalue", "minimise_quadratic", "normalised_gram", "presence_mask", "project_to_simplex"]
+__all__ = ["TINY", "dual_cone_weights", "largest_eigenvalue", "minimise_quadratic", "normalised_gram", "presence_mask",
+           "project_to_simplex"]
 
 
 TINY = 1e-12  # keeps divisions and step sizes finite
@@ -111,3 +112,38 @@ def minimise_quadratic(gram, project, start, iterations):
 
     x, _, _ = ops.fori_loop(0, iterations, descend, (start, start, ops.convert_to_tensor(1.0)))
     return x
+
+
+def dual_cone_weights(gram, lower, present, reg, iterations):
+    """The weights of projections onto the dual cone ``{x : G x ≥ 0}`` of the present tasks' gradients.
+
+    The projection of ``Gᵀ u`` onto the dual cone is ``Gᵀ v`` with
+    ``v = argmin_{v ≥ u} vᵀ K v`` (Quinton & Rey, 2024, Proposition 1):
+    solved by :func:`minimise_quadratic` on the normalised Gram matrix plus
+    ``reg · I``, from the feasible start ``v = u``. Absent tasks are held at
+    0 (their rows and columns of ``K`` are ignored).
+
+    Args:
+        gram: ``K = G Gᵀ`` ``(T, T)``.
+        lower: ``u``: ``(T,)`` for one projection, or ``(T, T)`` for one per column.
+        present: ``(T,)`` bool.
+        reg: the ridge on the normalised Gram matrix.
+        iterations: accelerated projected-gradient steps.
+
+    Returns:
+        ``v``, shaped like ``lower``.
+
+    Example:
+        >>> k = ops.array([[1.0, -0.5], [-0.5, 1.0]])  # two gradients at 120°
+        >>> v = dual_cone_weights(k, ops.array([1.0, 0.0]), ops.array([True, True]), 0.0, 100)
+        >>> [round(float(x), 3) for x in v]  # g_1 + ½ g_2 is orthogonal to g_2
+        [1.0, 0.5]
+    """
+    mask = presence_mask(present)
+    both = mask[:, None] * mask[None, :]
+    gram, _ = normalised_gram(ops.convert_to_tensor(gram, "float32") * both, mask)
+    gram = gram + reg * ops.eye(gram.shape[0])
+    lower = ops.convert_to_tensor(lower, "float32")
+    keep = mask if len(lower.shape) == 1 else both
+    lower = lower * keep
+    return minimise_quadratic(gram, lambda v: ops.maximum(v, lower) * keep, lower, iterations)

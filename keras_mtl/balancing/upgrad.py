@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_mtl.balancing.aggregator import GradientAggregator
-from keras_mtl.balancing.solvers import minimise_quadratic, normalised_gram, presence_mask
+from keras_mtl.balancing.solvers import dual_cone_weights, presence_mask
 
 __all__ = ["UPGrad"]
 
@@ -34,6 +34,9 @@ class UPGrad(GradientAggregator):
     ``tests/test_aggregators.py`` 200 steps agree with an exact active-set
     solution to ``≈ 1e-5`` of the largest gradient norm (100 steps: ``≈ 4e-4``).
 
+    Scale: a *mean* of the projected task gradients, as torchjd's ``UPGrad``
+    (its default preference vector is the mean); LibMTL has no UPGrad.
+
     Args:
         iterations: accelerated projected-gradient steps.
         reg: ridge on the normalised Gram matrix.
@@ -59,11 +62,8 @@ class UPGrad(GradientAggregator):
     def projection_weights(self, gram, present):
         """``V`` ``(T, T)``: column ``i`` is ``v_i`` (zero for an absent task)."""
         mask = presence_mask(present)
-        both = mask[:, None] * mask[None, :]
-        gram, _ = normalised_gram(ops.convert_to_tensor(gram, "float32") * both, mask)
-        gram = gram + self.reg * ops.eye(self.num_tasks)
-        lower = ops.eye(self.num_tasks) * both
-        return minimise_quadratic(gram, lambda v: ops.maximum(v, lower) * both, lower, self.iterations)
+        lower = ops.eye(self.num_tasks) * mask[:, None] * mask[None, :]
+        return dual_cone_weights(gram, lower, present, self.reg, self.iterations)
 
     def task_coefficients(self, gram, present):
         mask = presence_mask(present)
