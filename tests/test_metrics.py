@@ -328,3 +328,37 @@ def test_module_public_names():
         "HIGHER_IS_BETTER", "MaskedMetric", "PoissonDeviance", "RegressionTaskMetrics", "SigmoidTaskMetrics",
         "TaskLossMeans", "TaskWeights", "default_metrics", "get", "higher_is_better", "poisson_deviance",
     }
+
+
+# -- the fused metrics and the per-task ones give the same numbers ----------------------------
+
+def test_fused_metrics_equal_each_tasks_masked_metrics():
+    """SigmoidTaskMetrics / RegressionTaskMetrics (what a model uses) against MaskedMetric per task,
+    with missing labels and per-example weights, over two batches."""
+    rng = np.random.default_rng(4)
+    units = [1, 3, 1]  # binary, multilabel, binary
+    fused = metrics_lib.SigmoidTaskMetrics(["a", "b", "c"], units)
+    regression = metrics_lib.RegressionTaskMetrics(["r", "s"])
+    single = {name: (get("auc", "binary" if u == 1 else "multilabel", name),
+                     get("accuracy", "binary" if u == 1 else "multilabel", name)) for name, u in zip("abc", units)}
+    maes = {name: get("mae", "regression", name) for name in "rs"}
+    for _ in range(2):
+        y = rng.integers(0, 2, size=(40, 5)).astype("float32")
+        y[rng.random(y.shape) < 0.3] = -1.0
+        p = rng.random((40, 5)).astype("float32")
+        w = rng.random(40).astype("float32")
+        fused.update_state(y, p, np.repeat(w[:, None], 5, axis=1))
+        for name, lo, hi in (("a", 0, 1), ("b", 1, 4), ("c", 4, 5)):
+            for metric in single[name]:
+                metric.update_state(y[:, lo:hi], p[:, lo:hi], sample_weight=w)
+        t = rng.normal(size=(40, 2)).astype("float32")
+        t[rng.random(t.shape) < 0.3] = np.nan
+        q = rng.normal(size=(40, 2)).astype("float32")
+        regression.update_state(t, q, np.repeat(w[:, None], 2, axis=1))
+        for j, name in enumerate("rs"):
+            maes[name].update_state(t[:, j:j + 1], q[:, j:j + 1], sample_weight=w)
+    found = {k: float(v) for k, v in {**fused.result(), **regression.result()}.items()}
+    expected = {m.name: result(m) for pair in single.values() for m in pair}
+    expected.update({m.name: result(m) for m in maes.values()})
+    assert set(found) == set(expected)
+    assert found == pytest.approx(expected, rel=1e-5, abs=1e-6)
