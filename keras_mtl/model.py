@@ -151,8 +151,9 @@ def _warn_if_one_task_dominates(model, logs):
             f"Task {name!r}: its weighted loss on the first batch ({weighted[worst]:.4g}) is "
             f"{ratio:.0f}x the median of the other tasks' ({median:.4g}); it will dominate the shared layers "
             f"and the other tasks will learn little. If {name!r} is a regression target in large "
-            "units, standardise it ((y - mean) / std, and predictions back with y * std + mean); "
-            f"or lower its weight, e.g. compile(loss_weights={{{name!r}: {1.0 / ratio:.2g}}}).",
+            "units, let the model standardise it (kmtl.Task(..., standardize=True), the default, "
+            "and standardize_targets=True), or standardise it yourself; or lower its weight, e.g. "
+            f"compile(loss_weights={{{name!r}: {1.0 / ratio:.2g}}}).",
             stacklevel=2,
         )
 

@@ -17,6 +17,12 @@
 #   whose squared error is in the thousands at the start of training;
 # * **`defect`** — a binary task whose logistic loss is below 1.
 #
+# keras_mtl standardises regression targets by default (`kmtl.Task(...,
+# standardize=True)`), which removes this imbalance; here `price` is learnt in its
+# own units (`standardize=False`) to show what happens when a task's loss is on a
+# much larger scale — as with a target you standardise differently, or a loss of
+# another kind.
+#
 # With equal loss weights the shared gradient is almost entirely `price`'s:
 # the easy-to-reduce, large-scale task dominates (*task imbalance*), and the
 # small trunk is spent on it. This notebook trains the same network with each
@@ -61,7 +67,9 @@ def make(n, seed):
 
 x_train, y_train = make(N_TRAIN, 1)
 x_test, y_test = make(N_TEST, 2)
-tasks = [kmtl.Task("price", kind="regression"), kmtl.Task("defect")]
+# Raw targets on purpose: keras_mtl standardises regression targets by default, which would
+# remove the imbalance this notebook studies.
+tasks = [kmtl.Task("price", kind="regression", standardize=False), kmtl.Task("defect")]
 print(f"price std {np.std(y_train['price']):.1f}; defect positives {np.nanmean(y_train['defect']):.0%}, "
       f"labelled {np.mean(~np.isnan(y_train['defect'])):.0%}")
 
