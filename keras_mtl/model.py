@@ -183,11 +183,11 @@ class MultiTaskModel(keras.Model):
         sharing: optional sharing architecture from :mod:`keras_mtl.sharing`
             (``SoftSharing``, ``CrossStitch``, ``MMoE``, ``PLE``) turning the
             features into per-task features; ``None`` is hard sharing.
+        name: model name.
         standardize_targets: ``False`` learns every regression target in
             the user's units; by default each regression task learns its
             targets standardised (``kmtl.Task(..., standardize=...)``), with
             statistics that the first ``fit`` sets (:meth:`adapt_targets`).
-        name: model name.
 
     Example:
         >>> import keras, keras_mtl as kmtl
@@ -198,7 +198,7 @@ class MultiTaskModel(keras.Model):
         (['car', 'bike'], ['bike', 'car', 'kmtl:fused_logits'])
     """
 
-    def __init__(self, inputs, features, tasks, sharing=None, standardize_targets=True, name=None, **kwargs):
+    def __init__(self, inputs, features, tasks, sharing=None, name=None, *, standardize_targets=True, **kwargs):
         tasks = check_tasks(tasks)
         if not isinstance(features, keras.KerasTensor):
             raise TypeError(
