@@ -325,7 +325,7 @@ class MultiTaskModel(keras.Model):
         return self.target_statistics()
 
     def _targets(self):
-        """``(mean, scale)`` of the output layer: what standardises labels for the loss and the metrics."""
+        """``(mean, scale)`` of the output layer, which standardise the labels for the loss (or ``None``)."""
         layer = self.task_outputs
         return (layer.target_mean, layer.target_scale) if layer.standardized else None
 
