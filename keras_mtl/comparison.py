@@ -121,7 +121,9 @@ class CompareResult:
         delta_m: deprecated, the literature's Δm, ``−mean_change``
             (:func:`delta_m`); it warns.
         per_seed: the raw values, ``{(task, "single"|"multi"): [one per seed]}``.
-        params: parameter counts ``{"single": total over the k networks, "multi": …}``.
+        params: trainable parameter counts ``{"single": total over the k
+            networks, "multi": …}`` (statistics such as a regression
+            target's mean and std are not counted).
     """
 
     rows: list[dict]
@@ -222,7 +224,7 @@ def compare(build_trunk: Callable[[], tuple], tasks: Sequence[Task], x, labels: 
             value = float(result[f"{task.name}_{default_metric(task)}"])
             per_seed.setdefault((task.name, "single"), []).append(value)
             if seed == seeds[0]:
-                params["single"] += model.count_params()
+                params["single"] += _trainable_count(model)
             if verbose:
                 print(f"seed {seed}: single-task {task.name}: {default_metric(task)} {value:.4f}")
         keras.utils.set_random_seed(seed)
@@ -231,7 +233,7 @@ def compare(build_trunk: Callable[[], tuple], tasks: Sequence[Task], x, labels: 
         result = _fit_and_score(model, tasks, x, labels, test_x, test_labels, epochs, batch_size,
                                 optimizer, seed)
         if seed == seeds[0]:
-            params["multi"] = model.count_params()
+            params["multi"] = _trainable_count(model)
         for task in tasks:
             per_seed.setdefault((task.name, "multi"), []).append(
                 float(result[f"{task.name}_{default_metric(task)}"]))
@@ -250,3 +252,7 @@ def compare(build_trunk: Callable[[], tuple], tasks: Sequence[Task], x, labels: 
                      "multi_std": float(multi.std()), "relative_change": float(change),
                      "seeds": len(seeds)})
     return CompareResult(rows, per_seed, params)
+
+
+def _trainable_count(model) -> int:
+    return int(sum(np.prod(v.shape) for v in model.trainable_weights))

@@ -213,7 +213,7 @@ class TaskLossMeans(keras.metrics.Metric):
     One variable update per step whatever the number of tasks; ``result()``
     returns ``{"<task>_loss": value}`` for each task and
     ``"mean_task_loss"``, their unweighted mean: the figure to monitor
-    (``EarlyStopping("val_mean_task_loss")``), since it means the same
+    (``EarlyStopping("val_mean_task_loss", mode="min")``), since it means the same
     whatever the loss weights or the balancing strategy, where ``loss`` is
     the weighted total that an adaptive strategy itself moves.
 

@@ -101,12 +101,19 @@ class _EpochLogs(keras.callbacks.Callback):
         self.checked_scales = False
 
     def on_train_batch_end(self, batch, logs=None):
-        if not self.checked_scales:
+        # The step's logs hold every task's loss unless the model logs task means only;
+        # then the check waits for the epoch's end, where every backend has synced the metrics.
+        losses = _task_losses_in(logs or {}, self.mtl_model.task_names)
+        if not self.checked_scales and losses is not None:
             self.checked_scales = True
-            _warn_if_one_task_dominates(self.mtl_model, logs or {})
+            _warn_if_one_task_dominates(self.mtl_model, losses, "first batch")
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.mtl_model
+        if not self.checked_scales:
+            self.checked_scales = True
+            losses = ops.convert_to_numpy(model._metric(metrics_lib.TaskLossMeans).vectors()["loss"])
+            _warn_if_one_task_dominates(model, losses, "first epoch")
         if logs is not None:
             for key in [k for k in logs if k.startswith("val_weight_")]:
                 del logs[key]
@@ -123,20 +130,23 @@ class _EpochLogs(keras.callbacks.Callback):
 DOMINANT_LOSS_RATIO = 100.0
 
 
-def _warn_if_one_task_dominates(model, logs):
-    """Warns, after the first training step, of a task whose weighted loss dwarfs the others'.
+def _task_losses_in(logs: dict, names) -> np.ndarray | None:
+    keys = [f"{name}_loss" for name in names]
+    return np.array([float(logs[key]) for key in keys]) if all(key in logs for key in keys) else None
+
+
+def _warn_if_one_task_dominates(model, losses, when: str):
+    """Warns, at the start of training, of a task whose weighted loss dwarfs the others'.
 
     Typically a regression target in large raw units (grams, dollars): its
-    gradient swamps the shared layers and the other tasks learn little. The
-    task losses come from the step's logs, or, where those hold the task
-    means only, from the loss metric (which JAX updates in the model's
-    variables at the epoch's end: there the check sees nothing).
+    gradient swamps the shared layers and the other tasks learn little.
+
+    Args:
+        model: the model being trained.
+        losses: every task's loss ``(T,)``, from the first step's logs, or
+            the first epoch's mean where the steps log task means only.
+        when: ``"first batch"`` or ``"first epoch"``, for the message.
     """
-    keys = [f"{name}_loss" for name in model.task_names]
-    if all(key in logs for key in keys):
-        losses = np.array([float(logs[key]) for key in keys])
-    else:
-        losses = ops.convert_to_numpy(model._metric(metrics_lib.TaskLossMeans).vectors()["loss"])
     weighted = losses * ops.convert_to_numpy(model._compiled.weights)
     worst = int(np.argmax(weighted))
     others = np.delete(weighted, worst)
@@ -148,7 +158,7 @@ def _warn_if_one_task_dominates(model, logs):
     if ratio >= DOMINANT_LOSS_RATIO:
         name = model.task_names[worst]
         warnings.warn(
-            f"Task {name!r}: its weighted loss on the first batch ({weighted[worst]:.4g}) is "
+            f"Task {name!r}: its weighted loss on the {when} ({weighted[worst]:.4g}) is "
             f"{ratio:.0f}x the median of the other tasks' ({median:.4g}); it will dominate the shared layers "
             f"and the other tasks will learn little. If {name!r} is a regression target in large "
             "units, let the model standardise it (kmtl.Task(..., standardize=True), the default, "

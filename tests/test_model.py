@@ -525,15 +525,18 @@ def test_a_dataframe_without_labels_or_with_text_features_says_what_to_do():
         model.evaluate(x, labels[["car"]], verbose=0)
 
 
-def test_a_task_whose_loss_dwarfs_the_others_gets_a_warning_naming_it():
-    """Body mass in grams beside a binary task: a warning after the first step names the task and the fixes."""
+@pytest.mark.parametrize(("log_every_task", "when"), [(True, "first batch"), (False, "first epoch")])
+def test_a_task_whose_loss_dwarfs_the_others_gets_a_warning_naming_it(log_every_task, when):
+    """Body mass in grams beside a binary task: a warning at the start names the task and the fixes
+    (after the first step, or the first epoch where the steps log task means only)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 6)).astype("float32")
     labels = {"sex": (x[:, 0] > 0).astype("float32"), "mass": 4000.0 + 800.0 * x[:, 1]}
     tasks = [kmtl.Task("sex"), kmtl.Task("mass", kind="regression", standardize=False)]  # raw grams
     model = build(tasks)
-    model.compile(optimizer="adam")
-    with pytest.warns(UserWarning, match=r"Task 'mass': its weighted loss .* standardise it .*loss_weights"):
+    model.compile(optimizer="adam", log_every_task=log_every_task)
+    with pytest.warns(UserWarning, match=rf"Task 'mass': its weighted loss on the {when} .* standardise it "
+                                         r".*loss_weights"):
         model.fit(x, labels, batch_size=32, epochs=1, verbose=0)
     in_kilograms = build(tasks)
     in_kilograms.compile(optimizer="adam")
