@@ -680,8 +680,8 @@ def encode_arrays(x, labels, tasks) -> tuple[object, dict[str, np.ndarray]]:
     the same mapping of every missing marker to the task's sentinel.
 
     Args:
-        x: features: an array, a dict of arrays (multi-input models) or a
-            pandas ``DataFrame`` of numeric columns.
+        x: features: an array, a dict or a list of arrays (multi-input
+            models) or a pandas ``DataFrame`` of numeric columns.
         labels: ``{task: array}``, a ``DataFrame`` with a column per task
             (multilabel: a column per label name), an array (one task) or a
             list with one array per task; missing labels as ``NaN``,
@@ -718,7 +718,11 @@ def encode_arrays(x, labels, tasks) -> tuple[object, dict[str, np.ndarray]]:
                 f"Labels must be a dict keyed by task name {names} (or a DataFrame with a column "
                 f"per task); got {type(labels).__name__}."
             )
-    x, n = _check_inputs(x, None)
+    if isinstance(x, (list, tuple)):  # a multi-input model's inputs, in order
+        checked, n = _check_inputs({f"input {i}": value for i, value in enumerate(x)}, None)
+        x = [checked[f"input {i}"] for i in range(len(x))]
+    else:
+        x, n = _check_inputs(x, None)
     raw = validate_labels(labels, tasks, n)
     encoded = encode_labels(raw, tasks)
     return x, {name: encoded[name].numpy() for name in names}

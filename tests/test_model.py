@@ -560,3 +560,20 @@ def test_predict_labels_writes_predictions_as_labels_are_written():
     np.testing.assert_array_equal(labels["parts"], (probabilities["parts"] >= 0.4).astype(int))
     np.testing.assert_array_equal(labels["size"], probabilities["size"][:, 0])
     np.testing.assert_array_equal(labels["lanes"], np.argmax(probabilities["lanes"], axis=1))
+
+
+def test_a_multi_input_model_fits_arrays_given_as_a_list_or_a_dict():
+    """The inputs of a two-input model as a list or a dict of arrays reach Keras as given."""
+    keras.utils.set_random_seed(0)
+    image, meta = keras.Input((4,), name="image"), keras.Input((2,), name="meta")
+    features = keras.layers.Dense(6, activation="relu")(keras.layers.Concatenate()([image, meta]))
+    model = kmtl.MultiTaskModel([image, meta], features, [kmtl.Task("car")])
+    model.compile(optimizer="adam")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 2)).astype("float32")
+    labels = {"car": np.where(a[:, 0] > 0, 1.0, 0.0)}
+    as_list = model.evaluate([a, b], labels, verbose=0, return_dict=True)
+    as_dict = model.evaluate({"image": a, "meta": b}, labels, verbose=0, return_dict=True)
+    assert as_list == pytest.approx(as_dict)
+    model.fit([a, b], labels, epochs=1, verbose=0)
+    assert model.predict([a, b], verbose=0)["car"].shape == (16, 1)
