@@ -164,6 +164,18 @@ def test_an_absent_task_is_left_out_of_the_problem(cls):
     assert np.all(np.isfinite(full)) and np.abs(full).max() > 1e-3
 
 
+def jax_jitted_aggregate(strategy, *args):
+    """``strategy.aggregate(*args)`` under ``jax.jit``, its state passed in and out (a stateful step)."""
+    import jax
+
+    def step(values, *args):
+        with keras.StatelessScope(state_mapping=list(zip(strategy.variables, values))) as scope:
+            update = strategy.aggregate(*args)
+        return update, [scope.get_current_value(v) for v in strategy.variables]
+
+    return jax.jit(step)([v.value for v in strategy.variables], *args)[0]
+
+
 @pytest.mark.parametrize("cls", AGGREGATORS, ids=lambda c: c.__name__)
 def test_compiles_with_xla_and_gives_the_graph_result(cls):
     """Under XLA (TensorFlow) or jax.jit (JAX) the solvers give what the plain graph gives; PyTorch runs eagerly."""
@@ -192,14 +204,7 @@ def test_compiles_with_xla_and_gives_the_graph_result(cls):
     reference = aggregate(set_up(cls), grads, present)
     strategy = set_up(cls)
     if stateful and backend == "jax":
-        import jax
-
-        def step(values, *args):
-            with keras.StatelessScope(state_mapping=list(zip(strategy.variables, values))) as scope:
-                update = strategy.aggregate(*args)
-            return update, [scope.get_current_value(v) for v in strategy.variables]
-
-        update, _ = jax.jit(step)([v.value for v in strategy.variables], *args)
+        update = jax_jitted_aggregate(strategy, *args)
     else:
         update = jitted(strategy.aggregate)(*args)
     np.testing.assert_allclose(ops.convert_to_numpy(update[0]).ravel(), reference, rtol=2e-4, atol=1e-5)

@@ -134,14 +134,7 @@ def test_compiles_with_xla_and_gives_the_graph_result(cls):
 
         update = tf.function(strategy.aggregate, jit_compile=True)(*args)
     elif backend == "jax":
-        import jax
-
-        def step(values, *args):
-            with keras.StatelessScope(state_mapping=list(zip(strategy.variables, values))) as scope:
-                update = strategy.aggregate(*args)
-            return update, [scope.get_current_value(v) for v in strategy.variables]
-
-        update, _ = jax.jit(step)([v.value for v in strategy.variables], *args)
+        update = base.jax_jitted_aggregate(strategy, *args)
     else:
         update = strategy.aggregate(*args)
     update = ops.convert_to_numpy(update[0]).ravel()

@@ -34,6 +34,16 @@ class Balancer(keras.layers.Layer):
     # Why the strategy cannot train on several replicas, and what to use instead.
     distributed_error: str | None = None
 
+    def add_state(self, name: str, shape, value: float):
+        """A non-trainable state variable filled with ``value``, assignable from every replica.
+
+        Saved with the model and restored by ``BackupAndRestore``, like the
+        rest of the strategy's variables.
+        """
+        return self.add_weight(shape=shape, name=name, trainable=False,
+                               initializer=keras.initializers.Constant(value),
+                               aggregation="only_first_replica")
+
     def setup(self, task_names, base_weights):
         """Called by ``compile``: the tasks and their fixed loss weights."""
         self.task_names = list(task_names)

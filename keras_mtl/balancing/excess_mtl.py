@@ -66,12 +66,9 @@ class ExcessMTL(Balancer):
         self.epsilon = float(epsilon)
 
     def build(self, input_shape):
-        new = lambda name, value: self.add_weight(  # noqa: E731
-            shape=(self.num_tasks,), name=name, trainable=False,
-            initializer=keras.initializers.Constant(value), aggregation="only_first_replica")
-        self.task_weights = new("task_weights", 1.0)
-        self.squared_sum = new("squared_sum", 0.0)
-        self.initial_risk = new("initial_risk", 0.0)
+        self.task_weights = self.add_state("task_weights", (self.num_tasks,), 1.0)
+        self.squared_sum = self.add_state("squared_sum", (self.num_tasks,), 0.0)
+        self.initial_risk = self.add_state("initial_risk", (self.num_tasks,), 0.0)
 
     def combine(self, task_losses, present, training=True):
         return self.task_weights * self.base_weights, 0.0

@@ -75,9 +75,7 @@ class GO4Align(Balancer):
         self.epsilon = float(epsilon)
 
     def build(self, input_shape):
-        self.indicator = self.add_weight(
-            shape=(self.num_tasks,), name="indicator", trainable=False,
-            initializer=keras.initializers.Constant(1.0 / self.num_tasks), aggregation="only_first_replica")
+        self.indicator = self.add_state("indicator", (self.num_tasks,), 1.0 / self.num_tasks)
 
     def next_indicator(self, losses, present):
         """``p`` after this step's multiplicative update (the present tasks keep their total)."""

@@ -77,14 +77,11 @@ class MoCo(GradientAggregator):
         self.rho = float(rho)
 
     def build(self, input_shape):
-        new = lambda name, shape, value: self.add_weight(  # noqa: E731
-            shape=shape, name=name, trainable=False, initializer=keras.initializers.Constant(value),
-            aggregation="only_first_replica")
         count = self.num_tasks
-        self.tracked_gram = new("tracked_gram", (count, count), 0.0)
-        self.task_weights = new("task_weights", (count,), 1.0 / count)
-        self.step_losses = new("step_losses", (count,), 1.0)
-        self.steps = new("steps", (), 0.0)
+        self.tracked_gram = self.add_state("tracked_gram", (count, count), 0.0)
+        self.task_weights = self.add_state("task_weights", (count,), 1.0 / count)
+        self.step_losses = self.add_state("step_losses", (count,), 1.0)
+        self.steps = self.add_state("steps", (), 0.0)
 
     def observe_gradients(self, task_gradients, task_losses, weights, present):
         losses = ops.stop_gradient(ops.convert_to_tensor(task_losses, "float32"))

@@ -67,9 +67,7 @@ class SDMGrad(GradientAggregator):
         self.iterations = int(iterations)
 
     def build(self, input_shape):
-        self.task_weights = self.add_weight(
-            shape=(self.num_tasks,), name="task_weights", trainable=False,
-            initializer=keras.initializers.Constant(1.0 / self.num_tasks), aggregation="only_first_replica")
+        self.task_weights = self.add_state("task_weights", (self.num_tasks,), 1.0 / self.num_tasks)
 
     def direction_weights(self, gram, present, start):
         """``w`` on the present tasks' simplex: ``iterations`` projected-gradient steps on ``F`` from ``start``."""

@@ -72,13 +72,10 @@ class STCH(Balancer):
         self.epsilon = float(epsilon)
 
     def build(self, input_shape):
-        new = lambda name, shape, value: self.add_weight(  # noqa: E731
-            shape=shape, name=name, trainable=False, initializer=keras.initializers.Constant(value),
-            aggregation="only_first_replica")
-        self.nadir = new("nadir", (self.num_tasks,), 1.0)
-        self.loss_sum = new("loss_sum", (self.num_tasks,), 0.0)
-        self.loss_count = new("loss_count", (self.num_tasks,), 0.0)
-        self.epochs_seen = new("epochs_seen", (), 0.0)
+        self.nadir = self.add_state("nadir", (self.num_tasks,), 1.0)
+        self.loss_sum = self.add_state("loss_sum", (self.num_tasks,), 0.0)
+        self.loss_count = self.add_state("loss_count", (self.num_tasks,), 0.0)
+        self.epochs_seen = self.add_state("epochs_seen", (), 0.0)
 
     def combine(self, task_losses, present, training=True):
         losses = ops.stop_gradient(ops.convert_to_tensor(distribute_lib.cross_replica_sum(task_losses), "float32"))
