@@ -56,11 +56,14 @@ def _load_core() -> None:
 
 
 def __getattr__(name: str):
+    # A submodule asked for by name (``from keras_mtl import balancing`` inside the package
+    # while the core is deferred) imports only itself: loading the whole core from there
+    # would re-enter the module that is being imported.
+    if name in _ON_DEMAND or _CORE.get(name) == "":
+        return importlib.import_module(f"keras_mtl.{name}")
     if name in _CORE:
         _load_core()
         return globals()[name]
-    if name in _ON_DEMAND:
-        return importlib.import_module(f"keras_mtl.{name}")
     raise AttributeError(f"module 'keras_mtl' has no attribute {name!r}")
 
 

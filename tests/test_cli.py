@@ -89,6 +89,11 @@ def test_export_in_fresh_process_then_next_version_and_inspect(saved, tmp_path, 
         np.testing.assert_allclose(served[name], value, atol=1e-5, err_msg=name)
     np.testing.assert_array_equal(served["weather_class"], saved["pred"]["weather"].argmax(axis=1))
 
+    # `inspect` as its own first subcommand: it imports keras_mtl.export, not a public name.
+    proc, report = run_command("inspect", base)
+    assert report["code"] == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith(f"SavedModel {base / '1'}") and "  weather " in proc.stdout
+
     assert cli.main(["export", str(saved["path"]), str(base)]) == 0
     assert f"to {base / '2'}" in capsys.readouterr().out
     assert sorted(os.listdir(base)) == ["1", "2"]
