@@ -6,6 +6,7 @@ also save it as PNG.
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 __all__ = [
     "plot_history",
     "plot_label_matrix",
+    "plot_model",
     "plot_predictions",
     "plot_scenes",
     "plot_sharing",
@@ -340,3 +342,58 @@ def plot_sharing(weights: dict, task_names, path=None):
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_model(model, path="model.png", max_tasks: int = 24, show_shapes: bool = True, **keras_options):
+    """Draws a multi-task model as ``keras.utils.plot_model`` does, with a box per task.
+
+    ``keras.utils.plot_model`` draws keras_mtl's output layer as one box
+    (``kmtl_outputs``): every task comes out of it. This draws the same graph
+    (Keras's own ``keras.utils.model_to_dot``) and adds, below that box, one
+    box per task with its name, kind and output shape, so a reader sees the
+    heads by name. It needs ``pydot`` and Graphviz, as Keras's does.
+
+    Args:
+        model: a :class:`keras_mtl.MultiTaskModel`.
+        path: the image to write; its extension picks the format (``.png``,
+            ``.svg``, ``.pdf``).
+        max_tasks: at most this many task boxes; the rest are summed up in one
+            box ("… and 980 more tasks").
+        show_shapes: draw each layer's input and output shapes (Keras's option,
+            on by default here because the task boxes show theirs).
+        **keras_options: passed to ``keras.utils.model_to_dot``
+            (``show_layer_names``, ``rankdir``, ``dpi``, ``expand_nested``, …).
+
+    Returns:
+        The ``pydot.Dot`` graph that was written.
+
+    Example:
+        >>> kmtl.plotting.plot_model(model, "model.png")  # doctest: +SKIP
+    """
+    import keras
+    import pydot
+
+    tasks = getattr(model, "tasks", None)
+    if tasks is None:
+        raise TypeError(f"plot_model draws a keras_mtl MultiTaskModel, got a {type(model).__name__}; "
+                        "use keras.utils.plot_model for other models.")
+    dot = keras.utils.model_to_dot(model, show_shapes=show_shapes, **keras_options)
+    # model_to_dot names each layer's node after the layer's id (keras/src/utils/model_visualization.py);
+    # tests/test_plotting.py fails if that changes.
+    outputs_node = str(id(model.task_outputs))
+    if not dot.get_node(outputs_node):
+        raise RuntimeError("keras.utils.model_to_dot no longer names nodes as keras_mtl expects; "
+                           "use keras.utils.plot_model meanwhile.")
+    shown = tasks[:max_tasks]
+    boxes = [(f"kmtl_task_{i}", f"<b>{html.escape(t.name)}</b> ({html.escape(t.kind.name)})"
+              + (f"<br/>output shape: (None, {t.units})" if show_shapes else ""))
+             for i, t in enumerate(shown)]
+    if len(tasks) > len(shown):
+        boxes.append(("kmtl_task_more", f"… and {len(tasks) - len(shown)} more tasks"))
+    for name, label in boxes:
+        node = pydot.Node(name, label=f"<{label}>", shape="box", style="rounded", fontname="Helvetica")
+        dot.add_node(node)
+        dot.add_edge(pydot.Edge(outputs_node, name))
+    path = str(path)
+    dot.write(path, format=path.rsplit(".", 1)[-1] if "." in path else "png")
+    return dot

@@ -116,3 +116,33 @@ def test_the_package_reaches_its_on_demand_modules_as_attributes():
         "export_saved_model": "keras_mtl.export",
         "error": "module 'keras_mtl' has no attribute 'plotter'"}
     assert report["dir"]
+
+
+def test_plot_model_draws_a_box_per_task_below_the_output_layer(tmp_path):
+    import shutil
+
+    import keras
+    from conftest import require
+
+    import keras_mtl as kmtl
+
+    inputs = keras.Input((5,), name="sensors")
+    features = keras.layers.Dense(8, name="trunk")(inputs)
+    tasks = [kmtl.Task("car"), kmtl.Task("weather", kind="categorical", class_names=["sun", "rain", "fog"])]
+    tasks += [kmtl.Task(f"t{i}") for i in range(4)]
+    model = kmtl.MultiTaskModel(inputs, features, tasks)
+    require(shutil.which("dot") is not None,
+            "Graphviz's `dot` is not on PATH (.ci/run installs it: apt-get install graphviz)")
+    dot = plotting.plot_model(model, tmp_path / "model.svg", max_tasks=3)
+    svg = (tmp_path / "model.svg").read_text()
+    # Each shown task's name, kind and shape; the rest summed up; Keras's own boxes still there.
+    for text in ("car", "(binary)", "weather", "(categorical)", "(None, 3)", "t0", "and 3 more tasks",
+                 "kmtl_outputs", "trunk"):
+        assert text in svg, text
+    assert "t1" not in svg
+    # Every task box hangs off the output layer's node (a changed Keras node naming fails here).
+    outputs_node = str(id(model.task_outputs))
+    edges = {(e.get_source().strip('"'), e.get_destination().strip('"')) for e in dot.get_edges()}
+    assert {(outputs_node, f"kmtl_task_{i}") for i in range(3)} | {(outputs_node, "kmtl_task_more")} <= edges
+    with pytest.raises(TypeError, match="keras.utils.plot_model"):
+        plotting.plot_model(keras.Model(inputs, features), tmp_path / "plain.png")
