@@ -5,7 +5,9 @@ An exported version directory holds:
 * ``serving_default`` — inputs named after the model's ``keras.Input``
   layers (batch dimension ``-1``); one output per task named after it, in
   user units (probabilities, or values for regression), plus
-  ``<task>_class`` (arg-max, int64) for categorical tasks;
+  ``<task>_class`` (arg-max, int64) for categorical tasks, and
+  ``<task>_class_name`` (that class's name, string) for those given
+  ``class_names``;
 * ``serving_tf_example`` — the same outputs from serialized
   ``tf.train.Example`` protos (input ``examples``), one feature per model
   input: a ``float_list`` for floating inputs, an ``int64_list`` for integer
@@ -70,19 +72,27 @@ def _input_specs(model) -> list[tf.TensorSpec]:
     return specs
 
 
+def _class_outputs(task) -> dict[str, dict]:
+    """A task's serving outputs beside its own: the arg-max class, and its name where named."""
+    if not task.kind.class_output:
+        return {}
+    outputs = {f"{task.name}_class": {"shape": [-1], "dtype": "int64"}}
+    if task.class_names is not None:
+        outputs[f"{task.name}_class_name"] = {"shape": [-1], "dtype": "string"}
+    return outputs
+
+
 def _output_names(model) -> list[str]:
     """Serving output names; raises if two of them coincide."""
     names = []
     for task in model.tasks:
-        names.append(task.name)
-        if task.kind.class_output:
-            names.append(f"{task.name}_class")
+        names += [task.name, *_class_outputs(task)]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise ValueError(
             f"Serving output name(s) {clashes} are used twice: a categorical task "
-            "'<name>' also outputs '<name>_class'. Rename the task that is called "
-            "'<name>_class'."
+            "'<name>' also outputs '<name>_class' (and '<name>_class_name' with class names). "
+            "Rename the task that is called like one of those."
         )
     return names
 
@@ -95,12 +105,15 @@ def _model_outputs(model, flat_inputs) -> dict:
 
 
 def _user_outputs(model, outputs: dict) -> dict[str, tf.Tensor]:
-    """Serving outputs from the model's: plus the arg-max of categorical tasks (int64)."""
+    """Serving outputs from the model's: plus the arg-max of categorical tasks (int64) and its name."""
     named = {}
     for task in model.tasks:
         named[task.name] = outputs[task.name]
         if task.kind.class_output:
-            named[f"{task.name}_class"] = tf.argmax(outputs[task.name], axis=-1, output_type=tf.int64)
+            index = tf.argmax(outputs[task.name], axis=-1, output_type=tf.int64)
+            named[f"{task.name}_class"] = index
+            if task.class_names is not None:
+                named[f"{task.name}_class_name"] = tf.gather(tf.constant(list(task.class_names)), index)
     return named
 
 
@@ -150,8 +163,7 @@ def serving_signature(model) -> dict:
     outputs = {}
     for task in model.tasks:
         outputs[task.name] = {"shape": [-1, task.units], "dtype": "float32"}
-        if task.kind.class_output:
-            outputs[f"{task.name}_class"] = {"shape": [-1], "dtype": "int64"}
+        outputs.update(_class_outputs(task))
     return {
         "inputs": {s.name: {"shape": [-1] + list(s.shape[1:]), "dtype": s.dtype.name}
                    for s in _input_specs(model)},
@@ -173,6 +185,8 @@ def _tasks_metadata(model, specs) -> dict:
             entry["class_names"] = task.output_names
         if task.kind.class_output:
             entry["class_output"] = f"{task.name}_class"
+        if f"{task.name}_class_name" in _class_outputs(task):
+            entry["class_name_output"] = f"{task.name}_class_name"
         tasks.append(entry)
     inputs = [{"name": s.name, "dtype": s.dtype.name, "shape": [-1] + list(s.shape[1:]),
                "example_feature": _example_list(s.dtype)} for s in specs]
@@ -395,7 +409,8 @@ def read_tasks(path) -> dict:
     Returns:
         The metadata dict: ``tasks`` (each with ``name``, ``kind``,
         ``units``, ``output``, ``unit_names``, plus ``labels`` for
-        multilabel and ``class_names``/``class_output`` for categorical
+        multilabel and ``class_names``/``class_output`` (and
+        ``class_name_output`` where the task names its classes) for categorical
         tasks) and ``inputs`` (``name``, ``dtype``, ``shape``,
         ``example_feature``).
 

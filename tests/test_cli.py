@@ -88,6 +88,8 @@ def test_export_in_fresh_process_then_next_version_and_inspect(saved, tmp_path, 
     for name, value in saved["pred"].items():
         np.testing.assert_allclose(served[name], value, atol=1e-5, err_msg=name)
     np.testing.assert_array_equal(served["weather_class"], saved["pred"]["weather"].argmax(axis=1))
+    names = np.array(["sun", "rain", "fog"])[saved["pred"]["weather"].argmax(axis=1)]
+    assert served["weather_class_name"].astype(str).tolist() == names.tolist()
 
     # `inspect` as its own first subcommand: it imports keras_mtl.export, not a public name.
     proc, report = run_command("inspect", base)
@@ -105,6 +107,7 @@ def test_export_in_fresh_process_then_next_version_and_inspect(saved, tmp_path, 
         ("car", "binary"), ("objects", "multilabel"), ("weather", "categorical"),
         ("distance", "regression")]
     assert report["tasks"][2]["class_names"] == ["sun", "rain", "fog"]
+    assert report["tasks"][2]["class_name_output"] == "weather_class_name"
     default = report["signatures"]["serving_default"]
     assert default["inputs"] == {"sensors": {"shape": [-1, 5], "dtype": "float32"}}
     assert default["outputs"] == {
@@ -113,6 +116,7 @@ def test_export_in_fresh_process_then_next_version_and_inspect(saved, tmp_path, 
         "objects": {"shape": [-1, 2], "dtype": "float32"},
         "weather": {"shape": [-1, 3], "dtype": "float32"},
         "weather_class": {"shape": [-1], "dtype": "int64"},
+        "weather_class_name": {"shape": [-1], "dtype": "string"},
     }
     example = report["signatures"]["serving_tf_example"]
     assert example["inputs"] == {"examples": {"shape": [-1], "dtype": "string"}}
@@ -165,7 +169,7 @@ def test_inspect_prints_tasks_and_signatures(saved, tmp_path, capsys):
     assert [line.split()[:3] for line in default] == [
         ["input", "sensors", "float32"], ["output", "car", "float32"], ["output", "distance", "float32"],
         ["output", "objects", "float32"], ["output", "weather", "float32"],
-        ["output", "weather_class", "int64"]]
+        ["output", "weather_class", "int64"], ["output", "weather_class_name", "string"]]
     assert default[0].endswith("(-1, 5)") and default[-1].endswith("(-1,)")
 
 

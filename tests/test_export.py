@@ -24,7 +24,8 @@ TASKS = [
     kmtl.Task("weather", kind="categorical", class_names=["sun", "rain", "fog"]),
     kmtl.Task("distance", kind="regression"),
 ]
-OUTPUTS = ["car", "objects", "weather", "weather_class", "distance"]
+OUTPUTS = ["car", "objects", "weather", "weather_class", "weather_class_name", "distance"]
+INDEX_OUTPUTS = ("weather_class", "weather_class_name")  # compared exactly
 BATCH_SIZES = (1, 7, 64)
 # PYTHONSAFEPATH: fresh processes import the keras_mtl this one does, not the cwd's.
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONSAFEPATH": "1"}
@@ -74,7 +75,8 @@ SERVE_SCRIPT = textwrap.dedent("""
         for n in (1, 7, 64):
             feed = {i["name"]: tf.constant(data[i["name"]][:n]) for i in meta["inputs"]}
             for key, value in loaded.signatures["serving_default"](**feed).items():
-                results[f"{tag}/default/{n}/{key}"] = value.numpy()
+                results[f"{tag}/default/{n}/{key}"] = value.numpy().astype(str) if value.dtype == tf.string \
+                    else value.numpy()
             examples = []
             for row in range(n):
                 features = {}
@@ -88,7 +90,8 @@ SERVE_SCRIPT = textwrap.dedent("""
                 examples.append(example.SerializeToString())
             out = loaded.signatures["serving_tf_example"](examples=tf.constant(examples))
             for key, value in out.items():
-                results[f"{tag}/example/{n}/{key}"] = value.numpy()
+                results[f"{tag}/example/{n}/{key}"] = value.numpy().astype(str) if value.dtype == tf.string \
+                    else value.numpy()
     results["keras_mtl_imported"] = np.array("keras_mtl" in sys.modules)
     np.savez(sys.argv[5], **results)
 """)
@@ -127,6 +130,8 @@ def expected_outputs(model, x):
     for task in model.tasks:
         if task.kind.class_output:
             preds[f"{task.name}_class"] = np.argmax(preds[task.name], axis=-1)
+            if task.class_names is not None:
+                preds[f"{task.name}_class_name"] = np.array(task.class_names)[preds[f"{task.name}_class"]]
     return preds
 
 
@@ -141,8 +146,8 @@ def test_signatures_name_inputs_and_outputs(exported):
     assert sorted(outputs) == sorted(OUTPUTS)
     assert {k: v.shape.as_list() for k, v in outputs.items()} == {
         "car": [None, 1], "objects": [None, 2], "weather": [None, 3], "weather_class": [None],
-        "distance": [None, 1]}
-    assert outputs["weather_class"].dtype == tf.int64
+        "weather_class_name": [None], "distance": [None, 1]}
+    assert outputs["weather_class"].dtype == tf.int64 and outputs["weather_class_name"].dtype == tf.string
     _, example_inputs = loaded.signatures["serving_tf_example"].structured_input_signature
     assert list(example_inputs) == ["examples"] and example_inputs["examples"].dtype == tf.string
     assert export_lib.serving_signature(exported["model"])["outputs"]["objects"] == {
@@ -155,7 +160,7 @@ def test_serving_default_matches_predict(served, exported, n):
     for name in OUTPUTS:
         got = served[f"mtl/default/{n}/{name}"]
         assert got.shape == expected[name].shape, name
-        if name == "weather_class":
+        if name in INDEX_OUTPUTS:
             np.testing.assert_array_equal(got, expected[name])
         else:
             np.testing.assert_allclose(got, expected[name], atol=1e-5, err_msg=name)
@@ -182,6 +187,8 @@ def test_outputs_are_in_user_units(served, exported):
     for name, value in expected.items():
         np.testing.assert_allclose(served[f"mtl/default/64/{name}"], value, atol=1e-5, err_msg=name)
     np.testing.assert_array_equal(served["mtl/default/64/weather_class"], np.argmax(weather, axis=1))
+    np.testing.assert_array_equal(served["mtl/default/64/weather_class_name"],
+                                  np.array(["sun", "rain", "fog"])[np.argmax(weather, axis=1)])
     distance = served["mtl/default/64/distance"]
     assert distance.min() < 0 or distance.max() > 1  # regression is not squashed into (0, 1)
 
@@ -189,8 +196,11 @@ def test_outputs_are_in_user_units(served, exported):
 @pytest.mark.parametrize("n", BATCH_SIZES)
 def test_tf_example_signature_gives_the_same_numbers(served, n):
     for name in OUTPUTS:
-        np.testing.assert_allclose(served[f"mtl/example/{n}/{name}"], served[f"mtl/default/{n}/{name}"],
-                                   atol=1e-6, err_msg=name)
+        if name in INDEX_OUTPUTS:
+            np.testing.assert_array_equal(served[f"mtl/example/{n}/{name}"], served[f"mtl/default/{n}/{name}"])
+        else:
+            np.testing.assert_allclose(served[f"mtl/example/{n}/{name}"], served[f"mtl/default/{n}/{name}"],
+                                       atol=1e-6, err_msg=name)
 
 
 def test_multi_input_model_serves(served, exported):
@@ -218,6 +228,7 @@ def test_metadata_is_plain_json_listing_tasks(served):
     assert tasks["objects"]["labels"] == ["sign", "light"] == tasks["objects"]["unit_names"]
     assert tasks["weather"]["class_names"] == ["sun", "rain", "fog"]
     assert tasks["weather"]["class_output"] == "weather_class"
+    assert tasks["weather"]["class_name_output"] == "weather_class_name"
     assert [t["units"] for t in meta["tasks"]] == [1, 2, 3, 1]
     assert meta["signatures"]["serving_default"] == {"inputs": ["x"], "outputs": OUTPUTS}
     assert meta["inputs"] == [{"name": "x", "dtype": "float32", "shape": [-1, 6],
@@ -242,7 +253,7 @@ def test_saved_model_cli_show_lists_named_inputs_and_outputs(exported):
     assert "inputs['x'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 6)" in default
     for name, dtype, shape in (("car", "DT_FLOAT", "(-1, 1)"), ("objects", "DT_FLOAT", "(-1, 2)"),
                                ("weather", "DT_FLOAT", "(-1, 3)"), ("weather_class", "DT_INT64", "(-1)"),
-                               ("distance", "DT_FLOAT", "(-1, 1)")):
+                               ("weather_class_name", "DT_STRING", "(-1)"), ("distance", "DT_FLOAT", "(-1, 1)")):
         assert f"outputs['{name}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}\n" in default
     assert "keras_tensor" not in text
     example = text.split("signature_def['serving_tf_example']:")[1]
@@ -256,8 +267,12 @@ def test_saved_model_cli_run_answers(exported, tmp_path):
                     "serving_default", "--input_exprs", f"x={x.tolist()}", "--outdir", tmp_path)
     expected = expected_outputs(exported["model"], x.astype("float32"))
     for name in OUTPUTS:
-        np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), expected[name], atol=1e-5,
-                                   err_msg=name)
+        if name == "weather_class_name":  # saved_model_cli writes strings as an object array of bytes
+            got = np.load(tmp_path / f"{name}.npy", allow_pickle=True).astype(str)
+            np.testing.assert_array_equal(got, expected[name])
+        else:
+            np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), expected[name], atol=1e-5,
+                                       err_msg=name)
 
 
 def test_keras_file_reloads_with_compile_and_safe_mode(tmp_path):
