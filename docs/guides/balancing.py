@@ -1,6 +1,6 @@
 """
 Title: Task weights and balancing strategies
-Description: See why regression targets are standardised, weight the tasks, try an adaptive strategy and watch it.
+Description: Why regression targets are standardised; fixed weights, adaptive strategies and a KerasTuner search.
 """
 
 # ## Setup
@@ -107,6 +107,52 @@ print(f"uncertainty weighting: defect AUC {adaptive['defect_auc']:.3f}, "
 import keras_mtl.plotting  # noqa: E402  (imported on demand: it loads matplotlib)
 
 figure = keras_mtl.plotting.plot_task_weights(history)
+
+# ## Searching the weights and the strategy with KerasTuner
+#
+# To choose the weights rather than guess them, let
+# [KerasTuner](https://keras.io/keras_tuner/) build a model per trial with a
+# learning rate, a weight for `defect` and a strategy drawn from the search
+# space. The objective must not be `val_loss`: its weights are what is being
+# searched, so it would favour whatever makes the weighted sum small.
+# `val_mean_task_loss`, the unweighted mean of the task losses (each on its
+# own scale), means the same in every trial; a task's validation metric
+# (`keras_tuner.Objective("val_defect_auc", "max")`) is the other choice,
+# when one task matters most.
+
+import keras_tuner  # noqa: E402
+
+STRATEGIES = {"fixed": kmtl.balancing.FixedWeights, "uncertainty": kmtl.balancing.UncertaintyWeighting,
+              "dwa": kmtl.balancing.DWA}
+
+
+def build_trial(hp):
+    model = build()
+    model.compile(
+        optimizer=keras.optimizers.Adam(hp.Float("learning_rate", 1e-3, 1e-2, sampling="log")),
+        loss_weights={"defect": hp.Float("weight_defect", 0.25, 4.0, sampling="log")},
+        balancing=STRATEGIES[hp.Choice("strategy", list(STRATEGIES))](),
+    )
+    return model
+
+
+tuner = keras_tuner.RandomSearch(build_trial, objective=keras_tuner.Objective("val_mean_task_loss", "min"),
+                                 max_trials=2 if SMALL else 12, seed=0, directory="tuning",
+                                 project_name="task_weights", overwrite=True)
+tuner.search(train, validation_data=val, epochs=EPOCHS, verbose=0)
+best_hp = tuner.get_best_hyperparameters()[0]
+best_score = tuner.oracle.get_best_trials(1)[0].score
+print(f"best of {len(tuner.oracle.trials)} trials: {best_hp.values}, val_mean_task_loss {best_score:.4f}")
+
+# KerasTuner keeps each trial's best epoch; the model it rebuilds from those
+# weights, target statistics included, scores what the search recorded. (Keras
+# warns that it skips the saved optimizer's variables: the rebuilt model has
+# not trained yet, and only its weights are needed here.) To train on, build
+# `build_trial(best_hp)` and `fit` it on all the training data.
+
+tuned = tuner.get_best_models(1)[0].evaluate(val, return_dict=True, verbose=0)
+assert abs(tuned["mean_task_loss"] - best_score) < 1e-4, (tuned["mean_task_loss"], best_score)
+print(f"tuned model: defect AUC {tuned['defect_auc']:.3f}, price MAE {tuned['price_mae']:.1f} dollars")
 
 # ## Without the standardisation
 #
