@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public name -> the module that defines it ("" : the name is the module itself).
 _CORE = {
