@@ -185,7 +185,8 @@ def kmtl_pipeline(settings: Settings, data: SyntheticData, tasks: int) -> tf.dat
     return kmtl.data.from_arrays(
         data.x, {name: labels[:, j] for j, name in enumerate(names)},
         [kmtl.Task(name) for name in names], batch_size=settings.batch_size,
-        shuffle=True, seed=settings.seed)
+        shuffle=True, seed=settings.seed,
+        pack_labels=tasks > 16)  # as docs/topics/many_tasks.md advises for dozens of tasks
 
 
 def keras_pipeline(settings: Settings, x: np.ndarray, y, sample_weight=None) -> tf.data.Dataset:

@@ -15,8 +15,10 @@ Labels given as strings or Python objects travel through the graph as
 strings and are parsed there, batch by batch. In :func:`from_arrays` the
 numeric labels of every label group (tasks of one kind and loss) form one
 matrix whose markers TensorFlow maps to sentinels once, when the pipeline is
-built: each batch is then one gather for 100 tasks as for one. With many
-tasks the batches carry that matrix as it is (``pack_labels``).
+built: each batch is then one gather for 100 tasks as for one. With
+``pack_labels=True`` the batches carry that matrix as it is, which the model
+reads as it is: the layout for many tasks, where a tensor per task would
+cost more than the training step itself.
 """
 
 from __future__ import annotations
@@ -44,8 +46,6 @@ __all__ = [
 ]
 
 _AUTOTUNE = tf.data.AUTOTUNE
-PACK_LABELS_ABOVE = 16
-"""With more tasks than this, :func:`from_arrays` packs the labels by default."""
 _HOW_TO_MARK = "write missing labels as NaN, None, '?' or kmtl.MISSING"
 
 
@@ -374,7 +374,7 @@ def _finish(dataset: tf.data.Dataset, tasks: list[Task], check: bool) -> tf.data
 
 def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool = False,
                 seed: int | None = None, *, drop_remainder: bool = False,
-                pack_labels: bool | None = None) -> tf.data.Dataset:
+                pack_labels: bool = False) -> tf.data.Dataset:
     """A batched ``tf.data.Dataset`` of ``(x, {task: labels})`` from arrays.
 
     Args:
@@ -390,10 +390,11 @@ def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool =
         drop_remainder: drop the last, smaller batch.
         pack_labels: yield the labels of every label group (tasks of one
             kind and loss) as one matrix under the key
-            ``"labels:<first task>:<count>"`` instead of one tensor per task,
-            which the model takes as they are; ``None`` packs with more than
-            16 tasks, where a tensor per task would cost more than training.
-            :func:`unpack_labels` gives the per-task view back.
+            ``"labels:<first task>:<count>"`` instead of one tensor per task.
+            The model takes them as they are; pass ``True`` with many tasks
+            (dozens or more), where one tensor per task costs more in every
+            step than the training itself. :func:`unpack_labels` gives the
+            per-task view back.
 
     Returns:
         ``tf.data.Dataset`` yielding ``(x, {task: y})`` batches with the
@@ -413,7 +414,7 @@ def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool =
     tasks = _tasks_of(tasks)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
-    pack = len(tasks) > PACK_LABELS_ABOVE if pack_labels is None else bool(pack_labels)
+    pack = bool(pack_labels)
     x, n = _check_inputs(x, None)
     raw = validate_labels(labels, tasks, n)
     x_tensor = tf.nest.map_structure(tf.convert_to_tensor, x)
@@ -461,8 +462,8 @@ def _split_columns(matrix: tf.Tensor, group: list[Task]) -> dict[str, tf.Tensor]
 def unpack_labels(y: Mapping, tasks) -> dict:
     """``{task: labels}`` from a batch's labels, packed or not.
 
-    With many tasks :func:`from_arrays` packs each label group into one
-    matrix (keys ``"labels:<first task>:<count>"``); this gives the
+    With ``pack_labels=True`` :func:`from_arrays` packs each label group
+    into one matrix (keys ``"labels:<first task>:<count>"``); this gives the
     per-task view back, e.g. to inspect a batch.
 
     Example:
@@ -520,7 +521,7 @@ def mixing_weights(sizes: Sequence[int], sampling: str = "size", temperature: fl
 
 def mix(sources: Mapping, tasks, batch_size: int = 32, sampling: str = "size", *,
         temperature: float = 2.0, examples_per_epoch: int | None = None, seed: int | None = None,
-        pack_labels: bool | None = None) -> tf.data.Dataset:
+        pack_labels: bool = False) -> tf.data.Dataset:
     """One pipeline from several sources that each label some of the tasks.
 
     Each source is ``(x, {task: labels})`` for the tasks it labels; its
@@ -541,8 +542,9 @@ def mix(sources: Mapping, tasks, batch_size: int = 32, sampling: str = "size", *
         pack_labels: as for :func:`from_arrays`.
 
     Returns:
-        ``tf.data.Dataset`` of ``(x, {task: y})`` batches (packed beyond 16
-        tasks), with the sentinel for every label a source does not give.
+        ``tf.data.Dataset`` of ``(x, {task: y})`` batches (packed with
+        ``pack_labels=True``), with the sentinel for every label a source
+        does not give.
 
     Raises:
         ValueError: no source, a source naming an unknown task or no task,
@@ -562,7 +564,7 @@ def mix(sources: Mapping, tasks, batch_size: int = 32, sampling: str = "size", *
         raise ValueError("mix needs a dict {source name: (x, {task: labels})} with at least one source.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
-    pack = len(tasks) > PACK_LABELS_ABOVE if pack_labels is None else bool(pack_labels)
+    pack = bool(pack_labels)
     names = [t.name for t in tasks]
     streams, sizes, spec = [], [], None
     for index, (source, value) in enumerate(sources.items()):

@@ -680,12 +680,14 @@ def test_mixed_batches_train_with_the_masked_loss():
     np.testing.assert_allclose(losses[0], expected, rtol=1e-5)
 
 
-def test_mix_packs_many_tasks():
+def test_mix_packs_labels_when_asked():
     tasks = [kmtl.Task(f"t{i}") for i in range(20)]
     rng = np.random.default_rng(6)
     sources = {"a": (rng.normal(size=(30, 2)), {f"t{i}": rng.integers(0, 2, 30) for i in range(10)}),
                "b": (rng.normal(size=(10, 2)), {f"t{i}": rng.integers(0, 2, 10) for i in range(10, 20)})}
-    x, y = next(iter(kmtl.data.mix(sources, tasks, 40, seed=7)))
+    # The layout is the caller's choice at any number of tasks: per task by default.
+    assert sorted(next(iter(kmtl.data.mix(sources, tasks, 40, seed=7)))[1]) == sorted(t.name for t in tasks)
+    x, y = next(iter(kmtl.data.mix(sources, tasks, 40, seed=7, pack_labels=True)))
     assert sorted(y) == ["labels:t0:20"] and y["labels:t0:20"].shape == (40, 20)
     matrix = y["labels:t0:20"].numpy()
     # Each row labels the tasks of exactly one source: t0..t9 or t10..t19.

@@ -400,8 +400,8 @@ def many_labels(n, rng, count=20):
 def test_packed_labels_travel_as_one_matrix_per_group_and_unpack_to_the_same():
     tasks, rng = many_tasks(), np.random.default_rng(8)
     x, labels = rng.normal(size=(10, 4)).astype("float32"), many_labels(10, rng)
-    packed = next(iter(kmtl.data.from_arrays(x, labels, tasks, batch_size=10)))[1]  # > 16 tasks: packed
-    per_task = next(iter(kmtl.data.from_arrays(x, labels, tasks, batch_size=10, pack_labels=False)))[1]
+    packed = next(iter(kmtl.data.from_arrays(x, labels, tasks, batch_size=10, pack_labels=True)))[1]
+    per_task = next(iter(kmtl.data.from_arrays(x, labels, tasks, batch_size=10)))[1]  # the default
     # Binary and multilabel tasks share one matrix (20 + 2 units), the others one each.
     assert sorted(packed) == ["labels:size:1", "labels:t0:21", "labels:w:1"]
     assert packed["labels:t0:21"].shape == (10, 22) and packed["labels:w:1"].dtype == "int32"
@@ -433,7 +433,7 @@ def test_packed_and_per_task_labels_train_the_same():
 def test_packed_labels_of_other_tasks_are_refused():
     rng = np.random.default_rng(10)
     x, labels = rng.normal(size=(8, 4)).astype("float32"), many_labels(8, rng)
-    data = kmtl.data.from_arrays(x, labels, many_tasks(), batch_size=8)
+    data = kmtl.data.from_arrays(x, labels, many_tasks(), batch_size=8, pack_labels=True)
     model = build(many_tasks(19)[:19] + many_tasks()[20:])
     model.compile()
     with pytest.raises(ValueError, match=r"not this model's label groups.*model\.tasks"):
