@@ -6,6 +6,7 @@ at the small size (``KERAS_MTL_GUIDE_SIZE=small``), README's Python blocks as
 written, each in an empty folder of its own.
 """
 
+import html
 import importlib
 import importlib.util
 import os
@@ -204,3 +205,32 @@ def test_faq_class_names_are_labels_as_shown():
     with pytest.raises(ValueError, match=r"Task 'weather' \(categorical\): label 'hail' at index 3 is not one "
                                          r"of its class_names"):
         kmtl.data.from_arrays(x, {"weather": ["rain", "?", "sunny", "hail"]}, [weather])
+
+
+def test_every_link_inside_the_site_reaches_its_page_and_anchor(site):
+    """The link checker: each relative ``href`` of every page names a file of the site and, after ``#``,
+    an ``id`` on that page. Links to other sites are not followed (the suite runs offline)."""
+    href = re.compile(r'<a [^>]*href="([^"]*)"')
+    ids_of = {}
+
+    def ids(page):
+        if page not in ids_of:
+            ids_of[page] = set(re.findall(r'\bid="([^"]+)"', page.read_text()))
+        return ids_of[page]
+
+    broken = []
+    for page in sorted(site.rglob("*.html")):
+        if "_modules" in page.parts:  # viewcode's source listings link only into the API pages
+            continue
+        for link in href.findall(page.read_text()):
+            if "://" in link or link.startswith(("mailto:", "javascript:")):
+                continue
+            path, _, anchor = html.unescape(link).partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append(f"{page.relative_to(site)}: {link} (no such file)")
+            elif anchor and target.suffix == ".html" and anchor not in ids(target):
+                broken.append(f"{page.relative_to(site)}: {link} (no id {anchor!r} there)")
+    assert not broken, "\n".join(broken[:40])
