@@ -17,8 +17,9 @@ numeric labels of every label group (tasks of one kind and loss) form one
 matrix whose markers TensorFlow maps to sentinels once, when the pipeline is
 built: each batch is then one gather for 100 tasks as for one. With
 ``pack_labels=True`` the batches carry that matrix as it is, which the model
-reads as it is: the layout for many tasks, where a tensor per task would
-cost more than the training step itself.
+reads as it is: the layout for many tasks, where a tensor per task costs
+time in every step (at 1,000 tasks, 1.6–2.0× the epoch time of packed
+labels on TensorFlow).
 """
 
 from __future__ import annotations
@@ -392,9 +393,8 @@ def from_arrays(x, labels: Mapping, tasks, batch_size: int = 32, shuffle: bool =
             kind and loss) as one matrix under the key
             ``"labels:<first task>:<count>"`` instead of one tensor per task.
             The model takes them as they are; pass ``True`` with many tasks
-            (dozens or more), where one tensor per task costs more in every
-            step than the training itself. :func:`unpack_labels` gives the
-            per-task view back.
+            (dozens or more), where one tensor per task costs time in every
+            step. :func:`unpack_labels` gives the per-task view back.
 
     Returns:
         ``tf.data.Dataset`` yielding ``(x, {task: y})`` batches with the
