@@ -6,9 +6,11 @@ at the small size (``KERAS_MTL_GUIDE_SIZE=small``), README's Python blocks as
 written, each in an empty folder of its own.
 """
 
+import ast
 import html
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 import subprocess
@@ -234,3 +236,60 @@ def test_every_link_inside_the_site_reaches_its_page_and_anchor(site):
             elif anchor and target.suffix == ".html" and anchor not in ids(target):
                 broken.append(f"{page.relative_to(site)}: {link} (no id {anchor!r} there)")
     assert not broken, "\n".join(broken[:40])
+
+
+DOC_PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md")), *sorted((DOCS / "topics").glob("*.md"))]
+
+
+def _dotted(node) -> list[str] | None:
+    """``["kmtl", "data", "from_arrays"]`` for the expression ``kmtl.data.from_arrays``, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else None
+
+
+def test_code_in_the_docs_pages_names_functions_and_arguments_that_exist():
+    """Code blocks of the Markdown pages are fragments (they lean on the page's context), so they are
+    not run: each parses, every ``kmtl.``/``keras.`` name it uses exists, and every keyword argument it
+    passes to one of them, or to ``model.<method>`` of a MultiTaskModel, is a parameter there."""
+    import keras
+
+    roots = {"kmtl": __import__("keras_mtl"), "keras": keras, "model": __import__("keras_mtl").MultiTaskModel}
+    import keras_mtl.plotting  # noqa: F401  (on demand: make kmtl.plotting.* resolvable)
+
+    problems, checked = [], 0
+    for page in DOC_PAGES:
+        for block in re.findall(r"^```python\n(.*?)^```", page.read_text(), re.S | re.M):
+            where = page.relative_to(ROOT)
+            try:
+                tree = ast.parse(block)
+            except SyntaxError as error:
+                problems.append(f"{where}: does not parse: {error}")
+                continue
+            for node in ast.walk(tree):
+                chain = _dotted(node.func if isinstance(node, ast.Call) else node)
+                if not chain or chain[0] not in roots or len(chain) < 2:
+                    continue
+                target = roots[chain[0]]
+                try:
+                    for part in chain[1:]:
+                        target = getattr(target, part)
+                except AttributeError:
+                    problems.append(f"{where}: {'.'.join(chain)} does not exist")
+                    continue
+                if not isinstance(node, ast.Call) or not callable(target):
+                    continue
+                try:
+                    parameters = inspect.signature(target).parameters
+                except (TypeError, ValueError):
+                    continue
+                checked += 1
+                if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                    continue
+                for keyword in node.keywords:
+                    if keyword.arg is not None and keyword.arg not in parameters:
+                        problems.append(f"{where}: {'.'.join(chain)}() has no argument {keyword.arg!r}")
+    assert not problems, "\n".join(dict.fromkeys(problems))  # a call's name is also an attribute node
+    assert checked >= 10, f"only {checked} calls checked: the code blocks were not found"
