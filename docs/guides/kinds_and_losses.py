@@ -238,8 +238,8 @@ tuned = build(tuned_tasks)
 tuned.fit(tuned_train, epochs=EPOCHS, verbose=0)
 tuned_results = tuned.evaluate(tuned_val, return_dict=True, verbose=0)
 
-# On the clean validation targets, the squared error chases the glitches and
-# the Huber loss much less:
+# The squared error grows with the square of a glitch, the Huber loss only
+# linearly beyond `delta`. On the clean validation targets:
 
 mae = {"squared error": results["distance_mae"], "Huber": tuned_results["distance_mae"]}
 better = min(mae, key=mae.get)
