@@ -16,10 +16,10 @@ Description: One model file for TensorFlow, JAX and PyTorch; training on several
 # - a `.keras` file written here and loaded under JAX (and PyTorch at the
 #   full size), with the same predictions;
 # - several devices under JAX (`keras.distribution.DataParallel`), checked
-#   against one JAX device.
+#   against the same training on one device.
 #
-# The machine the docs are built on has one CPU and no GPU, so the devices
-# here are *logical* CPU devices: TensorFlow splits the CPU in two, and JAX
+# The machine the docs are built on has no GPU, so the devices here are
+# *logical* CPU devices: TensorFlow splits the CPU in two, and JAX
 # is told to present two host devices. That is how Keras tests distribution
 # on one machine; on a machine with several GPUs the code is the same, with
 # the real devices. This guide runs as a script; the test suite runs it with
