@@ -127,7 +127,7 @@ with tempfile.TemporaryDirectory() as folder:
 #
 # - [Missing labels and data pipelines](missing_labels.py): pandas,
 #   `tf.data`, TFDS, and sources that each label some of the tasks.
-# - [Task kinds](../topics/kinds.md): categorical, regression, multilabel and
-#   count tasks, custom losses, class weights.
+# - [Task kinds, losses and class weights](kinds_and_losses.py): categorical,
+#   regression, multilabel and count tasks, custom losses, class weights.
 # - [Task weights and balancing strategies](balancing.py): scaling a
 #   regression target, weighting tasks, adaptive strategies.

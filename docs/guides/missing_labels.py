@@ -59,14 +59,13 @@ try:
 except ValueError as error:
     print(error)
 
-# Class *names* are not labels: labels are numbers, and `class_names` only
-# names the outputs. Map names to indices with a look-up that fails on a name
-# it does not know (a misspelt class would otherwise become a missing label).
+# A categorical task with `class_names` takes the class *names* as labels
+# too, beside the indices; a name it does not know is an error, not a
+# missing label (a misspelt class would otherwise vanish from the loss).
 
-names = ["rain", "?", "sunny", "fog", None, "rain"]
-index = {name: i for i, name in enumerate(tasks[1].class_names)}
-labels["weather"] = ["?" if name in ("?", None) else index[name] for name in names]
-print(labels["weather"])
+labels["weather"] = ["rain", "?", "sunny", "fog", None, "rain"]
+_, batch_y = next(iter(kmtl.data.from_arrays(x, labels, tasks, batch_size=6)))
+print(batch_y["weather"].numpy().tolist())
 
 # ## From pandas
 #
