@@ -65,14 +65,16 @@ print(model.task_heads.name, [tuple(w.shape) for w in model.task_heads.weights])
 
 # ## Labels travel packed
 #
-# With more than 16 tasks, `kmtl.data.from_arrays` yields the labels of a
+# With `pack_labels=True`, `kmtl.data.from_arrays` yields the labels of a
 # label group (the tasks of one kind and one loss) as one matrix instead of
-# a tensor per task, which the model takes as it is. `unpack_labels` gives
+# a tensor per task, which the model takes as it is: with a hundred tasks or
+# more, a tensor per task costs time in every step. `unpack_labels` gives
 # the per-task view back when you want to look at a batch.
 
 train = kmtl.data.from_arrays(x[:split], {k: v[:split] for k, v in labels.items()}, tasks,
-                              batch_size=128, shuffle=True, seed=0)
-val = kmtl.data.from_arrays(x[split:], {k: v[split:] for k, v in labels.items()}, tasks, batch_size=1024)
+                              batch_size=128, shuffle=True, seed=0, pack_labels=True)
+val = kmtl.data.from_arrays(x[split:], {k: v[split:] for k, v in labels.items()}, tasks, batch_size=1024,
+                            pack_labels=True)
 _, batch = next(iter(train))
 print({key: tuple(value.shape) for key, value in batch.items()})
 print("task_001 in the first batch:", kmtl.data.unpack_labels(batch, tasks)["task_001"].numpy()[:8].tolist())
