@@ -31,6 +31,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"   # this process; the other backends 
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -215,6 +216,7 @@ if "jax" in results:
     print(f"loss per epoch, JAX DataParallel: {np.round(jax_run['parallel'], 5).tolist()}; "
           f"TensorFlow, one device: {np.round(one_history['loss'], 5).tolist()}")
     np.testing.assert_allclose(jax_run["parallel"], one_history["loss"], rtol=1e-4)
+shutil.rmtree(folder)   # the files this guide wrote
 
 # The same loss on two devices as on one, under JAX as under TensorFlow:
 # the missing labels may fall anywhere.

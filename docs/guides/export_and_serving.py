@@ -31,6 +31,7 @@ import os
 os.environ["KERAS_BACKEND"] = "tensorflow"  # the exports below are written under TensorFlow
 
 import json
+import shutil
 import tempfile
 
 import keras
@@ -288,6 +289,7 @@ for where, difference in worst.items():
     print(f"{where:>30}: one output per task, largest difference from predict {difference:.1e}")
 print(f"All {len(worst)} exports agree with predict: largest difference "
       f"{max(worst.values()):.1e} (allowed: {ATOL:g} + {RTOL:g} × |value|).")
+shutil.rmtree(folder)   # the files this guide wrote
 
 # ## Other backends
 #

@@ -21,6 +21,7 @@ Description: Learn tasks with many labels, then reuse the trunk for a new task w
 # `KERAS_MTL_GUIDE_SIZE=small`.
 
 import os
+import shutil
 import tempfile
 
 import keras
@@ -152,6 +153,7 @@ saved = keras.saving.load_model(os.path.join(folder, "vehicles.keras"))
 kept = float(np.max(np.abs(saved.predict(x_test[:256], verbose=0)["car"] - source_before["car"])))
 print(f"source model's car predictions moved by up to {moved:.3f}; the saved copy's by {kept:.1e}")
 assert kept < 1e-5
+shutil.rmtree(folder)   # the files this guide wrote
 
 # ## Variations
 #
