@@ -871,6 +871,31 @@ class MultiTaskModel(keras.Model):
         outputs = super().predict(x, *args, **kwargs)
         return {name: outputs[name] for name in self.task_names}
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Keras's ``export`` of the tasks' outputs: one named output per task.
+
+        The forward pass also returns the fused logits that the loss reads
+        (:data:`keras_mtl.heads.FUSED_LOGITS`); the file holds every task's
+        output only, named after the task, as ``predict`` returns them. The
+        input signature comes from the model's ``keras.Input`` layers, so the
+        model need not have been called first (Keras's ONNX export otherwise
+        asks for it). For TF Serving, :func:`keras_mtl.export_saved_model`
+        adds class outputs, a ``tf.train.Example`` signature and the task list.
+
+        Args:
+            filepath: where to write (``.tflite`` for ``format="litert"``).
+            format: Keras's formats: ``"tf_saved_model"``, ``"onnx"``,
+                ``"litert"``, …
+            verbose, input_signature, **kwargs: as for ``keras.Model.export``.
+        """
+        tasks_only = keras.Model(self.input, {name: self.output[name] for name in self.task_names},
+                                 name=self.name)
+        if input_signature is None:
+            input_signature = [keras.tree.map_structure(
+                lambda t: keras.InputSpec(shape=(None, *t.shape[1:]), dtype=t.dtype, name=t.name), self.input)]
+        return tasks_only.export(filepath, format=format, verbose=verbose, input_signature=input_signature,
+                                 **kwargs)
+
     def predict_labels(self, x, threshold: float = 0.5, **kwargs) -> dict:
         """``{task: predicted labels}``, written as the labels are: classes, 0/1, values.
 

@@ -179,43 +179,23 @@ print(json.dumps(request)[:100], "...")
 # `keras-mtl inspect serving/street` prints the tasks and signatures of the
 # newest one.
 #
-# ## Before `model.export`: two things to know
+# ## `model.export`
 #
-# Keras's `model.export(path, format=...)` exports the model's forward pass,
-# `model(x)`. Two things differ from `predict` there:
-#
-# 1. **The model must have been called once.** Keras reads the input
-#    signature from the first call. A model built but never called (for
-#    instance just loaded, or trained under JAX, whose `fit` and `predict`
-#    do not count as calls) raises
-#    `ValueError: The model provided has never called.` on ONNX export;
-#    calling it once on a batch, `model(x[:1])`, fixes that.
-# 2. **The forward pass has one output more than there are tasks.** The
-#    loss reads every task's logits from `model(x)`, under the key
-#    `"kmtl:fused_logits"`; `predict` leaves it out, but `model.export`
-#    keeps it:
+# Keras's `model.export(path, format=...)` writes the tasks' outputs, named
+# after the tasks, as `predict` returns them. The forward pass `model(x)`
+# returns one entry more, the fused logits that the loss reads
+# (`"kmtl:fused_logits"`), which the exported file leaves out:
 
 print(sorted(model(x_test[:1])))
 
-# So export a plain `keras.Model` over the same layers with the task outputs
-# only. It shares the trained weights (nothing is copied), and its outputs
-# are named after the tasks:
-
-
-def task_outputs_only(multi_task_model):
-    """A keras.Model over the same layers whose outputs are the tasks' only."""
-    outputs = {name: multi_task_model.output[name] for name in multi_task_model.task_names}
-    return keras.Model(multi_task_model.input, outputs)
-
-
-serving_model = task_outputs_only(model)
-serving_model(x_test[:1])  # called once, so that Keras knows its input signature
-print(sorted(serving_model(x_test[:1])))
-
+# The input signature comes from the model's `keras.Input` layers, so a model
+# just loaded, or trained under JAX, exports as it is (Keras's own
+# `Model.export` asks for a model that has been called once).
+#
 # ## ONNX Runtime
 
 onnx_path = os.path.join(folder, "street.onnx")
-serving_model.export(onnx_path, format="onnx", verbose=False)
+model.export(onnx_path, format="onnx", verbose=False)
 session = onnxruntime.InferenceSession(onnx_path)
 print("inputs:", [(i.name, i.shape) for i in session.get_inputs()])
 print("outputs:", [o.name for o in session.get_outputs()])
@@ -244,8 +224,7 @@ normalize = keras.layers.Normalization(name="normalize_inputs")
 normalize.adapt(x)
 inputs_n = keras.Input((16,), name="image")
 features_n = keras.layers.Dense(32, activation="relu")(normalize(inputs_n))
-model_n = task_outputs_only(kmtl.MultiTaskModel(inputs_n, features_n, tasks))
-model_n(x_test[:1])
+model_n = kmtl.MultiTaskModel(inputs_n, features_n, tasks)
 normalized_path = os.path.join(folder, "normalized.onnx")
 model_n.export(normalized_path, format="onnx", verbose=False)
 normalized_inputs = [i.name for i in onnxruntime.InferenceSession(normalized_path).get_inputs()]
@@ -273,7 +252,7 @@ else:
 # deprecated in favour of this package.)
 
 litert_path = os.path.join(folder, "street.tflite")
-serving_model.export(litert_path, format="litert", verbose=False)
+model.export(litert_path, format="litert", verbose=False)
 interpreter = Interpreter(model_path=litert_path)
 print(interpreter.get_signature_list())
 runner = interpreter.get_signature_runner("serving_default")
