@@ -98,7 +98,9 @@ def variables_of(model):
 
 
 # Settings of registered strategies with their own distributed code path.
-VARIANTS = {"MGDA(wrt=representation)": lambda: kmtl.balancing.MGDA(wrt="representation")}
+VARIANTS = {"MGDA(wrt=representation)": lambda: kmtl.balancing.MGDA(wrt="representation"),
+            # its (T, P) state: P = the trunk's 6 × 8 kernel and 8 biases
+            "DBMTL(form=authors)": lambda: kmtl.balancing.DBMTL(form="authors", num_parameters=6 * 8 + 8)}
 
 
 def make_balancing(name):

@@ -41,8 +41,8 @@ is importable from ``keras_mtl.balancing``):
   base of the gradient aggregators, one module each: ``pcgrad``, ``mgda``,
   ``cagrad``, ``imtlg``, ``aligned_mtl``, ``nash_mtl``, ``upgrad``, ``dbmtl``,
   ``graddrop``, ``gradvac``, ``dualproj``, ``config`` (ConFIG), ``fairgrad``,
-  ``imtl`` (IMTL-L with IMTL-G), and the stochastic ones ``moco`` and
-  ``sdmgrad`` (their weights kept on the simplex by
+  ``imtl`` (IMTL-L with IMTL-G), and the stochastic ones ``moco``,
+  ``sdmgrad`` and ``modo`` (their weights kept on the simplex by
   :mod:`~keras_mtl.balancing.simplex_state`);
 * :mod:`~keras_mtl.balancing.solvers` — the in-graph solvers they share
   (:func:`project_to_simplex`, the quadratic minimiser, the normalised Gram matrix);
@@ -77,6 +77,7 @@ from keras_mtl.balancing.imtl import IMTL
 from keras_mtl.balancing.imtlg import IMTLG
 from keras_mtl.balancing.mgda import MGDA
 from keras_mtl.balancing.moco import MoCo
+from keras_mtl.balancing.modo import MoDo
 from keras_mtl.balancing.nash_mtl import NashMTL
 from keras_mtl.balancing.pcgrad import PCGrad
 from keras_mtl.balancing.random_loss_weighting import RandomLossWeighting
@@ -111,6 +112,7 @@ __all__ = [
     "IMTLG",
     "MGDA",
     "MoCo",
+    "MoDo",
     "NashMTL",
     "PCGrad",
     "RandomLossWeighting",

@@ -28,6 +28,7 @@ from keras_mtl.balancing.imtl import IMTL
 from keras_mtl.balancing.imtlg import IMTLG
 from keras_mtl.balancing.mgda import MGDA
 from keras_mtl.balancing.moco import MoCo
+from keras_mtl.balancing.modo import MoDo
 from keras_mtl.balancing.nash_mtl import NashMTL
 from keras_mtl.balancing.pcgrad import PCGrad
 from keras_mtl.balancing.random_loss_weighting import RandomLossWeighting
@@ -45,7 +46,7 @@ _STRATEGIES = {cls.__name__: cls for cls in
                 ScaleInvariant, FAMO, MGDA, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL,
                 # loss weightings, then gradient aggregators, from LibMTL's and torchjd's lists
                 GLS, STCH, ExcessMTL, GO4Align, GradDrop, GradVac, DualProj, ConFIG, FairGrad, IMTL,
-                MoCo, SDMGrad)}
+                MoCo, SDMGrad, MoDo)}
 
 
 def get(strategy) -> Balancer:

@@ -1,8 +1,8 @@
 """Task weights kept on the simplex across steps in which some tasks are absent.
 
 The stochastic multi-objective methods (:class:`~keras_mtl.balancing.MoCo`,
-:class:`~keras_mtl.balancing.SDMGrad`) keep weights on the simplex from step
-to step. When a task is absent its weight must not move, and the step must
+:class:`~keras_mtl.balancing.SDMGrad`, :class:`~keras_mtl.balancing.MoDo`)
+keep weights on the simplex from step to step. When a task is absent its weight must not move, and the step must
 be the method's step on the present tasks alone: it works on the present
 tasks' *shares* (their weights divided by their total, a point of their own
 simplex), and the result is scaled back to that total, so the weights keep
