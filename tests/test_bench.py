@@ -208,3 +208,32 @@ def test_many_tasks_quick_run_reports_every_row_and_its_ratios(tmp_path):
         assert f"{kmtl['matmul_gflops']:,.0f} / {plain['matmul_gflops']:,.0f}" in lines[count]
     assert "matmul GFLOP/s" in result.stdout
     assert report["table_markdown"] == many_tasks.side_by_side(report["results"], markdown=True)
+
+
+def test_fit_time_quick_run_times_every_pair_and_its_ratios(tmp_path):
+    import fit_time
+
+    path = tmp_path / "fit_time.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "fit_time.py"), "--quick", "--backends", "tensorflow", "--json",
+         str(path)], capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(path.read_text())
+    quick = fit_time.QUICK
+    assert [(r["trunk"], r["tasks"], r["metrics"]) for r in report["rows"]] == [
+        (trunk, tasks, metrics) for trunk in quick.trunks for tasks in quick.tasks for metrics in (True, False)]
+    for row in report["rows"]:
+        for name in ("keras_mtl", "plain"):
+            run = row[name]
+            assert len(run["epoch_s"]) == quick.epochs and run["gflops"] > 0
+            assert all(math.isfinite(v) for v in run["loss"])
+        # One formula on both sides (Σ over labelled entries / batch): the first epochs' losses agree
+        # up to the heads' initialisation.
+        assert row["keras_mtl"]["loss"][0] == pytest.approx(row["plain"]["loss"][0], rel=0.1)
+        ratios = fit_time.ratios(row)
+        assert ratios["speed"] == pytest.approx(row["plain"]["fit_s"] / row["keras_mtl"]["fit_s"])
+        assert ratios["met"] is (ratios["speed"] >= fit_time.speed_target(row["tasks"])
+                                 and ratios["first_epoch"] <= fit_time.FIRST_EPOCH_TARGET)
+    assert report["table_markdown"] == fit_time.table(report["rows"])
+    assert result.stdout.count("GFLOP/s") >= len(report["rows"])  # every printed row shows the matmul rate
+    assert f"of {len(report['rows'])} rows meet the targets" in result.stdout
