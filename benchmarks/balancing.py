@@ -1,6 +1,6 @@
 """Task balancing: every strategy ranked by Δm against single-task networks.
 
-Two task sets, each with its own single-task baselines:
+Four task sets, each with its own single-task baselines:
 
 * ``multi_mnist`` — the left (top-left) and the right (bottom-right) digit
   of a MultiMNIST image (:mod:`keras_mtl.datasets.multi_mnist`, composed
@@ -12,6 +12,14 @@ Two task sets, each with its own single-task baselines:
   binary task that needs a non-linear combination of the features, 30 % of
   its labels missing (AUC). With equal weights the large squared error of
   ``price`` dominates the shared gradient; trunk: one dense layer of 12 ReLUs.
+* ``real_digits`` — notebook 07's four questions about a real MNIST digit
+  (``digit``, 10-class accuracy; ``even``, ``high`` ≥ 5, ``loop`` — 0, 6, 8, 9
+  — AUC), 90 % of the training labels missing, independently per task; the
+  test digits fully labelled; trunk: notebook 07's CNN.
+* ``many_tasks`` — 40 related yes/no tasks (AUC) on 32 synthetic features,
+  each task's teacher a mix of 6 shared directions and one of its own, 60 %
+  of the training labels missing; trunk: one dense layer of 32 ReLUs. Its
+  table shows the mean AUC of the 40 tasks.
 
 Each set is learned by one single-task network per task and one multi-task
 network per entry of ``kmtl.balancing``'s strategy registry (new strategies
@@ -38,7 +46,10 @@ set and ranked by the mean Δm over seeds:
   seeds of the single-task network;
 * each task's metric, mean ± std over seeds;
 * time per training step relative to ``FixedWeights`` in the same seed
-  (median step time, first epoch — tracing — excluded).
+  (median step time, first epoch — tracing — excluded);
+* peak memory: the largest resident set size of the process during ``fit``
+  above its size when ``fit`` started (sampled every 20 ms), a rough figure
+  since a framework keeps memory between runs.
 
 MGDA, CAGrad, IMTLG and UPGrad take convex combinations of the task
 gradients: they update at the size of an *average* task gradient, ``T``
@@ -46,11 +57,13 @@ times smaller than the sum that ``FixedWeights`` follows. With SGD at the
 same learning rate they take smaller steps; Adam divides by a running
 gradient scale, which largely cancels a constant factor.
 
-Default budget (114 trainings; 22.5 minutes on 2 shared, loaded CPU cores):
-MultiMNIST 6,000 training images (from the 4,000 training digits), 2,000
-test images (from the 1,000 other digits), 5 epochs, batch 128;
-scale_conflict 6,000 training and 2,000 test examples, 8 epochs, batch 64;
-3 seeds. ``--quick`` runs a tiny version (1 seed, a few hundred examples,
+Default budget, 3 seeds: MultiMNIST 6,000 training images (from the 4,000
+training digits), 2,000 test images (from the 1,000 other digits), 5 epochs,
+batch 128; scale_conflict 6,000 training and 2,000 test examples, 8 epochs,
+batch 64; real_digits 4,000 and 1,000 digits, 8 epochs, batch 64;
+many_tasks 4,000 and 2,000 examples, 6 epochs, batch 128. The two first
+sets took 22.5 minutes (114 trainings) on 2 shared, loaded CPU cores with 15
+strategies; ``--sets`` picks some. ``--quick`` runs a tiny version (1 seed, a few hundred examples,
 2 epochs, a subset of strategies) in about a minute, to check that
 everything runs.
 
@@ -68,6 +81,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -81,7 +95,7 @@ import numpy as np  # noqa: E402
 import keras_mtl as kmtl  # noqa: E402
 from keras_mtl.balancing import _STRATEGIES  # noqa: E402
 from keras_mtl.comparison import default_metric, delta_m  # noqa: E402
-from keras_mtl.datasets.multi_mnist import load_multi_mnist, multi_mnist_tasks  # noqa: E402
+from keras_mtl.datasets.multi_mnist import load_multi_mnist, mnist_digits, multi_mnist_tasks  # noqa: E402
 
 LEARNING_RATE = 1e-3
 TUNED = "FixedWeights (tuned lr)"
@@ -153,7 +167,129 @@ class ScaleConflict:
                 f"features; trunk dense 12; {s['epochs']} epochs, batch {s['batch_size']}")
 
 
-TASK_SETS = {cls.name: cls() for cls in (MultiMnist, ScaleConflict)}
+class RealDigits:
+    """Notebook 07's four questions about a real handwritten digit, most training labels missing."""
+
+    name = "real_digits"
+    defaults = {"train_examples": 4_000, "test_examples": 1_000, "epochs": 8, "batch_size": 64}
+    LABELLED = 0.1  # each training label kept with this probability, independently per task
+    LOOPED = (0, 6, 8, 9)
+
+    def tasks(self):
+        return [kmtl.Task("digit", kind="categorical", num_classes=10), kmtl.Task("even"), kmtl.Task("high"),
+                kmtl.Task("loop")]
+
+    def _attributes(self, digits):
+        return {"digit": digits.astype("float32"), "even": (digits % 2 == 0).astype("float32"),
+                "high": (digits >= 5).astype("float32"), "loop": np.isin(digits, self.LOOPED).astype("float32")}
+
+    def data(self, train_examples, test_examples):
+        (images, digits, _), (test_images, test_digits, _) = mnist_digits("train"), mnist_digits("test")
+        rng = np.random.default_rng(7)
+        # The splits come sorted by class: take a random subset, not the first classes.
+        keep, keep_test = rng.permutation(len(digits))[:train_examples], rng.permutation(len(test_digits))[
+            :test_examples]
+        images, digits, test_images, test_digits = images[keep], digits[keep], test_images[keep_test], test_digits[
+            keep_test]
+        labels = {k: np.where(rng.random(len(v)) < self.LABELLED, v, np.nan).astype("float32")
+                  for k, v in self._attributes(digits).items()}
+        scale = lambda a: (a[..., None] / 255.0).astype("float32")  # noqa: E731
+        return (scale(images), labels), (scale(test_images), self._attributes(test_digits))
+
+    def trunk(self):
+        inputs = keras.Input((28, 28, 1), name="image")
+        x = keras.layers.Conv2D(16, 3, activation="relu", name="conv1")(inputs)
+        x = keras.layers.MaxPooling2D(name="pool1")(x)
+        x = keras.layers.Conv2D(32, 3, activation="relu", name="conv2")(x)
+        x = keras.layers.MaxPooling2D(name="pool2")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        return inputs, keras.layers.Dense(64, activation="relu", name="shared_dense")(x)
+
+    def describe(self, s):
+        return (f"real_digits (digit accuracy; even, high, loop AUC; {1 - self.LABELLED:.0%} of training labels "
+                f"missing, independently per task): {s['train_examples']:,} real training digits, "
+                f"{s['test_examples']:,} other test digits, fully labelled; notebook 07's trunk; "
+                f"{s['epochs']} epochs, batch {s['batch_size']}")
+
+
+class ManyTasks:
+    """Forty related yes/no tasks on synthetic features, most labels missing."""
+
+    name = "many_tasks"
+    defaults = {"train_examples": 4_000, "test_examples": 2_000, "epochs": 6, "batch_size": 128}
+    TASKS, FEATURES, FACTORS, LABELLED = 40, 32, 6, 0.4
+
+    def tasks(self):
+        return [kmtl.Task(f"t{i:02d}") for i in range(self.TASKS)]
+
+    def data(self, train_examples, test_examples):
+        # Each task's teacher: a mix of a few shared directions plus a direction of its own.
+        rng = np.random.default_rng(42)
+        shared = rng.normal(size=(self.FEATURES, self.FACTORS))
+        teachers = shared @ rng.normal(size=(self.FACTORS, self.TASKS)) + 0.5 * rng.normal(
+            size=(self.FEATURES, self.TASKS))
+        return self._make(train_examples, 1, teachers, self.LABELLED), self._make(test_examples, 2, teachers, 1.0)
+
+    def _make(self, n, seed, teachers, labelled):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(n, self.FEATURES)).astype("float32")
+        scores = x @ teachers + 0.5 * rng.normal(size=(n, self.TASKS))
+        keep = rng.random((n, self.TASKS)) < labelled
+        y = np.where(keep, (scores > 0).astype("float32"), np.nan).astype("float32")
+        return x, {f"t{i:02d}": y[:, i] for i in range(self.TASKS)}
+
+    def trunk(self):
+        inputs = keras.Input((self.FEATURES,), name="x")
+        return inputs, keras.layers.Dense(32, activation="relu", name="shared_dense")(inputs)
+
+    def describe(self, s):
+        return (f"many_tasks ({self.TASKS} related yes/no tasks, AUC; {1 - self.LABELLED:.0%} of training labels "
+                f"missing): {s['train_examples']:,} training and {s['test_examples']:,} fully labelled test "
+                f"examples of {self.FEATURES} synthetic features; trunk dense 32; {s['epochs']} epochs, "
+                f"batch {s['batch_size']}")
+
+
+TASK_SETS = {cls.name: cls() for cls in (MultiMnist, ScaleConflict, RealDigits, ManyTasks)}
+WIDE = 6  # task sets with more tasks show the mean of their tasks' metrics, not a column per task
+
+
+class PeakMemory:
+    """The largest resident set size of this process while it runs, above its size at the start (MB).
+
+    Sampled every 20 ms from /proc/self/statm (Linux); ``None`` elsewhere. Memory a framework
+    keeps between runs is not counted again, so compare runs of one process with care.
+    """
+
+    def __enter__(self):
+        import threading
+
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        if self.start is not None:
+            self._thread.start()
+        return self
+
+    @staticmethod
+    def _rss() -> int | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return None
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss() or 0)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def megabytes(self) -> float | None:
+        return None if self.start is None else (max(self.peak, self._rss() or 0) - self.start) / 2**20
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -203,12 +339,14 @@ def train(task_set, tasks, strategy, lr, seed, train_data, eval_data, settings) 
                                     shuffle=True, seed=seed)
     timer = StepTimer()
     start = time.perf_counter()
-    history = model.fit(batches, epochs=settings["epochs"], verbose=0, callbacks=[timer]).history
+    with PeakMemory() as memory:
+        history = model.fit(batches, epochs=settings["epochs"], verbose=0, callbacks=[timer]).history
     seconds = time.perf_counter() - start
     scores = model.evaluate(kmtl.data.from_arrays(x_eval, {n: y_eval[n] for n in names}, model, batch_size=500),
                             return_dict=True, verbose=0)
     result = {"metric": {t.name: float(scores[f"{t.name}_{default_metric(t)}"]) for t in tasks},
               "step_seconds": timer.median_step(), "train_seconds": seconds, "lr": lr,
+              "peak_memory_mb": memory.megabytes,
               "loadavg": os.getloadavg()[0]}
     weights = {k[len("weight_"):]: [float(v) for v in values]
                for k, values in history.items() if k.startswith("weight_")}
@@ -222,8 +360,10 @@ def signed_changes(metric: dict, reference: dict, tasks) -> list[dict]:
     rows = []
     for t in tasks:
         sign = 1.0 if t.kind.higher_is_better(default_metric(t)) else -1.0
-        base = reference[t.name]
-        rows.append({"task": t.name, "relative_change": sign * (metric[t.name] - base) / abs(base)})
+        base, change = reference[t.name], metric[t.name] - reference[t.name]
+        # A reference of 0 (a tiny --quick validation split can score every candidate 0): no change is 0 %.
+        relative = change / abs(base) if base else (0.0 if change == 0 else math.copysign(math.inf, change))
+        rows.append({"task": t.name, "relative_change": sign * relative})
     return rows
 
 
@@ -307,6 +447,8 @@ def summarise(runs: list[dict], tasks) -> dict:
                  "metric": {t.name: _mean_std([r["metric"][t.name] for r in mine])
                             for t in tasks if t.name in mine[0]["metric"]},
                  "step_ms": 1000 * float(np.mean([r["step_seconds"] for r in mine]))}
+        peaks = [r["peak_memory_mb"] for r in mine if r.get("peak_memory_mb") is not None]
+        entry["peak_memory_mb"] = _mean_std(peaks) if peaks else None
         if not config.startswith("single_"):
             entry["delta_m_per_seed"] = [delta_m(signed_changes(r["metric"], single, tasks)) for r in mine]
             entry["delta_m"] = _mean_std(entry["delta_m_per_seed"])
@@ -333,20 +475,33 @@ def _metric_format(info):
 
 def format_table(result: dict) -> str:
     tasks = result["tasks"]
-    labels = [f"{n} {i['metric']}" + (" %" if i["metric"] == "accuracy" else "") for n, i in tasks.items()]
+    wide = len(tasks) > WIDE
+    labels = ([f"mean {next(iter(tasks.values()))['metric']} of {len(tasks)}"] if wide else
+              [f"{n} {i['metric']}" + (" %" if i["metric"] == "accuracy" else "") for n, i in tasks.items()])
     header = "".join(f"{label:>18}" for label in labels)
     lines = [result["description"] + f"; seeds {result['settings']['seeds']} (mean ± std)", "",
-             f"{'#':>3} {'configuration':<26}{header}{'Δm % (lower better)':>22}{'step time ×':>14}"]
+             f"{'#':>3} {'configuration':<26}{header}{'Δm % (lower better)':>22}{'step time ×':>14}"
+             f"{'peak MB':>14}"]
+    singles = [c for c in result["summary"] if c.startswith("single_")]
     for config, entry in result["summary"].items():
-        label = config.replace("single_", "single task: ")
+        if wide and config in singles[1:]:
+            continue  # one line for the single-task networks of a wide set
+        label = "single-task networks" if wide and config in singles else config.replace("single_", "single task: ")
         if config == TUNED:
             label = f"FixedWeights, tuned lr {entry['lr']:g}"
-        cells = ""
-        for name, info in tasks.items():
-            scale, digits = _metric_format(info)
-            cells += f"{_fmt(entry['metric'].get(name), scale, digits):>18}"
+        peak = entry.get("peak_memory_mb")
+        if wide:
+            source = [result["summary"][c] for c in singles] if config in singles else [entry]
+            cells = f"{np.mean([e['metric'][n][0] for e in source for n in e['metric']]):>18.3f}"
+            peaks = [e["peak_memory_mb"][0] for e in source if e.get("peak_memory_mb")]
+            peak = _mean_std(peaks) if peaks else None
+        else:
+            cells = ""
+            for name, info in tasks.items():
+                scale, digits = _metric_format(info)
+                cells += f"{_fmt(entry['metric'].get(name), scale, digits):>18}"
         lines.append(f"{entry.get('rank', ''):>3} {label:<26}{cells}{_fmt(entry.get('delta_m'), sign=True):>22}"
-                     f"{_fmt(entry.get('relative_step_time')):>14}")
+                     f"{_fmt(entry.get('relative_step_time')):>14}{_fmt(peak, digits=0):>14}")
     lines.append("")
     lines.append(f"Notes: {', '.join(AVERAGE_SIZE_UPDATES)} update at the size of an average task gradient "
                  f"(T times smaller than FixedWeights' sum) at the same lr {LEARNING_RATE:g}; Adam largely "
@@ -391,7 +546,7 @@ def plot(results: dict, path: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Every task-balancing strategy ranked by Δm against single-task networks, on "
-                    "MultiMNIST and a scale-conflicting pair.")
+                    "MultiMNIST, a scale-conflicting pair, real digits with most labels missing and 40 tasks.")
     parser.add_argument("--quick", action="store_true",
                         help="tiny run to check the script: 1 seed, few examples, 2 epochs, 4 strategies")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
