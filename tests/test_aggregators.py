@@ -77,6 +77,28 @@ def compiled(fn, stateful=False):
     return fn
 
 
+def more_cases(seed):
+    """Two conflicting tasks; ten tasks in 30 dimensions (two of them absent, one conflicting pair)."""
+    rng = np.random.default_rng(seed)
+    two = rng.normal(size=(2, 6))
+    two[1] = -0.7 * two[0] + 0.5 * two[1]
+    ten = rng.normal(size=(10, 30)) + 0.3 * rng.normal(size=30)
+    ten[4] = -ten[3] + 0.4 * ten[4]
+    ten[[2, 7]] = 0.0
+    present = np.ones(10, bool)
+    present[[2, 7]] = False
+    return {"two": (two, np.ones(2, bool)), "ten": (ten, present)}
+
+
+def numpy_projection(values):
+    """Euclidean projection onto the simplex by bisection on the threshold τ (Σ max(v − τ, 0) = 1)."""
+    low, high = values.min() - 1.0, values.max()
+    for _ in range(200):
+        tau = (low + high) / 2
+        low, high = (tau, high) if np.maximum(values - tau, 0).sum() > 1 else (low, tau)
+    return np.maximum(values - (low + high) / 2, 0)
+
+
 def aggregate(strategy, grads, present):
     """``strategy.aggregate`` on ``grads`` (T, 6) split into two variables, (2, 2) and (2,); flat result."""
     grads = np.asarray(grads, "float32")

@@ -24,7 +24,7 @@ import test_aggregators as base
 import test_representation
 from keras import ops
 from scipy import optimize
-from test_aggregators import CASES, coefficients, set_up
+from test_aggregators import CASES, coefficients, more_cases, set_up
 from test_balancing import build, flat, formula_gradients, regression, trunk
 
 import keras_mtl as kmtl
@@ -37,20 +37,9 @@ RANDOM = (B.GradDrop,)  # draw random numbers: compared with a generator of the 
 STATEFUL = (B.GradDrop, B.GradVac)  # assign variables inside the step
 
 
-def _more_cases():
-    """Two conflicting tasks; ten tasks in 30 dimensions (two of them absent, one conflicting pair)."""
-    rng = np.random.default_rng(11)
-    two = rng.normal(size=(2, 6))
-    two[1] = -0.7 * two[0] + 0.5 * two[1]
-    ten = rng.normal(size=(10, 30)) + 0.3 * rng.normal(size=30)
-    ten[4] = -ten[3] + 0.4 * ten[4]
-    ten[[2, 7]] = 0.0
-    present = np.ones(10, bool)
-    present[[2, 7]] = False
-    return {"two": (two, np.ones(2, bool)), "ten": (ten, present)}
 
 
-ALL_CASES = {**CASES, **_more_cases()}
+ALL_CASES = {**CASES, **more_cases(11)}
 
 
 def made(cls, num_tasks=3, **kwargs):

@@ -23,7 +23,7 @@ import pytest
 import test_aggregators as base
 import test_representation
 from keras import ops
-from test_aggregators import CASES, compiled, grid_on, problem, set_up, task_losses
+from test_aggregators import CASES, compiled, grid_on, more_cases, numpy_projection, problem, set_up, task_losses
 from test_balancing import build, flat, formula_gradients, regression, trunk
 
 import keras_mtl as kmtl
@@ -32,20 +32,9 @@ from keras_mtl import balancing as B
 pytestmark = pytest.mark.portable
 
 
-def _more_cases():
-    """Two conflicting tasks; ten tasks in 30 dimensions (two of them absent, one conflicting pair)."""
-    rng = np.random.default_rng(21)
-    two = rng.normal(size=(2, 6))
-    two[1] = -0.7 * two[0] + 0.5 * two[1]
-    ten = rng.normal(size=(10, 30)) + 0.3 * rng.normal(size=30)
-    ten[4] = -ten[3] + 0.4 * ten[4]
-    ten[[2, 7]] = 0.0
-    present = np.ones(10, bool)
-    present[[2, 7]] = False
-    return {"two": (two, np.ones(2, bool)), "ten": (ten, present)}
 
 
-ALL_CASES = {**CASES, **_more_cases()}
+ALL_CASES = {**CASES, **more_cases(21)}
 
 
 _STEPS = {}  # one compiled step per strategy: traced once, not at every call
@@ -75,13 +64,6 @@ def steps_of(grads, present, count=3, seed=0):
         yield moved, now
 
 
-def numpy_projection(values):
-    """Euclidean projection onto the simplex by bisection on the threshold τ (Σ max(v − τ, 0) = 1)."""
-    low, high = values.min() - 1.0, values.max()
-    for _ in range(200):
-        tau = (low + high) / 2
-        low, high = (tau, high) if np.maximum(values - tau, 0).sum() > 1 else (low, tau)
-    return np.maximum(values - (low + high) / 2, 0)
 
 
 def state(variable):

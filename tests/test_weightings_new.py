@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from test_aggregators import CASES, aggregate, compiled, grid_on, problem, set_up, task_losses
+from test_aggregators import CASES, aggregate, compiled, grid_on, numpy_projection, problem, set_up, task_losses
 from test_balancing import build, flat, formula_gradients, regression, trunk
 
 import keras_mtl as kmtl
@@ -57,13 +57,6 @@ def finite_difference(total, losses, present, step=1e-6):
     return gradient
 
 
-def numpy_projection(values):
-    """Euclidean projection onto the simplex by bisection on the threshold τ (Σ max(v − τ, 0) = 1)."""
-    low, high = values.min() - 1.0, values.max()
-    for _ in range(200):
-        tau = (low + high) / 2
-        low, high = (tau, high) if np.maximum(values - tau, 0).sum() > 1 else (low, tau)
-    return np.maximum(values - (low + high) / 2, 0)
 
 
 def coefficients(strategy, grads, present):
