@@ -186,6 +186,19 @@ def test_an_absent_task_is_left_out_of_the_problem(cls):
     assert np.all(np.isfinite(full)) and np.abs(full).max() > 1e-3
 
 
+def xla_aggregate(strategy, grads, present):
+    """``strategy.aggregate`` compiled with XLA (TensorFlow), under ``jax.jit`` (JAX) or eager (PyTorch)."""
+    args = ([ops.convert_to_tensor(grads.astype("float32"))], ops.ones(len(grads)), ops.convert_to_tensor(present))
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(strategy.aggregate, jit_compile=True)(*args)
+    if backend == "jax":
+        return jax_jitted_aggregate(strategy, *args)
+    return strategy.aggregate(*args)
+
+
 def jax_jitted_aggregate(strategy, *args):
     """``strategy.aggregate(*args)`` under ``jax.jit``, its state passed in and out (a stateful step)."""
     import jax
