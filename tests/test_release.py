@@ -59,8 +59,7 @@ def test_the_wheel_holds_every_module_the_licence_and_the_metadata(dist):
         names = set(wheel.namelist())
         metadata = wheel.read(f"keras_mtl-{version}.dist-info/METADATA").decode()
         entry_points = wheel.read(f"keras_mtl-{version}.dist-info/entry_points.txt").decode()
-    package = Path(keras_mtl.__file__).parent
-    modules = {p.relative_to(package.parent).as_posix() for p in (CHECKOUT / "keras_mtl").rglob("*.py")}
+    modules = {p.relative_to(CHECKOUT).as_posix() for p in (CHECKOUT / "keras_mtl").rglob("*.py")}
     assert modules and modules <= names, sorted(modules - names)
     assert any(n.startswith(f"keras_mtl-{version}.dist-info/") and n.endswith("LICENSE") for n in names), names
     assert re.search(r"^Name: keras-mtl$", metadata, re.M)
