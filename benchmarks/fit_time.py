@@ -190,7 +190,7 @@ def _line(row: dict) -> str:
     r = ratios(row)
     return (f"{row['backend']:<10} {row['trunk']:<5} T={row['tasks']:<5} metrics {'on ' if row['metrics'] else 'off'}"
             f"  fit keras_mtl {row['keras_mtl']['fit_s']:6.2f} s, plain {row['plain']['fit_s']:6.2f} s:"
-            f" {r['speed']:.2f}× (target ≥ {speed_target(row['tasks']):.1f}); first epoch {r['first_epoch']:.2f}×"
+            f" {r['speed']:.3f}× (target ≥ {speed_target(row['tasks']):.1f}); first epoch {r['first_epoch']:.3f}×"
             f" (≤ {FIRST_EPOCH_TARGET}); matmul {row['keras_mtl']['gflops']:.0f}/{row['plain']['gflops']:.0f}"
             f" GFLOP/s; {'met' if r['met'] else 'MISSED'}")
 
@@ -203,8 +203,8 @@ def table(rows: Sequence[dict]) -> str:
         r = ratios(row)
         lines.append(
             f"| {row['backend']} | {row['trunk']} | {row['tasks']:,} | {'on' if row['metrics'] else 'off'} "
-            f"| {row['keras_mtl']['fit_s']:.2f} | {row['plain']['fit_s']:.2f} | {r['speed']:.2f}× "
-            f"| {r['first_epoch']:.2f}× | {row['keras_mtl']['gflops']:.0f} / {row['plain']['gflops']:.0f} "
+            f"| {row['keras_mtl']['fit_s']:.2f} | {row['plain']['fit_s']:.2f} | {r['speed']:.3f}× "
+            f"| {r['first_epoch']:.3f}× | {row['keras_mtl']['gflops']:.0f} / {row['plain']['gflops']:.0f} "
             f"| {'met' if r['met'] else 'missed'} |")
     return "\n".join(lines)
 

@@ -14,6 +14,8 @@ result file and its render function; the files and what writes them:
   tensorflow --only a,e,g --rows a,a-spe8 --json`` (``steps_per_execution``);
 * ``benchmarks/results/many_tasks.json``: ``python benchmarks/many_tasks.py
   --json benchmarks/results/many_tasks.json`` (``prose_many_tasks.py``);
+* ``benchmarks/results/fit_time.json``: ``python benchmarks/fit_time.py --json
+  benchmarks/results/fit_time.json`` (``prose_fit_time.py``);
 * ``benchmarks/results/balancing.json``: ``python benchmarks/balancing.py
   --output benchmarks/results`` (``prose_balancing.py``);
 * ``benchmarks/results/serving.json`` and ``distribute.json``: ``python
@@ -38,6 +40,7 @@ import sys
 from backends import MAX_WAIT, ROWS, TORCH_ROW, side_by_side
 from prose_balancing import balancing_reading, balancing_run, balancing_summary, balancing_tables
 from prose_deploy import distribute_summary, serving_summary
+from prose_fit_time import fit_time_section
 from prose_many_tasks import many_tasks_reading, many_tasks_section, many_tasks_summary
 from prose_notebooks import load_notebooks, notebook_headlines
 from prose_representation import representation_summary
@@ -417,7 +420,7 @@ RENDERERS = {"backends": ("backends", backends_section), "backends-summary": ("b
              "notebook-headlines": ("notebooks", notebook_headlines),
              "serving-summary": ("serving", serving_summary), "distribute-summary": ("distribute", distribute_summary),
              "representation-summary": ("representation", representation_summary),
-             "demo": ("demo", demo_summary)}
+             "demo": ("demo", demo_summary), "fit-time": ("fit_time", fit_time_section)}
 # The pages that hold figures blocks (README.md holds none: its figures live on these pages).
 FILES = ("docs/topics/backends.md", "docs/topics/balancing.md", "docs/topics/demo.md",
          "docs/topics/distributed.md", "docs/topics/many_tasks.md", "docs/topics/serving.md",

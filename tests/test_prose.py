@@ -20,7 +20,7 @@ BLOCKS = {"docs/topics/backends.md": ["backends-summary", "steps-per-execution"]
           "docs/topics/distributed.md": ["distribute-summary"],
           "docs/topics/many_tasks.md": ["many-tasks-summary"],
           "docs/topics/serving.md": ["serving-summary"],
-          "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading"],
+          "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading", "fit-time"],
           "data/README.md": ["balancing-run", "balancing-tables", "balancing-reading"],
           "notebooks/README.md": ["notebook-headlines"]}
 # The page of the backends' headline table.
