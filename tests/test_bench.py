@@ -159,16 +159,20 @@ def test_the_installed_package_holds_no_benchmark():
         cli.main(["bench", "--quick"])
 
 
+def quick_tensorflow_run(script, tmp_path):
+    """``benchmarks/<script>.py --quick --backends tensorflow --json``: the finished process and its report."""
+    path = tmp_path / f"{script}.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{script}.py"), "--quick", "--backends", "tensorflow", "--json",
+         str(path)], capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, json.loads(path.read_text())
+
+
 def test_many_tasks_quick_run_reports_every_row_and_its_ratios(tmp_path):
     import many_tasks
 
-    path = tmp_path / "many_tasks.json"
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "many_tasks.py"), "--quick", "--backends", "tensorflow", "--json",
-         str(path)], capture_output=True, text=True, check=False, timeout=600)
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(path.read_text())
+    result, report = quick_tensorflow_run("many_tasks", tmp_path)
     counts = [str(t) for t in many_tasks.QUICK_TASKS]
     assert report["settings"]["examples"] == many_tasks.QUICK.examples and report["tasks"] == list(
         many_tasks.QUICK_TASKS)
@@ -213,12 +217,7 @@ def test_many_tasks_quick_run_reports_every_row_and_its_ratios(tmp_path):
 def test_fit_time_quick_run_times_every_pair_and_its_ratios(tmp_path):
     import fit_time
 
-    path = tmp_path / "fit_time.json"
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "fit_time.py"), "--quick", "--backends", "tensorflow", "--json",
-         str(path)], capture_output=True, text=True, check=False, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(path.read_text())
+    result, report = quick_tensorflow_run("fit_time", tmp_path)
     quick = fit_time.QUICK
     assert [(r["trunk"], r["tasks"], r["metrics"]) for r in report["rows"]] == [
         (trunk, tasks, metrics) for trunk in quick.trunks for tasks in quick.tasks for metrics in (True, False)]
