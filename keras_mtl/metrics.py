@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mtl import backend as backend_lib
 from keras_mtl.missing import label_mask, resolve_kind, serialize_kind
 from keras_mtl.missing import labelled as labelled_entries
 
@@ -251,10 +252,23 @@ class TaskLossMeans(keras.metrics.Metric):
         return {"task_names": self.task_names, "name": self.name, "dtype": self.dtype}
 
 
+def _scalars(vector) -> list:
+    """The entries of a vector over tasks: Python floats read in one transfer where it holds numbers.
+
+    Keras reads every metric's ``result()`` at each epoch's end; slicing a
+    vector of 1,000 tasks there would cost 1,000 operations on the device.
+    Inside a traced step the vector is symbolic and is sliced.
+    """
+    if backend_lib.is_concrete(vector):
+        return ops.convert_to_numpy(vector).tolist()
+    return [vector[i] for i in range(vector.shape[0])]
+
+
 def _per_task(task_names, vectors: dict) -> dict:
     """``{"<task>_<suffix>": scalar}`` from ``{suffix: vector over tasks}``."""
-    return {f"{name}_{suffix}": vector[i] for i, name in enumerate(task_names)
-            for suffix, vector in vectors.items()}
+    scalars = {suffix: _scalars(vector) for suffix, vector in vectors.items()}
+    return {f"{name}_{suffix}": values[i] for i, name in enumerate(task_names)
+            for suffix, values in scalars.items()}
 
 
 def _column_segments(units_per_task):
@@ -410,7 +424,7 @@ class TaskWeights(keras.metrics.Metric):
         self.last.assign(ops.cast(weights, self.dtype))
 
     def result(self):
-        return {key: self.last[i] for i, key in enumerate(self.keys)}
+        return dict(zip(self.keys, _scalars(self.last.value)))
 
     def reset_state(self):
         pass  # the last step's weights stay readable after the epoch

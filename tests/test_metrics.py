@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_mtl import backend as backend_lib
 from keras_mtl import kinds
 from keras_mtl import metrics as metrics_lib
 from keras_mtl.metrics import MaskedMetric, TaskLossMeans, TaskWeights, default_metrics, get
@@ -299,6 +300,39 @@ def test_task_loss_means_config_round_trip():
     assert restored.task_names == ["a", "b"]
     assert restored.name == "per_task"
     assert TaskLossMeans.from_config(config).get_config() == config
+
+
+def test_a_thousand_task_losses_are_read_as_python_floats_in_one_transfer():
+    # Keras reads result() at every epoch's end: concrete vectors become floats, not 1,000 device slices.
+    losses = np.random.default_rng(0).random(1000).astype(np.float32)
+    means = TaskLossMeans([f"t{i}" for i in range(1000)])
+    means.update_state(losses)
+    found = means.result()
+    assert all(type(found[f"t{i}_loss"]) is float for i in range(1000))
+    np.testing.assert_allclose([found[f"t{i}_loss"] for i in range(1000)], losses, rtol=1e-6)
+    assert float(found["mean_task_loss"]) == pytest.approx(losses.mean(), rel=1e-5)
+
+
+def test_is_concrete_tells_a_traced_value_from_numbers():
+    seen = []
+
+    def double(value):
+        seen.append(backend_lib.is_concrete(value))
+        return value * 2
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        traced = tf.function(double)
+    elif backend == "jax":
+        import jax
+        traced = jax.jit(double)
+    else:
+        import torch
+        traced = torch.compile(double, backend="eager", fullgraph=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(traced(keras.ops.ones(3))), [2.0, 2.0, 2.0])
+    assert seen == [False]
+    assert backend_lib.is_concrete(keras.ops.ones(3))
 
 
 # -- TaskWeights -------------------------------------------------------------------------

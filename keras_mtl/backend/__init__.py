@@ -10,7 +10,9 @@ the backend-independent ``MultiTaskModel.combine_gradients`` (or, for the
 gradients with respect to the shared representation,
 ``MultiTaskModel.representation_cotangent``).
 
-This is the only place that looks at ``keras.backend.backend()``.
+Each module also says whether a value holds numbers or stands for them in
+a graph being traced (:func:`is_concrete`). This is the only place that
+looks at ``keras.backend.backend()``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ import importlib
 
 import keras
 
-__all__ = ["module", "representation_train_step", "train_step"]
+__all__ = ["is_concrete", "module", "representation_train_step", "train_step"]
 
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+# Keras's backend is fixed when Keras is imported. Importing its module here, once,
+# leaves calls traced by torch.compile a plain look-up (it cannot trace an import).
+_CURRENT = (importlib.import_module(f"{__name__}.{_MODULES[keras.backend.backend()]}")
+            if keras.backend.backend() in _MODULES else None)
 
 
 def module():
@@ -34,12 +40,11 @@ def module():
         >>> module().__name__ == f"keras_mtl.backend.{keras.backend.backend()}"
         True
     """
-    name = keras.backend.backend()
-    if name not in _MODULES:
+    if _CURRENT is None:
         raise NotImplementedError(
-            f"Gradient-based balancing has no training step for the {name!r} backend; "
+            f"Gradient-based balancing has no training step for the {keras.backend.backend()!r} backend; "
             f"use one of {sorted(_MODULES)} or a loss-weighting strategy.")
-    return importlib.import_module(f"{__name__}.{_MODULES[name]}")
+    return _CURRENT
 
 
 def train_step(model, *args):
@@ -67,3 +72,17 @@ def representation_train_step(model, *args):
     return value as for :func:`train_step`.
     """
     return module().representation_train_step(model, *args)
+
+
+def is_concrete(value) -> bool:
+    """Whether ``value`` holds numbers, rather than standing for them in a graph being traced.
+
+    Metrics read their vectors to the host in one transfer when this is true
+    (at an epoch's end, after ``evaluate``); inside a traced step they slice
+    the symbolic vector instead.
+
+    Example:
+        >>> is_concrete(keras.ops.ones(3))
+        True
+    """
+    return module().is_concrete(value)

@@ -176,3 +176,8 @@ def representation_train_step(model, state, data):
 
     logs, metrics_values = _logs(model, metrics_values, rows, x, y, y_pred, sample_weight)
     return logs, (trainable, non_trainable, optimizer_values, metrics_values)
+
+
+def is_concrete(value) -> bool:
+    """Whether ``value`` holds numbers (see :func:`keras_mtl.backend.is_concrete`)."""
+    return not isinstance(value, jax.core.Tracer)

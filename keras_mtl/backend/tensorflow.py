@@ -73,3 +73,9 @@ def _logs(model, x, y, y_pred, sample_weight, terms):
     model.loss_metric.update_state(distribute_lib.replica_estimate(terms.total, batch_size),
                                    sample_weight=batch_size)
     return model.compute_metrics(x, y, y_pred, sample_weight)
+
+
+def is_concrete(value) -> bool:
+    """Whether ``value`` holds numbers (see :func:`keras_mtl.backend.is_concrete`)."""
+    del value  # a tensor is symbolic exactly while a function is being traced
+    return tf.executing_eagerly()

@@ -87,3 +87,9 @@ def _logs(model, x, y, y_pred, sample_weight, terms):
     batch_size = keras.tree.flatten(x)[0].shape[0]
     model.loss_metric.update_state(terms.total.detach(), sample_weight=batch_size)
     return model.compute_metrics(x, y, y_pred, sample_weight)
+
+
+def is_concrete(value) -> bool:
+    """Whether ``value`` holds numbers (see :func:`keras_mtl.backend.is_concrete`)."""
+    del value  # eager tensors hold numbers, except while torch.compile traces them
+    return not torch.compiler.is_compiling()
