@@ -95,6 +95,10 @@ class _EpochLogs(keras.callbacks.Callback):
     dropped.
     """
 
+    # Keras's CallbackList runs batch-end hooks off the training loop (JAX, PyTorch) only when
+    # every callback with such a hook declares it safe; this one only reads the logs it is given.
+    async_safe = True
+
     def __init__(self, model):
         super().__init__()
         self.mtl_model = model

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 from pathlib import Path
 
@@ -577,3 +578,23 @@ def test_a_multi_input_model_fits_arrays_given_as_a_list_or_a_dict():
     assert as_list == pytest.approx(as_dict)
     model.fit([a, b], labels, epochs=1, verbose=0)
     assert model.predict([a, b], verbose=0)["car"].shape == (16, 1)
+
+
+def test_fit_leaves_keras_batch_end_hooks_off_the_training_thread():
+    # Keras runs batch-end hooks on a worker thread where the backend allows it (JAX, PyTorch)
+    # unless one callback with such a hook does not declare itself safe; keras_mtl's own
+    # epoch-logs callback has one, so it declares itself (on TensorFlow all run inline).
+    threads = []
+
+    class Where(keras.callbacks.Callback):
+        async_safe = True
+
+        def on_train_batch_end(self, batch, logs=None):
+            threads.append(threading.current_thread() is threading.main_thread())
+
+    rng = np.random.default_rng(0)
+    model = build()
+    model.compile()
+    model.fit(rng.normal(size=(64, 6)).astype("float32"), random_labels(64, rng), batch_size=16, epochs=1,
+              verbose=0, callbacks=[Where()])
+    assert threads == [keras.backend.backend() == "tensorflow"] * 4
