@@ -80,6 +80,9 @@ BLOCKS = {
 # The pages that hold figures blocks (README.md holds none: its figures live on these pages).
 FILES = ("docs/topics/backends.md", "docs/topics/balancing.md", "docs/topics/demo.md",
          "docs/topics/distributed.md", "docs/topics/many_tasks.md", "docs/topics/serving.md",
+         "docs/benchmarks/backends.md", "docs/benchmarks/fit_time.md", "docs/benchmarks/many_tasks.md",
+         "docs/benchmarks/balancing.md", "docs/benchmarks/representation.md", "docs/benchmarks/serving.md",
+         "docs/benchmarks/distribute.md", "docs/benchmarks/demo.md",
          "benchmarks/README.md", "data/README.md", "notebooks/README.md")
 
 

@@ -22,6 +22,14 @@ BLOCKS = {"docs/topics/backends.md": ["backends-summary", "steps-per-execution"]
           "docs/topics/distributed.md": ["distribute-summary"],
           "docs/topics/many_tasks.md": ["many-tasks-summary"],
           "docs/topics/serving.md": ["serving-summary"],
+          "docs/benchmarks/backends.md": ["backends", "steps-per-execution"],
+          "docs/benchmarks/fit_time.md": ["fit-time"],
+          "docs/benchmarks/many_tasks.md": ["many-tasks", "many-tasks-reading"],
+          "docs/benchmarks/balancing.md": ["balancing-run", "balancing-tables", "balancing-reading"],
+          "docs/benchmarks/representation.md": ["representation-summary"],
+          "docs/benchmarks/serving.md": ["serving-summary"],
+          "docs/benchmarks/distribute.md": ["distribute-summary"],
+          "docs/benchmarks/demo.md": ["demo"],
           "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading", "fit-time"],
           "data/README.md": ["balancing-run", "balancing-tables", "balancing-reading"],
           "notebooks/README.md": ["notebook-headlines"]}
@@ -41,6 +49,24 @@ def test_the_pages_with_blocks_are_the_ones_prose_renders():
     pages = {*ROOT.glob("*.md"), *ROOT.glob("*/*.md"), *(ROOT / "docs").rglob("*.md")}
     marked = {str(p.relative_to(ROOT)) for p in pages if prose.blocks(p.read_text())}
     assert marked == set(BLOCKS)
+
+
+def _declared_options(script: Path) -> set[str]:
+    """The options a benchmark's command line declares: its own and those of the benchmark modules it imports."""
+    text = script.read_text()
+    modules = [script.parent / f"{name}.py" for name in re.findall(r"^from (\w+) import", text, re.M)]
+    sources = [text, *(m.read_text() for m in modules if m.is_file())]
+    return {option for source in sources for call in re.findall(r"add_argument\(([^)]*)\)", source)
+            for option in re.findall(r'"(--[\w-]+)"', call)}
+
+
+@pytest.mark.parametrize("page", sorted(p for p in BLOCKS if p.startswith("docs/benchmarks/")))
+def test_a_benchmark_page_runs_its_benchmark_with_options_the_script_declares(page):
+    commands = re.findall(r"^python (benchmarks/\w+\.py)([^#\n]*)", (ROOT / page).read_text(), re.M)
+    assert commands, f"{page} says how to run its benchmark"
+    for script, arguments in commands:
+        assert (ROOT / script).is_file(), script
+        assert set(re.findall(r"--[\w-]+", arguments)) <= _declared_options(ROOT / script), (page, arguments)
 
 
 def test_every_block_has_a_template_and_every_template_serves_a_block():
