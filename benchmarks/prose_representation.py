@@ -1,4 +1,4 @@
-"""docs/topics/balancing.md figures of ``benchmarks/results/representation.json`` (``benchmarks/representation.py``).
+"""Figures of ``benchmarks/results/representation.json`` (``benchmarks/representation.py``): the balancing page.
 
 ``step_ms`` holds, per configuration, the median milliseconds per training
 step of ``FixedWeights`` and of every aggregator as ``<name>:parameters`` and
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from prose_text import BACKEND_NAMES, span, wrap
-
-CONFIGS = {"multi_mnist": "MultiMNIST CNN, 2 tasks", "mlp_10": "MLP 784→512→256, 10 tasks"}
+CONFIGS = ("multi_mnist", "mlp_10")  # the configurations the page shows, in its order
 
 
 def _ratios(report, config, wrt) -> dict[str, float]:
@@ -21,33 +19,12 @@ def _ratios(report, config, wrt) -> dict[str, float]:
     return {key.split(":")[0]: value / base for key, value in times.items() if key.endswith(f":{wrt}")}
 
 
-def representation_summary(report: dict) -> str:
+def representation(report: dict) -> dict:
     """docs/topics/balancing.md: the cost of ``wrt="parameters"`` against ``wrt="representation"``, and the reading."""
     configs = [c for c in CONFIGS if c in report["step_ms"]]
-    names = list(_ratios(report, configs[0], "parameters"))
-    header = "| aggregator | " + " | ".join(f"{CONFIGS[c]}: parameters | representation" for c in configs) + " |"
-    lines = [header, "|---|" + "---|---|" * len(configs)]
-    for name in names:
-        cells = []
-        for config in configs:
-            cells += [f"{_ratios(report, config, wrt)[name]:.2f}" for wrt in ("parameters", "representation")]
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    sentences = []
-    for config in configs:
-        parameters, representation = (_ratios(report, config, w) for w in ("parameters", "representation"))
-        speedups = {n: parameters[n] / representation[n] for n in names}
-        slower = [f"`{n}`" for n, s in speedups.items() if s < 1]
-        text = (f"on the {CONFIGS[config]} the step costs {span(parameters.values(), unit='×')} "
-                f"`FixedWeights` with `wrt=\"parameters\"` and {span(representation.values(), unit='×')} "
-                f"with `wrt=\"representation\"`, a median of {statistics.median(speedups.values()):.1f}× less")
-        if slower:
-            text += f" (except {', '.join(slower)}, slower there)"
-        sentences.append(text)
-    rates = report["matmul_gflops"]
-    intro = (f"Measured with `python benchmarks/representation.py` on {BACKEND_NAMES[report['backend']]} "
-             f"({report['date'][:10]}, {report['cpus']} cores, matmul {rates[0]:.0f} / {rates[1]:.0f} GFLOP/s "
-             f"before / after, load average {report['loadavg_end'][0]:.1f} at the end), time per step ÷ "
-             "`FixedWeights`" + (" (a `--quick` run, an eighth of the data: rough)" if report["quick"] else "") + ":")
-    reading = "; ".join(sentences)
-    return (wrap(intro) + "\n\n" + "\n".join(lines) + "\n\n" + wrap(reading[0].upper() + reading[1:] + ".")
-            + "\n")
+    ratios = {c: {wrt: _ratios(report, c, wrt) for wrt in ("parameters", "representation")} for c in configs}
+    speedups = {c: {n: r["parameters"][n] / r["representation"][n] for n in r["parameters"]}
+                for c, r in ratios.items()}
+    return {"report": report, "configs": configs, "aggregators": list(ratios[configs[0]]["parameters"]),
+            "ratios": ratios, "median_speedup": {c: statistics.median(s.values()) for c, s in speedups.items()},
+            "slower": {c: [n for n, s in speedup.items() if s < 1] for c, speedup in speedups.items()}}

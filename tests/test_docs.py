@@ -65,9 +65,10 @@ def site(tmp_path_factory):
 
 
 def test_the_site_builds_with_every_page(site):
-    for page in ["index", "faq", "testing", "benchmarks", "notebooks", "data", "changelog", "api/index",
+    for page in ["index", "faq", "testing", "notebooks", "data", "changelog", "api/index",
                  *[f"guides/{g.stem}" for g in GUIDES],
-                 *[f"topics/{p.stem}" for p in (DOCS / "topics").glob("*.md")]]:
+                 *[f"topics/{p.stem}" for p in (DOCS / "topics").glob("*.md")],
+                 *[f"benchmarks/{p.stem}" for p in (DOCS / "benchmarks").glob("*.md")]]:
         assert (site / f"{page}.html").is_file(), page
     assert (site / "searchindex.js").is_file()
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jinja2 import meta
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import prose  # noqa: E402
+import prose_text  # noqa: E402
 
 # Every page with figures blocks, and its blocks in order (README.md holds none).
 BLOCKS = {"docs/topics/backends.md": ["backends-summary", "steps-per-execution"],
@@ -20,6 +22,14 @@ BLOCKS = {"docs/topics/backends.md": ["backends-summary", "steps-per-execution"]
           "docs/topics/distributed.md": ["distribute-summary"],
           "docs/topics/many_tasks.md": ["many-tasks-summary"],
           "docs/topics/serving.md": ["serving-summary"],
+          "docs/benchmarks/backends.md": ["backends", "steps-per-execution"],
+          "docs/benchmarks/fit_time.md": ["fit-time"],
+          "docs/benchmarks/many_tasks.md": ["many-tasks", "many-tasks-reading"],
+          "docs/benchmarks/balancing.md": ["balancing-run", "balancing-tables", "balancing-reading"],
+          "docs/benchmarks/representation.md": ["representation-summary"],
+          "docs/benchmarks/serving.md": ["serving-summary"],
+          "docs/benchmarks/distribute.md": ["distribute-summary"],
+          "docs/benchmarks/demo.md": ["demo"],
           "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading", "fit-time"],
           "data/README.md": ["balancing-run", "balancing-tables", "balancing-reading"],
           "notebooks/README.md": ["notebook-headlines"]}
@@ -35,6 +45,42 @@ def report():
 def test_the_pages_with_blocks_are_the_ones_prose_renders():
     assert sorted(prose.FILES) == sorted(BLOCKS)
     assert prose.blocks((ROOT / "README.md").read_text()) == []
+    # no other page of the repository or the docs holds a block that would never be rendered
+    pages = {*ROOT.glob("*.md"), *ROOT.glob("*/*.md"), *(ROOT / "docs").rglob("*.md")}
+    marked = {str(p.relative_to(ROOT)) for p in pages if prose.blocks(p.read_text())}
+    assert marked == set(BLOCKS)
+
+
+def _declared_options(script: Path) -> set[str]:
+    """The options a benchmark's command line declares: its own and those of the benchmark modules it imports."""
+    text = script.read_text()
+    modules = [script.parent / f"{name}.py" for name in re.findall(r"^from (\w+) import", text, re.M)]
+    sources = [text, *(m.read_text() for m in modules if m.is_file())]
+    return {option for source in sources for call in re.findall(r"add_argument\(([^)]*)\)", source)
+            for option in re.findall(r'"(--[\w-]+)"', call)}
+
+
+@pytest.mark.parametrize("page", sorted(p for p in BLOCKS if p.startswith("docs/benchmarks/")))
+def test_a_benchmark_page_runs_its_benchmark_with_options_the_script_declares(page):
+    commands = re.findall(r"^python (benchmarks/\w+\.py)([^#\n]*)", (ROOT / page).read_text(), re.M)
+    assert commands, f"{page} says how to run its benchmark"
+    for script, arguments in commands:
+        assert (ROOT / script).is_file(), script
+        assert set(re.findall(r"--[\w-]+", arguments)) <= _declared_options(ROOT / script), (page, arguments)
+
+
+def test_every_block_has_a_template_and_every_template_serves_a_block():
+    """``templates/NAME.md.j2`` is the text of block NAME; the other templates hold what blocks import."""
+    folder = prose_text.TEMPLATES
+    assert {p.name.removesuffix(".md.j2") for p in folder.glob("*.md.j2")} == set(prose.BLOCKS)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".j2")) == []
+    environment = prose_text.ENVIRONMENT
+    imported = set()
+    for name in prose.BLOCKS:
+        source = environment.loader.get_source(environment, f"{name}.md.j2")[0]
+        imported |= set(meta.find_referenced_templates(environment.parse(source)))
+    shared = {p.name for p in folder.glob("*.j2") if not p.name.endswith(".md.j2")}
+    assert shared and shared <= imported
 
 
 @pytest.mark.parametrize("name", list(BLOCKS))
@@ -87,23 +133,23 @@ def _changed(report, **values):
 
 
 def test_the_conclusions_follow_the_numbers(report):
-    summary = prose.backends_summary(report).replace("\n", " ")
+    summary = prose.render_block("backends-summary", report).replace("\n", " ")
     assert "**For speed, pick JAX**" in summary and "(target 1.2: not met)" in summary
     assert "On every backend masking the missing labels costs nothing" in summary
 
     # TensorFlow fastest, the PyTorch loop beaten, masking too slow on JAX
     faster = _changed(report, tensorflow_a=60_000.0, jax_a=30_000.0)
-    summary = prose.backends_summary(faster).replace("\n", " ")
+    summary = prose.render_block("backends-summary", faster).replace("\n", " ")
     assert "**For speed, pick TensorFlow**: keras_mtl trains 2.00× faster there than on JAX" in summary
     assert "(target 1.2: met)" in summary
     assert "costs more than the target allows on JAX" in summary
-    reading = prose.backends_section(faster).replace("\n  ", " ")
+    reading = prose.render_block("backends", faster).replace("\n  ", " ")
     assert "**TensorFlow is the fastest backend**" in reading and "target is missed on JAX" in reading
     assert "the 1.2 target is met" in reading
 
     # 100 tasks as fast as one head everywhere: no backend to avoid for many tasks
     even = _changed(report, torch_d=15_859.0)
-    summary = prose.backends_summary(even).replace("\n", " ")
+    summary = prose.render_block("backends-summary", even).replace("\n", " ")
     assert "Avoid" not in summary and "| ratio | 0.91 | 0.88 | 1.00 |" in summary
     assert "On a busy machine the PyTorch backend slows down most." in summary
 
@@ -117,6 +163,21 @@ def test_a_changed_figure_is_put_back(report):
         prose.render("<!-- figures:nothing -->\nx\n<!-- /figures -->", report)
 
 
+def test_check_reports_a_changed_figure_and_a_run_puts_it_back(tmp_path, monkeypatch, capsys):
+    """``python benchmarks/prose.py --check`` fails on a stale page and leaves it; without ``--check`` it
+    rewrites the page from the result files."""
+    page = tmp_path / BACKENDS_PAGE
+    page.parent.mkdir(parents=True)
+    text = (ROOT / BACKENDS_PAGE).read_text()
+    page.write_text(text.replace("| ratio | 0.91 |", "| ratio | 0.97 |", 1))
+    monkeypatch.setattr(prose, "ROOT", tmp_path)
+    monkeypatch.setattr(prose, "FILES", (BACKENDS_PAGE,))
+    assert prose.main(["--check"]) == 1 and page.read_text() != text
+    assert f"stale: {BACKENDS_PAGE}" in capsys.readouterr().out
+    assert prose.main([]) == 0 and page.read_text() == text
+    assert prose.main(["--check"]) == 0
+
+
 def _flat(text):
     return " ".join(text.split())
 
@@ -128,7 +189,7 @@ def test_steps_per_execution_is_the_ratio_the_harness_stored():
     stored = {(t["row"], t["baseline"]): t["ratio"] for t in report["targets"]}
     # both together against the defaults: the product of the two ratios the harness computed
     factor = stored[("a-spe8/xla", "a/xla")] * stored[("a/xla", "a")]
-    text = _flat(prose.steps_per_execution(report))
+    text = _flat(prose.render_block("steps-per-execution", report))
     if factor >= 1.05:
         assert f"made training {factor:.2f}× faster than Keras's defaults" in text
     elif factor <= 0.95:
@@ -138,7 +199,8 @@ def test_steps_per_execution_is_the_ratio_the_harness_stored():
     changed = copy.deepcopy(report)
     rows = {row["id"]: row for row in changed["rows"]}
     rows["a-spe8/xla"]["value"] = rows["a"]["value"] / 2
-    assert "made training 2.00× slower than Keras's defaults" in _flat(prose.steps_per_execution(changed))
+    text = _flat(prose.render_block("steps-per-execution", changed))
+    assert "made training 2.00× slower than Keras's defaults" in text
 
 
 # -- benchmarks/results/balancing.json ------------------------------------------------------
@@ -149,7 +211,7 @@ def balancing():
 
 
 def test_balancing_tables_are_the_summaries_of_the_runs(balancing):
-    tables = prose.balancing_tables(balancing)
+    tables = prose.render_block("balancing-tables", balancing)
     mnist = balancing["task_sets"]["multi_mnist"]
     # GradNorm's left accuracy and Δm, recomputed from its three runs (population std, as the benchmark)
     runs = [r for r in mnist["runs"] if r["config"] == "GradNorm"]
@@ -165,7 +227,7 @@ def test_balancing_tables_are_the_summaries_of_the_runs(balancing):
 
 
 def test_balancing_run_conditions_come_from_the_file(balancing):
-    text = _flat(prose.balancing_run(balancing))
+    text = _flat(prose.render_block("balancing-run", balancing))
     steps = [1000 * r["step_seconds"] for r in balancing["task_sets"]["multi_mnist"]["runs"]
              if r["config"] == "FixedWeights"]
     assert f"MultiMNIST: {min(steps):.1f}–{max(steps):.1f} ms per step" in text
@@ -174,7 +236,7 @@ def test_balancing_run_conditions_come_from_the_file(balancing):
 
 
 def test_balancing_summary_follows_the_numbers(balancing):
-    text = _flat(prose.balancing_summary(balancing))
+    text = _flat(prose.render_block("balancing-summary", balancing))
     assert "no strategy at that learning rate beats the single-task networks" in text
     assert "rank first on both, beyond the seed spread (Δm −1.6 % and −21.6 %)" in text
     assert "(here 15th of 16 on MultiMNIST)" in text
@@ -183,14 +245,14 @@ def test_balancing_summary_follows_the_numbers(balancing):
     mnist = changed["task_sets"]["multi_mnist"]["summary"]
     mnist["ScaleInvariant"]["delta_m"][0] = -0.5              # an untuned strategy beats single tasks
     mnist["ScaleInvariant"]["delta_m_per_seed"][0] = -9.0     # and the tuned row no longer leads every seed
-    text = _flat(prose.balancing_summary(changed))
+    text = _flat(prose.render_block("balancing-summary", changed))
     assert "only `ScaleInvariant` on MultiMNIST beats the single-task networks" in text
     assert "Δm (lower is better) runs from −0.5 % (`ScaleInvariant`)" in text
     assert "though not in every seed" in text
 
 
 def test_balancing_reading_counts_seeds_and_compares_per_seed(balancing):
-    text = _flat(prose.balancing_reading(balancing))
+    text = _flat(prose.render_block("balancing-reading", balancing))
     summary = balancing["task_sets"]["multi_mnist"]["summary"]
     strategies = [c for c, e in summary.items() if "rank" in e and c != "FixedWeights (tuned lr)"]
     worst = [int(np.argmax(summary[c]["delta_m_per_seed"])) for c in strategies]
@@ -204,14 +266,14 @@ def test_balancing_reading_counts_seeds_and_compares_per_seed(balancing):
     fixed = changed["task_sets"]["multi_mnist"]["summary"]["FixedWeights"]["delta_m_per_seed"]
     changed["task_sets"]["multi_mnist"]["summary"]["PCGrad"]["delta_m_per_seed"] = [v - 0.5 for v in fixed]
     assert ("on MultiMNIST `PCGrad` is better than `FixedWeights` in every seed, by 0.5 points"
-            in _flat(prose.balancing_reading(changed)))
+            in _flat(prose.render_block("balancing-reading", changed)))
 
 
 # -- benchmarks/results/serving.json and distribute.json ------------------------------------
 
 def test_serving_table_and_reading(tmp_path):
     report = prose.load("serving")
-    text = prose.serving_summary(report)
+    text = prose.render_block("serving-summary", report)
     row = next(r for r in report["rows"] if (r["model"], r["batch"], r["method"]) == ("mlp", 1, "keras_call"))
     assert _cells(text, "MLP 784→512→256, 4 tasks, 1")[1] == f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f}"
     assert f"{report['start']['time'][:10]}" in text and "serve the SavedModel" in text
@@ -220,14 +282,14 @@ def test_serving_table_and_reading(tmp_path):
     for r in slow["rows"]:
         if r["method"] == "saved_model" and r["batch"] == 1:
             r["p50_ms"] = 1000.0
-    text = _flat(prose.serving_summary(slow))
+    text = _flat(prose.render_block("serving-summary", slow))
     assert "not faster than an eager call at batch 1" in text and "serve the SavedModel" not in text
     assert "slower than Keras's compiled predict step" not in text  # batch 256 still as fast: mixed
 
 
 def test_distribute_table_and_reading():
     report = prose.load("distribute")
-    text = prose.distribute_summary(report)
+    text = prose.render_block("distribute-summary", report)
     two = report["rows"][2]
     assert _cells(text, "two workers")[:2] == [f"{two['examples_per_s']:,.0f}",
                                                 f"{two['examples_per_s'] / report['rows'][0]['examples_per_s']:.2f}"]
@@ -235,12 +297,12 @@ def test_distribute_table_and_reading():
 
     faster = copy.deepcopy(report)
     faster["rows"][2]["ratio_vs_single"] = 1.8
-    assert "two workers ran 1.80× as fast as one process" in _flat(prose.distribute_summary(faster))
+    assert "two workers ran 1.80× as fast as one process" in _flat(prose.render_block("distribute-summary", faster))
 
 
 def test_representation_table_and_reading():
     report = prose.load("representation")
-    text = prose.representation_summary(report)
+    text = prose.render_block("representation-summary", report)
     times = report["step_ms"]["mlp_10"]
     base = times["FixedWeights"]
     assert _cells(text, "`MGDA`")[2:] == [f"{times['MGDA:parameters'] / base:.2f}",
@@ -248,32 +310,32 @@ def test_representation_table_and_reading():
 
     slower = copy.deepcopy(report)  # the representation step slower than the parameters one
     slower["step_ms"]["mlp_10"]["UPGrad:representation"] = 100 * slower["step_ms"]["mlp_10"]["UPGrad:parameters"]
-    assert "except `UPGrad`, slower there" in _flat(prose.representation_summary(slower))
+    assert "except `UPGrad`, slower there" in _flat(prose.render_block("representation-summary", slower))
 
 
 # -- benchmarks/results/many_tasks.json (benchmarks/README) ---------------------------------
 
 def test_many_tasks_section_counts_the_busy_measurements():
     report = prose.load("many_tasks")
-    text = _flat(prose.many_tasks_section(report))
+    text = _flat(prose.render_block("many-tasks", report))
     measured = [m for rounds in report["raw"].values() for r in rounds for row in r["rows"].values()
                 for m in row.values()]
     busy = sum(m["other_cores"] > 0.5 for m in measured)
     assert f"during {busy} of the {len(measured)} measurements" in text
-    assert report["table_markdown"] in prose.many_tasks_section(report)
+    assert report["table_markdown"] in prose.render_block("many-tasks", report)
     state = "quiet" if busy == 0 else "shared"
     assert f"The machine was {state}:" in text
-    assert f"ran on a {state} machine" in _flat(prose.many_tasks_summary(report))
+    assert f"ran on a {state} machine" in _flat(prose.render_block("many-tasks-summary", report))
     # One busy measurement makes the machine shared.
     shared = copy.deepcopy(report)
     next(iter(shared["raw"].values()))[0]["rows"]["100"]["keras_mtl"]["other_cores"] = 1.5
-    assert "The machine was shared:" in _flat(prose.many_tasks_section(shared))
-    assert "ran on a shared machine" in _flat(prose.many_tasks_summary(shared))
+    assert "The machine was shared:" in _flat(prose.render_block("many-tasks", shared))
+    assert "ran on a shared machine" in _flat(prose.render_block("many-tasks-summary", shared))
 
 
 def test_many_tasks_reading_per_backend_and_round():
     report = prose.load("many_tasks")
-    text = _flat(prose.many_tasks_reading(report))
+    text = _flat(prose.render_block("many-tasks-reading", report))
     rounds = [r["rows"]["100"]["keras_mtl"]["value"] / r["rows"]["100"]["plain"]["value"]
               for r in report["raw"]["tensorflow"]]
     assert "**TensorFlow** meets every target" in text
@@ -285,20 +347,20 @@ def test_many_tasks_reading_per_backend_and_round():
     for target in met["targets"]:
         if target["backend"] == "jax":
             target["met"] = target["met"] if target["met"] is None else True
-    assert "**JAX** meets every target" in _flat(prose.many_tasks_reading(met))
+    assert "**JAX** meets every target" in _flat(prose.render_block("many-tasks-reading", met))
     missed = copy.deepcopy(met)
     for target in missed["targets"]:
         if target["backend"] == "jax" and (target["tasks"], target["ratio"]) in ((100, "steady"), (1000, "pipeline")):
             target["met"] = False
     assert ("**JAX** misses the steady-rate target at 100 tasks and the pipeline target at 1,000 tasks"
-            in _flat(prose.many_tasks_reading(missed)))
+            in _flat(prose.render_block("many-tasks-reading", missed)))
 
 
 # -- notebooks/results/*.json ---------------------------------------------------------------
 
 def test_notebook_headlines_say_the_size_and_the_figures():
-    results = prose.load_notebooks()
-    text = _flat(prose.notebook_headlines(results))
+    results = prose.load("notebooks")
+    text = _flat(prose.render_block("notebook-headlines", results))
     digits = results["07_real_digits"]
     scarce = digits["by_fraction"]["0.02"]
     assert f"`07_real_digits` (size {digits['size']}, seeds 0, 1 and 2)" in text
@@ -312,7 +374,7 @@ def test_notebook_headlines_say_the_size_and_the_figures():
     rerun["04_many_tasks"].update(size="full", seeds=[0, 1, 2], alone_auc=0.5, gain_with_most_others=-0.1)
     rerun["07_real_digits"]["by_fraction"]["0.02"]["multi_minus_separate"] = -0.01
     rerun["07_real_digits"]["by_fraction"]["0.05"]["multi_minus_separate"] = -0.02
-    text = _flat(prose.notebook_headlines(rerun))
+    text = _flat(prose.render_block("notebook-headlines", rerun))
     assert "`04_many_tasks` (size full, seeds 0, 1 and 2): the target tasks' mean AUC 0.500 alone" in text
     assert "(−0.100, mean over the seeds)" in text
     assert "network trailed four separate networks while labels were scarce" in text
@@ -320,7 +382,7 @@ def test_notebook_headlines_say_the_size_and_the_figures():
 
 def test_the_demo_paragraph_quotes_the_demo_run():
     report = prose.load("demo")
-    text = prose.demo_summary(report).replace("\n", " ")
+    text = prose.render_block("demo", report).replace("\n", " ")
     auc = " / ".join(f"{v:.3f}" for v in report["test_auc"].values())
     assert f"{report['demo_seconds']:.0f} s wall clock" in text and auc in text
     scaled = report["demo_seconds_at_reference"]   # time × the faster matmul rate / 156
@@ -338,9 +400,9 @@ def test_the_demo_paragraph_quotes_the_demo_run():
     assert f"{ratio:.2f}× as long as today's here, it is {calibrated:.0f} s: {verdict}" in text
     slow = {**report, "demo_seconds_at_reference": 181.0, "demo_seconds_at_reference_by_old_demo": 190.0,
             "test_auc": {**report["test_auc"], "pedestrian": 0.94}}
-    text = prose.demo_summary(slow).replace("\n", " ")
+    text = prose.render_block("demo", slow).replace("\n", " ")
     assert "that is 181 s: over the 180 s budget" in text and "it is 190 s: over the 180 s budget" in text
     assert "pedestrian below AUC 0.95" in text
     fast = {**slow, "demo_seconds_at_reference": 179.0, "demo_seconds_at_reference_by_old_demo": 150.0}
-    text = prose.demo_summary(fast).replace("\n", " ")
+    text = prose.render_block("demo", fast).replace("\n", " ")
     assert "that is 179 s: within the 180 s budget" in text and "it is 150 s: within the 180 s budget" in text
