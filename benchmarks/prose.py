@@ -16,8 +16,6 @@ to the template as its context. The files and what writes them:
 * ``benchmarks/results/backends.json``: ``python benchmarks/run.py --backends
   tensorflow,jax,torch --json``; ``tensorflow.json``: ``python benchmarks/run.py
   --backend tensorflow --only a,e,g --rows a,a-spe8 --json`` (``prose_backends.py``);
-* ``benchmarks/results/many_tasks.json``: ``python benchmarks/many_tasks.py
-  --json benchmarks/results/many_tasks.json`` (``prose_many_tasks.py``);
 * ``benchmarks/results/fit_time.json``: ``python benchmarks/fit_time.py --json
   benchmarks/results/fit_time.json`` (``prose_fit_time.py``);
 * ``benchmarks/results/balancing.json``: ``python benchmarks/balancing.py
@@ -48,7 +46,6 @@ import prose_balancing
 import prose_demo
 import prose_deploy
 import prose_fit_time
-import prose_many_tasks
 import prose_notebooks
 import prose_representation
 from prose_text import render_template
@@ -63,10 +60,8 @@ BLOCKS = {
     "backends": ("backends", prose_backends.section),
     "backends-summary": ("backends", prose_backends.summary),
     "steps-per-execution": ("tensorflow", prose_backends.steps_per_execution),
-    "many-tasks-summary": ("many_tasks", prose_many_tasks.summary),
-    "many-tasks": ("many_tasks", prose_many_tasks.section),
-    "many-tasks-reading": ("many_tasks", prose_many_tasks.reading),
     "fit-time": ("fit_time", prose_fit_time.fit_time),
+    "fit-time-summary": ("fit_time", prose_fit_time.summary),
     "balancing-summary": ("balancing", prose_balancing.summary),
     "balancing-run": ("balancing", prose_balancing.run),
     "balancing-tables": ("balancing", prose_balancing.tables),
@@ -80,7 +75,7 @@ BLOCKS = {
 # The pages that hold figures blocks (README.md holds none: its figures live on these pages).
 FILES = ("docs/topics/backends.md", "docs/topics/balancing.md", "docs/topics/demo.md",
          "docs/topics/distributed.md", "docs/topics/many_tasks.md", "docs/topics/serving.md",
-         "docs/benchmarks/backends.md", "docs/benchmarks/fit_time.md", "docs/benchmarks/many_tasks.md",
+         "docs/benchmarks/backends.md", "docs/benchmarks/fit_time.md",
          "docs/benchmarks/balancing.md", "docs/benchmarks/representation.md", "docs/benchmarks/serving.md",
          "docs/benchmarks/distribute.md", "docs/benchmarks/demo.md",
          "benchmarks/README.md", "data/README.md", "notebooks/README.md")

@@ -1,4 +1,5 @@
-"""Figures of ``benchmarks/results/fit_time.json`` (``python benchmarks/fit_time.py --json ...``): benchmarks/README."""
+"""Figures of ``benchmarks/results/fit_time.json`` (``python benchmarks/fit_time.py --json ...``): benchmarks/README,
+the many-tasks page."""
 
 from __future__ import annotations
 
@@ -21,3 +22,13 @@ def fit_time(report: dict) -> dict:
             "met": sum(ratios(r)["met"] for r in rows), "speed_target": {t: speed_target(t) for t in (4, 100)},
             "first_epoch_target": FIRST_EPOCH_TARGET,
             "backends": {b: _backend([r for r in rows if r["backend"] == b]) for b in machines}}
+
+
+def summary(report: dict) -> dict:
+    """The many-tasks page: each backend's speed span at 100 and at 1,000 tasks (both trunks, metrics on and off)."""
+    rows = [r for r in report["rows"] if r["tasks"] >= 100]
+    counts = sorted({r["tasks"] for r in rows})
+    return {"started": min(m["time_start"] for m in report["machines"].values())[:10],
+            "backends": {b: {t: [ratios(r)["speed"] for r in rows if r["backend"] == b and r["tasks"] == t]
+                             for t in counts} for b in report["machines"]},
+            "met": sum(ratios(r)["met"] for r in rows), "rows": len(rows), "target": speed_target(counts[0])}

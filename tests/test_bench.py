@@ -169,51 +169,6 @@ def quick_tensorflow_run(script, tmp_path):
     return result, json.loads(path.read_text())
 
 
-def test_many_tasks_quick_run_reports_every_row_and_its_ratios(tmp_path):
-    import many_tasks
-
-    result, report = quick_tensorflow_run("many_tasks", tmp_path)
-    counts = [str(t) for t in many_tasks.QUICK_TASKS]
-    assert report["settings"]["examples"] == many_tasks.QUICK.examples and report["tasks"] == list(
-        many_tasks.QUICK_TASKS)
-    assert report["machine"]["tensorflow"]["backend"] == "tensorflow" and not report["errors"]
-    rounds = report["raw"]["tensorflow"]
-    assert [r["round"] for r in rounds] == [1]
-    results = report["results"]["tensorflow"]
-    assert sorted(results) == sorted(counts)
-    for count in counts:
-        measured = [r["rows"][count] for r in rounds]
-        for name in many_tasks.TRAINING_ROWS:
-            for row in measured:
-                assert len(row[name]["epoch_s"]) == many_tasks.QUICK.epochs, (count, name)
-                assert all(math.isfinite(v) for v in row[name]["loss"]), (count, name)
-                assert row[name]["matmul_gflops"] > 0
-        # the ratios, recomputed from every round's raw numbers
-        steady = {name: max(max(r for r in row[name]["steady"][1:]) for row in measured)
-                  for name in ("keras_mtl", "plain")}
-        first = {name: min(row[name]["first_epoch_s"] for row in measured) for name in ("keras_mtl", "plain")}
-        pipeline = max(p["after_first"] / p["elapsed_s"] for row in measured for p in row["pipeline"]["graph"])
-        ratios = results[count]["ratios"]
-        assert ratios["pipeline_mode"] == "graph"
-        assert ratios["steady"] == pytest.approx(steady["keras_mtl"] / steady["plain"], rel=1e-12)
-        assert ratios["first_epoch"] == pytest.approx(first["keras_mtl"] / first["plain"], rel=1e-12)
-        assert ratios["pipeline"] == pytest.approx(pipeline / steady["keras_mtl"], rel=1e-12)
-        # the same labels reach both models: equal initial losses up to the head's initialisation
-        assert measured[0]["keras_mtl"]["loss"][0] == pytest.approx(measured[0]["plain"]["loss"][0], rel=0.1)
-    verdicts = {(t["tasks"], t["ratio"]): t for t in report["targets"]}
-    assert sorted(verdicts) == sorted((int(c), r) for c in counts for r in ("first_epoch", "steady"))
-    for (count, ratio), verdict in verdicts.items():
-        value = results[str(count)]["ratios"][ratio]
-        assert verdict["met"] is (value >= 0.8 if ratio == "steady" else value <= 3.0)
-    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("tensorflow  ")}
-    for count in counts:  # each line shows the rates and the matmul rate measured before them
-        kmtl, plain = results[count]["keras_mtl"], results[count]["plain"]
-        assert f"{kmtl['value']:,.0f}" in lines[count] and f"{plain['value']:,.0f}" in lines[count]
-        assert f"{kmtl['matmul_gflops']:,.0f} / {plain['matmul_gflops']:,.0f}" in lines[count]
-    assert "matmul GFLOP/s" in result.stdout
-    assert report["table_markdown"] == many_tasks.side_by_side(report["results"], markdown=True)
-
-
 def test_fit_time_quick_run_times_every_pair_and_its_ratios(tmp_path):
     import fit_time
 

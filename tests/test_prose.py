@@ -12,6 +12,7 @@ from jinja2 import meta
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import fit_time  # noqa: E402
 import prose  # noqa: E402
 import prose_text  # noqa: E402
 
@@ -20,17 +21,16 @@ BLOCKS = {"docs/topics/backends.md": ["backends-summary", "steps-per-execution"]
           "docs/topics/balancing.md": ["representation-summary", "balancing-summary"],
           "docs/topics/demo.md": ["demo"],
           "docs/topics/distributed.md": ["distribute-summary"],
-          "docs/topics/many_tasks.md": ["many-tasks-summary"],
+          "docs/topics/many_tasks.md": ["fit-time-summary"],
           "docs/topics/serving.md": ["serving-summary"],
           "docs/benchmarks/backends.md": ["backends", "steps-per-execution"],
           "docs/benchmarks/fit_time.md": ["fit-time"],
-          "docs/benchmarks/many_tasks.md": ["many-tasks", "many-tasks-reading"],
           "docs/benchmarks/balancing.md": ["balancing-run", "balancing-tables", "balancing-reading"],
           "docs/benchmarks/representation.md": ["representation-summary"],
           "docs/benchmarks/serving.md": ["serving-summary"],
           "docs/benchmarks/distribute.md": ["distribute-summary"],
           "docs/benchmarks/demo.md": ["demo"],
-          "benchmarks/README.md": ["backends", "many-tasks", "many-tasks-reading", "fit-time"],
+          "benchmarks/README.md": ["backends", "fit-time"],
           "data/README.md": ["balancing-run", "balancing-tables", "balancing-reading"],
           "notebooks/README.md": ["notebook-headlines"]}
 # The page of the backends' headline table.
@@ -313,47 +313,24 @@ def test_representation_table_and_reading():
     assert "except `UPGrad`, slower there" in _flat(prose.render_block("representation-summary", slower))
 
 
-# -- benchmarks/results/many_tasks.json (benchmarks/README) ---------------------------------
+# -- benchmarks/results/fit_time.json (the many-tasks page) ------------------------------------
 
-def test_many_tasks_section_counts_the_busy_measurements():
-    report = prose.load("many_tasks")
-    text = _flat(prose.render_block("many-tasks", report))
-    measured = [m for rounds in report["raw"].values() for r in rounds for row in r["rows"].values()
-                for m in row.values()]
-    busy = sum(m["other_cores"] > 0.5 for m in measured)
-    assert f"during {busy} of the {len(measured)} measurements" in text
-    assert report["table_markdown"] in prose.render_block("many-tasks", report)
-    state = "quiet" if busy == 0 else "shared"
-    assert f"The machine was {state}:" in text
-    assert f"ran on a {state} machine" in _flat(prose.render_block("many-tasks-summary", report))
-    # One busy measurement makes the machine shared.
-    shared = copy.deepcopy(report)
-    next(iter(shared["raw"].values()))[0]["rows"]["100"]["keras_mtl"]["other_cores"] = 1.5
-    assert "The machine was shared:" in _flat(prose.render_block("many-tasks", shared))
-    assert "ran on a shared machine" in _flat(prose.render_block("many-tasks-summary", shared))
-
-
-def test_many_tasks_reading_per_backend_and_round():
-    report = prose.load("many_tasks")
-    text = _flat(prose.render_block("many-tasks-reading", report))
-    rounds = [r["rows"]["100"]["keras_mtl"]["value"] / r["rows"]["100"]["plain"]["value"]
-              for r in report["raw"]["tensorflow"]]
-    assert "**TensorFlow** meets every target" in text
-    assert "round by round " + ", ".join(f"{v:.2f}" for v in rounds) + " and" in text
-    jax_missed = [t for t in report["targets"] if t["backend"] == "jax" and t["met"] is False]
-    assert ("**JAX** meets every target" in text) == (not jax_missed)
-
-    met = copy.deepcopy(report)
-    for target in met["targets"]:
-        if target["backend"] == "jax":
-            target["met"] = target["met"] if target["met"] is None else True
-    assert "**JAX** meets every target" in _flat(prose.render_block("many-tasks-reading", met))
-    missed = copy.deepcopy(met)
-    for target in missed["targets"]:
-        if target["backend"] == "jax" and (target["tasks"], target["ratio"]) in ((100, "steady"), (1000, "pipeline")):
-            target["met"] = False
-    assert ("**JAX** misses the steady-rate target at 100 tasks and the pipeline target at 1,000 tasks"
-            in _flat(prose.render_block("many-tasks-reading", missed)))
+def test_fit_time_summary_quotes_each_backends_span_at_100_and_1000_tasks():
+    report = prose.load("fit_time")
+    text = _flat(prose.render_block("fit-time-summary", report))
+    for backend in report["machines"]:
+        for tasks in (100, 1000):
+            speeds = [fit_time.ratios(r)["speed"] for r in report["rows"]
+                      if r["backend"] == backend and r["tasks"] == tasks]
+            assert prose_text.span(speeds, unit="×") in text, (backend, tasks)
+    many = [r for r in report["rows"] if r["tasks"] >= 100]
+    assert f"{sum(fit_time.ratios(r)['met'] for r in many)} of these {len(many)} rows" in text
+    # Every row sped up past the targets: the count follows.
+    fast = copy.deepcopy(report)
+    for row in fast["rows"]:
+        row["keras_mtl"]["fit_s"] = row["plain"]["fit_s"] / 2
+        row["keras_mtl"]["epoch_s"] = [s / 2 for s in row["plain"]["epoch_s"]]
+    assert f"{len(many)} of these {len(many)} rows" in _flat(prose.render_block("fit-time-summary", fast))
 
 
 # -- notebooks/results/*.json ---------------------------------------------------------------
