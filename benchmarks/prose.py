@@ -63,6 +63,7 @@ BLOCKS = {
     "fit-time": ("fit_time", prose_fit_time.fit_time),
     "fit-time-summary": ("fit_time", prose_fit_time.summary),
     "balancing-summary": ("balancing", prose_balancing.summary),
+    "balancing-choice": ("balancing", prose_balancing.choice),
     "balancing-run": ("balancing", prose_balancing.run),
     "balancing-tables": ("balancing", prose_balancing.tables),
     "balancing-reading": ("balancing", prose_balancing.reading),

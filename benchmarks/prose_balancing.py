@@ -254,3 +254,37 @@ def reading(report: dict) -> dict:
     return {"first": first, "learning_rate": report["learning_rate"], "tuned": _tuned(report),
             "first_set": _first_set(report, first), "conflict": _conflict(report, second),
             "published": _published(report, first), "step_time": _step_time(report, first)}
+
+
+# -- docs/topics/balancing.md: which to try first ------------------------------------------------
+
+def choice(report: dict) -> dict:
+    """Every configuration ranked by its mean rank over the task sets, with its cost per step.
+
+    A configuration's rank in a set is its place by mean Δm there; one that a
+    set did not run is left out of that set's mean. The step time is its
+    median relative to ``FixedWeights``, as mean over the sets; the peak
+    memory the largest of the sets'.
+    """
+    sets = report["task_sets"]
+    configs = {c for t in sets.values() for c, e in t["summary"].items() if "rank" in e}
+    rows = []
+    for config in configs:
+        entries = {name: t["summary"].get(config) for name, t in sets.items()}
+        ranks = [e["rank"] for e in entries.values() if e and "rank" in e]
+        times = [e["relative_step_time"][0] for e in entries.values() if e and e.get("relative_step_time")]
+        peaks = [e["peak_memory_mb"][0] for e in entries.values() if e and e.get("peak_memory_mb")]
+        rows.append({"config": config, "cost": strategy_cost(config.split(" ")[0]) or "losses",
+                     "delta": {n: e["delta_m"][0] if e and "delta_m" in e else None for n, e in entries.items()},
+                     "rank": {n: e["rank"] if e and "rank" in e else None for n, e in entries.items()},
+                     "mean_rank": sum(ranks) / len(ranks), "sets_run": len(ranks),
+                     "step_time": sum(times) / len(times) if times else None,
+                     "peak_mb": max(peaks) if peaks else None})
+    rows.sort(key=lambda r: (r["mean_rank"], r["config"]))
+    untuned = [r for r in rows if r["config"] != TUNED]
+    fixed = next(r for r in rows if r["config"] == "FixedWeights")
+    cheap = [r for r in untuned if r["cost"] == "losses"]
+    return {"sets": list(sets), "rows": rows, "top": untuned[:3], "tuned": next((r for r in rows if r["config"] == TUNED), None),
+            "fixed": fixed, "best_cheap": cheap[0] if cheap else None,
+            "ahead_of_fixed": [r for r in untuned if r["mean_rank"] < fixed["mean_rank"]],
+            "seeds": len(next(iter(sets.values()))["settings"]["seeds"]), "configs": len(rows)}

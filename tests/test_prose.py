@@ -18,7 +18,7 @@ import prose_text  # noqa: E402
 
 # Every page with figures blocks, and its blocks in order (README.md holds none).
 BLOCKS = {"docs/topics/backends.md": ["backends-summary", "steps-per-execution"],
-          "docs/topics/balancing.md": ["representation-summary", "balancing-summary"],
+          "docs/topics/balancing.md": ["representation-summary", "balancing-choice", "balancing-summary"],
           "docs/topics/demo.md": ["demo"],
           "docs/topics/distributed.md": ["distribute-summary"],
           "docs/topics/many_tasks.md": ["fit-time-summary"],
@@ -249,6 +249,27 @@ def test_balancing_summary_follows_the_numbers(balancing):
     assert "only `ScaleInvariant` on MultiMNIST beats the single-task networks" in text
     assert "Δm (lower is better) runs from −0.5 % (`ScaleInvariant`)" in text
     assert "though not in every seed" in text
+
+
+def test_balancing_choice_orders_every_configuration_by_its_mean_rank(balancing):
+    text = prose.render_block("balancing-choice", balancing)
+    sets = balancing["task_sets"]
+    configs = {c for t in sets.values() for c, e in t["summary"].items() if "rank" in e}
+    mean_rank = {c: np.mean([t["summary"][c]["rank"] for t in sets.values() if "rank" in t["summary"].get(c, {})])
+                 for c in configs}
+    rows = [line.split(" | ")[0].strip("| `") for line in text.splitlines() if line.startswith("| `")]
+    assert rows == sorted(configs, key=lambda c: (mean_rank[c], c))
+    for config in rows:
+        assert f" | {mean_rank[config]:.1f} | " in next(line for line in text.splitlines()
+                                                       if line.startswith(f"| `{config}` |"))
+    tuned_first = mean_rank["FixedWeights (tuned lr)"] < min(v for c, v in mean_rank.items()
+                                                             if c != "FixedWeights (tuned lr)")
+    assert ("Try equal weights with a tuned learning rate first" in _flat(text)) == tuned_first
+    # Tuned equal weights fall to last place everywhere: the advice goes.
+    worse = copy.deepcopy(balancing)
+    for task_set in worse["task_sets"].values():
+        task_set["summary"]["FixedWeights (tuned lr)"]["rank"] = 99
+    assert "Try equal weights with a tuned learning rate first" not in _flat(prose.render_block("balancing-choice", worse))
 
 
 def test_balancing_reading_counts_seeds_and_compares_per_seed(balancing):
