@@ -284,7 +284,8 @@ def choice(report: dict) -> dict:
     untuned = [r for r in rows if r["config"] != TUNED]
     fixed = next(r for r in rows if r["config"] == "FixedWeights")
     cheap = [r for r in untuned if r["cost"] == "losses"]
-    return {"sets": list(sets), "rows": rows, "top": untuned[:3], "tuned": next((r for r in rows if r["config"] == TUNED), None),
+    tuned = next((r for r in rows if r["config"] == TUNED), None)
+    return {"sets": list(sets), "rows": rows, "top": untuned[:3], "tuned": tuned,
             "fixed": fixed, "best_cheap": cheap[0] if cheap else None,
             "ahead_of_fixed": [r for r in untuned if r["mean_rank"] < fixed["mean_rank"]],
             "seeds": len(next(iter(sets.values()))["settings"]["seeds"]), "configs": len(rows)}

@@ -269,7 +269,8 @@ def test_balancing_choice_orders_every_configuration_by_its_mean_rank(balancing)
     worse = copy.deepcopy(balancing)
     for task_set in worse["task_sets"].values():
         task_set["summary"]["FixedWeights (tuned lr)"]["rank"] = 99
-    assert "Try equal weights with a tuned learning rate first" not in _flat(prose.render_block("balancing-choice", worse))
+    advice = "Try equal weights with a tuned learning rate first"
+    assert advice not in _flat(prose.render_block("balancing-choice", worse))
 
 
 def test_balancing_reading_counts_seeds_and_compares_per_seed(balancing):
