@@ -221,9 +221,13 @@ def test_balancing_tables_are_the_summaries_of_the_runs(balancing):
     assert cells[1] == f"{left.mean():.2f} ± {left.std():.2f}"
     delta = mnist["summary"]["GradNorm"]["delta_m"][0]
     assert cells[3].startswith(f"+{delta:.2f} ± ") and delta > 0
-    # the tuned row: a negative Δm printed with a minus sign, and the chosen learning rate
-    assert "| 1 | `FixedWeights`, tuned lr 3e-3 | 89.82 ± 0.08 |" in tables
-    assert "| −1.62 ± 0.27 |" in tables
+    # the tuned row: its learning rate, its left accuracy over its runs, Δm with a typographic minus sign
+    tuned = mnist["summary"]["FixedWeights (tuned lr)"]
+    runs = [r for r in mnist["runs"] if r["config"] == "FixedWeights (tuned lr)"]
+    left = np.array([r["metric"]["left"] for r in runs]) * 100
+    assert (f"| {tuned['rank']} | `FixedWeights`, tuned lr {prose_text.learning_rate(tuned['lr'])} "
+            f"| {left.mean():.2f} ± {left.std():.2f} |") in tables
+    assert f"| {tuned['delta_m'][0]:+.2f} ± {tuned['delta_m'][1]:.2f} |".replace("-", "−") in tables
 
 
 def test_balancing_run_conditions_come_from_the_file(balancing):
@@ -238,8 +242,13 @@ def test_balancing_run_conditions_come_from_the_file(balancing):
 def test_balancing_summary_follows_the_numbers(balancing):
     text = _flat(prose.render_block("balancing-summary", balancing))
     assert "no strategy at that learning rate beats the single-task networks" in text
-    assert "rank first on both, beyond the seed spread (Δm −1.6 % and −21.6 %)" in text
-    assert "(here 15th of 16 on MultiMNIST)" in text
+    mnist, pair = (balancing["task_sets"][n]["summary"] for n in ("multi_mnist", "scale_conflict"))
+    tuned = [task_set["FixedWeights (tuned lr)"] for task_set in (mnist, pair)]
+    if all(t["rank"] == 1 for t in tuned):
+        deltas = " and ".join(f"{t['delta_m'][0]:+.1f} %".replace("-", "−") for t in tuned)
+        assert "rank first on both," in text and f"(Δm {deltas})" in text
+    ranked = sum("rank" in e for e in mnist.values())
+    assert f"(here {prose_text.ordinal(mnist['NashMTL']['rank'])} of {ranked} on MultiMNIST)" in text
 
     changed = copy.deepcopy(balancing)
     mnist = changed["task_sets"]["multi_mnist"]["summary"]
