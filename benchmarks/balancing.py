@@ -543,6 +543,31 @@ def plot(results: dict, path: str) -> None:
     plt.close(fig)
 
 
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from runs of the same strategies, one process per task set (``--merge``).
+
+    The task sets of every report; the earliest date; the seconds summed
+    over the runs (``processes`` says how many, since they may have run side
+    by side); the machine as the first run found it before and the last
+    left it after.
+    """
+    first = reports[0]
+    for report in reports[1:]:
+        if report["strategies"] != first["strategies"] or report["learning_rate"] != first["learning_rate"]:
+            raise ValueError("--merge takes runs of the same strategies at the same learning rate; "
+                             f"got {report['strategies']} at {report['learning_rate']} beside "
+                             f"{first['strategies']} at {first['learning_rate']}.")
+    shared = sorted(set.intersection(*(set(r["task_sets"]) for r in reports))) if len(reports) > 1 else []
+    if shared:
+        raise ValueError(f"--merge: task set(s) {shared} appear in more than one run; merge each set once.")
+    by_date = sorted(reports, key=lambda r: r["date"])
+    machine = {**by_date[0]["machine"], **{k: by_date[-1]["machine"][k]
+                                           for k in ("matmul_gflops_2048_after", "loadavg_after")}}
+    return {**first, "date": by_date[0]["date"], "total_seconds": sum(r["total_seconds"] for r in reports),
+            "processes": len(reports), "machine": machine,
+            "task_sets": {name: task_set for r in reports for name, task_set in r["task_sets"].items()}}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Every task-balancing strategy ranked by Δm against single-task networks, on "
@@ -554,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=None, help="override every set's epochs")
     parser.add_argument("--train-examples", type=int, default=None, help="override every set's training size")
     parser.add_argument("--only", default=None, help="comma-separated strategies (default: the whole registry)")
+    parser.add_argument("--merge", default=None,
+                        help="comma-separated output directories of runs of single task sets: write one "
+                             "balancing.json and balancing.png of all their sets to --output, training nothing")
     parser.add_argument("--output", default="balancing_results",
                         help="directory for balancing.json and balancing.png (default: balancing_results)")
     return parser
@@ -561,6 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.merge:
+        reports = []
+        for folder in args.merge.split(","):
+            with open(os.path.join(folder, "balancing.json")) as f:
+                reports.append(json.load(f))
+        return _write(merge_reports(reports), args.output)
     strategies = tuple(_STRATEGIES)
     if args.only is not None:
         strategies = tuple(s.strip() for s in args.only.split(","))
@@ -592,7 +626,6 @@ def main(argv=None) -> int:
     total = time.perf_counter() - started
     for result in results.values():
         print("\n" + format_table(result))
-    os.makedirs(args.output, exist_ok=True)
     report = {
         "date": date.isoformat(timespec="seconds"), "total_seconds": total, "machine": machine,
         "strategies": list(strategies), "learning_rate": LEARNING_RATE,
@@ -604,12 +637,18 @@ def main(argv=None) -> int:
                   "need not match published ones."],
         "task_sets": results,
     }
-    json_path = os.path.join(args.output, "balancing.json")
+    print(f"\nTotal {total / 60:.1f} min.")
+    return _write(report, args.output)
+
+
+def _write(report: dict, output: str) -> int:
+    """``balancing.json`` and ``balancing.png`` of ``report`` in ``output``."""
+    os.makedirs(output, exist_ok=True)
+    json_path, png = os.path.join(output, "balancing.json"), os.path.join(output, "balancing.png")
     with open(json_path, "w") as f:
         json.dump(report, f, indent=1)
-    png = os.path.join(args.output, "balancing.png")
-    plot(results, png)
-    print(f"\nTotal {total / 60:.1f} min. Wrote {json_path} and {png}")
+    plot(report["task_sets"], png)
+    print(f"Wrote {json_path} and {png}")
     return 0
 
 

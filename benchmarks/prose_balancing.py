@@ -104,7 +104,7 @@ def run(report: dict) -> dict:
     return {"machine": report["machine"], "first": first,
             "seeds": sorted({s for t in sets.values() for s in t["settings"]["seeds"]}),
             "day": datetime.datetime.fromisoformat(report["date"]).date().isoformat(),
-            "minutes": report["total_seconds"] / 60,
+            "minutes": report["total_seconds"] / 60, "processes": report.get("processes", 1),
             "trainings_per_seed": sorted({len({r["config"] for r in t["runs"]}) for t in sets.values()}),
             "tuning_per_set": tuning // len(sets), "trainings": sum(len(t["runs"]) for t in sets.values()) + tuning,
             "fixed_ms": [1000 * r["step_seconds"] for r in sets[first]["runs"] if r["config"] == "FixedWeights"]}

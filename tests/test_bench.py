@@ -191,3 +191,30 @@ def test_fit_time_quick_run_times_every_pair_and_its_ratios(tmp_path):
     assert report["table_markdown"] == fit_time.table(report["rows"])
     assert result.stdout.count("GFLOP/s") >= len(report["rows"])  # every printed row shows the matmul rate
     assert f"of {len(report['rows'])} rows meet the targets" in result.stdout
+
+
+def test_balancing_merges_runs_of_single_task_sets(tmp_path):
+    import balancing
+
+    def run(name, date, seconds, after):
+        machine = {"cpus": 2, "matmul_gflops_2048_before": 80.0, "loadavg_before": [1.0, 1.0, 1.0],
+                   "matmul_gflops_2048_after": after, "loadavg_after": [after / 100, 1.0, 1.0]}
+        return {"date": date, "total_seconds": seconds, "machine": machine, "strategies": ["FixedWeights", "MGDA"],
+                "learning_rate": 1e-3, "notes": [], "task_sets": {name: {"summary": {}, "runs": []}}}
+
+    runs = [run("real_digits", "2026-12-07T04:27:51+00:00", 600.0, 70.0),
+            run("multi_mnist", "2026-12-07T03:12:57+00:00", 3600.0, 60.0)]
+    for folder, report in zip(("a", "b"), runs):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "balancing.json").write_text(json.dumps(report))
+    assert balancing.main(["--merge", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--output", str(tmp_path / "out")]) == 0
+    merged = json.loads((tmp_path / "out" / "balancing.json").read_text())
+    assert sorted(merged["task_sets"]) == ["multi_mnist", "real_digits"]
+    assert (merged["date"], merged["total_seconds"], merged["processes"]) == ("2026-12-07T03:12:57+00:00", 4200.0, 2)
+    # the machine before the earliest run and after the latest
+    assert merged["machine"]["matmul_gflops_2048_after"] == 70.0
+    assert (tmp_path / "out" / "balancing.png").exists()
+    with pytest.raises(ValueError, match="same strategies"):
+        balancing.merge_reports([runs[0], {**runs[1], "strategies": ["FixedWeights"]}])
+    with pytest.raises(ValueError, match="more than one run"):
+        balancing.merge_reports([runs[0], runs[0]])
