@@ -253,7 +253,8 @@ def reading(report: dict) -> dict:
     first, second = list(report["task_sets"])[:2]
     return {"first": first, "learning_rate": report["learning_rate"], "tuned": _tuned(report),
             "first_set": _first_set(report, first), "conflict": _conflict(report, second),
-            "published": _published(report, first), "step_time": _step_time(report, first)}
+            "published": _published(report, first), "step_time": _step_time(report, first),
+            "task_counts": sorted({len(t["tasks"]) for t in report["task_sets"].values()})}
 
 
 # -- docs/topics/balancing.md: which to try first ------------------------------------------------
