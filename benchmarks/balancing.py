@@ -61,9 +61,10 @@ Default budget, 3 seeds: MultiMNIST 6,000 training images (from the 4,000
 training digits), 2,000 test images (from the 1,000 other digits), 5 epochs,
 batch 128; scale_conflict 6,000 training and 2,000 test examples, 8 epochs,
 batch 64; real_digits 4,000 and 1,000 digits, 8 epochs, batch 64;
-many_tasks 4,000 and 2,000 examples, 6 epochs, batch 128. The two first
-sets took 22.5 minutes (114 trainings) on 2 shared, loaded CPU cores with 15
-strategies; ``--sets`` picks some. ``--quick`` runs a tiny version (1 seed, a few hundred examples,
+many_tasks 4,000 and 2,000 examples, 6 epochs, batch 128. With 28
+strategies on 2 shared, loaded CPU cores, MultiMNIST takes about two hours,
+scale_conflict about 17 minutes and many_tasks about 7; ``--sets`` picks
+some, and ``--merge`` joins runs of single sets into one file. ``--quick`` runs a tiny version (1 seed, a few hundred examples,
 2 epochs, a subset of strategies) in about a minute, to check that
 everything runs.
 
@@ -473,6 +474,19 @@ def _metric_format(info):
     return (100, 2) if info["metric"] == "accuracy" else (1, 3) if info["metric"] == "auc" else (1, 2)
 
 
+def mean_over_tasks(result: dict, configs) -> list[float]:
+    """``[mean, std]`` over seeds of the mean over tasks of the metric of ``configs``' runs.
+
+    A wide task set's tables show this in place of a column per task; for
+    the single-task networks (one configuration per task) each seed's mean
+    takes every network's own task.
+    """
+    configs = set(configs)
+    seeds = sorted({r["seed"] for r in result["runs"] if r["config"] in configs})
+    return _mean_std([np.mean([value for r in result["runs"] if r["config"] in configs and r["seed"] == seed
+                               for value in r["metric"].values()]) for seed in seeds])
+
+
 def format_table(result: dict) -> str:
     tasks = result["tasks"]
     wide = len(tasks) > WIDE
@@ -492,7 +506,7 @@ def format_table(result: dict) -> str:
         peak = entry.get("peak_memory_mb")
         if wide:
             source = [result["summary"][c] for c in singles] if config in singles else [entry]
-            cells = f"{np.mean([e['metric'][n][0] for e in source for n in e['metric']]):>18.3f}"
+            cells = f"{_fmt(mean_over_tasks(result, singles if config in singles else [config]), 1, 3):>18}"
             peaks = [e["peak_memory_mb"][0] for e in source if e.get("peak_memory_mb")]
             peak = _mean_std(peaks) if peaks else None
         else:
@@ -548,8 +562,9 @@ def merge_reports(reports: list[dict]) -> dict:
 
     The task sets of every report; the earliest date; the seconds summed
     over the runs (``processes`` says how many, since they may have run side
-    by side); the machine as the first run found it before and the last
-    left it after.
+    by side); ``machines``, each run's machine (which may differ: a run can
+    be resumed elsewhere) with its task sets, and ``machine``, the
+    earliest run's.
     """
     first = reports[0]
     for report in reports[1:]:
@@ -561,10 +576,10 @@ def merge_reports(reports: list[dict]) -> dict:
     if shared:
         raise ValueError(f"--merge: task set(s) {shared} appear in more than one run; merge each set once.")
     by_date = sorted(reports, key=lambda r: r["date"])
-    machine = {**by_date[0]["machine"], **{k: by_date[-1]["machine"][k]
-                                           for k in ("matmul_gflops_2048_after", "loadavg_after")}}
+    machines = [m for r in by_date for m in r.get("machines", [{**r["machine"], "task_sets": list(r["task_sets"])}])]
     return {**first, "date": by_date[0]["date"], "total_seconds": sum(r["total_seconds"] for r in reports),
-            "processes": len(reports), "machine": machine,
+            "processes": sum(r.get("processes", 1) for r in reports), "machine": by_date[0]["machine"],
+            "machines": machines,
             "task_sets": {name: task_set for r in reports for name, task_set in r["task_sets"].items()}}
 
 

@@ -20,7 +20,8 @@ synthetic data set, an MLP trunk (784→512→256, relu, batch 256) with
   plus (a) with ``steps_per_execution=8`` (every other row keeps Keras's
   default of 1);
 * (h) (a) under the ``mixed_bfloat16`` policy;
-* (p) a plain PyTorch training loop of the same network (``torch_loop.py``).
+* (p) a plain PyTorch training loop of the same network with the same
+  metrics, computed by ``torchmetrics`` (``torch_loop.py``).
 
 Each training row reports the steady-state throughput (examples/second
 from the end of an epoch's first step to the end of its last, median over
@@ -740,7 +741,7 @@ def _steady(stamps: Sequence[float], batch_size: int) -> float | None:
 
 
 def torch_row(settings: Settings, data: SyntheticData, log: Callable[[str], None]) -> Row:
-    """Row (p): the plain PyTorch loop of ``torch_loop.py``, 4 tasks, same labels.
+    """Row (p): the plain PyTorch loop of ``torch_loop.py``, 4 tasks, same labels, AUC and accuracy.
 
     Timed as :func:`fit_row` times a Keras row: steady rate within the
     epochs after the first, whole epochs, first epoch. The loop runs in a
@@ -761,10 +762,11 @@ def torch_row(settings: Settings, data: SyntheticData, log: Callable[[str], None
     epochs = [b - a for a, b in zip(ends[1:-1], ends[2:], strict=True)]
     epoch_value = settings.examples / statistics.median(epochs)
     steady = [r for r in (_steady(s, settings.batch_size) for s in run.steps[1:]) if r is not None]
-    return Row(id=TORCH_ROW, label=f"plain PyTorch loop, {tasks} Linear heads, masked loss",
+    return Row(id=TORCH_ROW, label=f"plain PyTorch loop, {tasks} Linear heads, masked loss, torchmetrics",
                value=statistics.median(steady) if steady else epoch_value, epoch_value=epoch_value,
                first_epoch_s=ends[1] - ends[0], epoch_s=epochs, jit_compile=False, backend="torch",
-               matmul_gflops=rate, metrics="none", loss=run.loss, other_cores=other, loadavg=load,
+               matmul_gflops=rate, metrics="masked AUC + accuracy per task (torchmetrics)", loss=run.loss,
+               other_cores=other, loadavg=load,
                notes=f"torch {run.version}, eager, {run.threads} threads, own process")
 
 

@@ -45,8 +45,9 @@ def _loop(report) -> dict | None:
     if target is None:
         return None
     keras, loop = _value(report, _fastest(report), "a"), _value(report, _torch_at(report), TORCH_ROW)
+    metrics = report["rows"][_torch_at(report)][TORCH_ROW].get("metrics", "none")
     return {"keras_rate": keras, "loop_rate": loop, "ratio": keras / loop, "minimum": target["minimum"],
-            "met": keras / loop >= target["minimum"]}
+            "met": keras / loop >= target["minimum"], "metrics": metrics != "none"}
 
 
 def _spread_of(row) -> float:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import datetime
 import re
 
+from balancing import TUNED, WIDE, mean_over_tasks
 from prose_text import strategy_cost
-
-TUNED = "FixedWeights (tuned lr)"
 
 
 def _average_size(report) -> list[str]:
@@ -89,10 +88,22 @@ def _row(config: str, entry: dict, marked: list[str]) -> dict:
             "marked": config in marked}
 
 
+def _rows(task_set: dict, marked: list[str]) -> list[dict]:
+    """A task set's table rows; a wide set's single-task networks as one row, each with its task mean."""
+    rows = [_row(c, e, marked) for c, e in task_set["summary"].items()]
+    if len(task_set["tasks"]) <= WIDE:
+        return rows
+    singles = [row["config"] for row in rows if row["kind"] == "single"]
+    rows = [{**rows[0], "kind": "singles", "mean": mean_over_tasks(task_set, singles)}] + [
+        {**row, "mean": mean_over_tasks(task_set, [row["config"]])} for row in rows if row["kind"] != "single"]
+    return rows
+
+
 def tables(report: dict) -> dict:
-    """data/README.md: one ranked table per task set."""
+    """data/README.md: one ranked table per task set (a set of more than ``WIDE`` tasks: their mean)."""
     marked = _average_size(report)
-    return {"task_sets": {name: {**task_set, "rows": [_row(c, e, marked) for c, e in task_set["summary"].items()]}
+    return {"task_sets": {name: {**task_set, "wide": len(task_set["tasks"]) > WIDE,
+                                 "rows": _rows(task_set, marked)}
                           for name, task_set in report["task_sets"].items()}}
 
 
@@ -101,7 +112,11 @@ def run(report: dict) -> dict:
     sets = report["task_sets"]
     first = next(iter(sets))
     tuning = sum(len(t["tuning"]["grid"]) for t in sets.values())
-    return {"machine": report["machine"], "first": first,
+    machines = report.get("machines", [report["machine"]])
+    rates = [m[k] for m in machines for k in ("matmul_gflops_2048_before", "matmul_gflops_2048_after")]
+    loads = [m[k][0] for m in machines for k in ("loadavg_before", "loadavg_after")]
+    return {"machine": report["machine"], "first": first, "runs": len(machines),
+            "rates": [min(rates), max(rates)], "loads": [min(loads), max(loads)],
             "seeds": sorted({s for t in sets.values() for s in t["settings"]["seeds"]}),
             "day": datetime.datetime.fromisoformat(report["date"]).date().isoformat(),
             "minutes": report["total_seconds"] / 60, "processes": report.get("processes", 1),
@@ -126,7 +141,8 @@ def summary(report: dict) -> dict:
     lead = _untuned(b)[0]
     defect = next(t for t, info in b["tasks"].items() if info["metric"] == "auc")
     tuned_first = _tuned_first(report)
-    return {"report": report, "first": first, "second": second, "settings": [t["settings"] for t in sets.values()],
+    return {"report": report, "first": first, "second": second, "sets": list(sets),
+            "settings": [t["settings"] for t in sets.values()],
             "beat": {n: _untuned(t)[0] for n, t in sets.items() if _delta(t, _untuned(t)[0]) < 0},
             "extremes": {first: _extremes(a), second: _extremes(b)},
             "close_ranks": [a["summary"][close[0]]["rank"], a["summary"][close[-1]]["rank"]],
@@ -248,11 +264,36 @@ def _step_time(report, first) -> dict:
             "noisiest": {"std": top, "config": config, "set": where}, "tuned": a[TUNED]["relative_step_time"]}
 
 
+def _wide_sets(report) -> list[dict]:
+    """Each set of more than ``WIDE`` tasks: its task means, the strategies' spread and what tuning gave."""
+    found = []
+    for name, task_set in report["task_sets"].items():
+        if len(task_set["tasks"]) <= WIDE:
+            continue
+        summary, strategies = task_set["summary"], _untuned(task_set)
+        means = {c: mean_over_tasks(task_set, [c])[0] for c in strategies}
+        deltas = {c: _delta(task_set, c) for c in strategies}
+        fixed, best = deltas["FixedWeights"], strategies[0]
+        near = [c for c in strategies if abs(deltas[c] - fixed) <= 1.0]
+        found.append({"name": name, "tasks": len(task_set["tasks"]),
+                      "metric": next(iter(task_set["tasks"].values()))["metric"],
+                      "single": mean_over_tasks(task_set, [c for c in summary if c.startswith("single_")])[0],
+                      "means": [min(means.values()), max(means.values())],
+                      "deltas": [min(deltas.values()), max(deltas.values())],
+                      "all_worse": min(deltas.values()) > 0, "strategies": len(strategies),
+                      "near": len(near), "best": best, "best_delta": deltas[best], "fixed": fixed,
+                      "tuned": mean_over_tasks(task_set, [TUNED])[0] if TUNED in summary else None,
+                      "tuned_delta": _delta(task_set, TUNED) if TUNED in summary else None,
+                      "tuned_lr": summary[TUNED]["lr"] if TUNED in summary else None})
+    return found
+
+
 def reading(report: dict) -> dict:
     """data/README.md: the reading of the two tables and its caveats, every figure from the run."""
     first, second = list(report["task_sets"])[:2]
     return {"first": first, "learning_rate": report["learning_rate"], "tuned": _tuned(report),
             "first_set": _first_set(report, first), "conflict": _conflict(report, second),
+            "wide_sets": _wide_sets(report),
             "published": _published(report, first), "step_time": _step_time(report, first),
             "task_counts": sorted({len(t["tasks"]) for t in report["task_sets"].values()})}
 

@@ -5,7 +5,14 @@ Dense(256, relu) → one ``Linear(256, 1)`` head per task — trained with
 ``torch.optim.Adam`` (Keras's defaults: learning rate 0.001, epsilon 1e-7)
 on the same data and batch size, in eager mode. The loss is the masked
 logistic loss written out by hand, as a PyTorch user would: missing labels
-get weight 0 and the sum is divided by the batch size. No metrics.
+get weight 0 and the sum is divided by the batch size. With ``metrics``
+(the default), every task's ROC AUC and accuracy are computed the way a
+PyTorch user computes them, with ``torchmetrics``: ``MultilabelAUROC`` with
+200 thresholds (the binned AUC of ``keras.metrics.AUC``) and
+``MultilabelAccuracy``, both skipping missing labels through
+``ignore_index=-1`` and built with ``validate_args=False`` (their fast
+path); updated at every step, read at every epoch's end, as Keras reads
+its metrics.
 
 :func:`train_in_own_process` runs the loop in a fresh Python process that
 imports NumPy and PyTorch only: with TensorFlow 2.21 loaded in the same
@@ -40,6 +47,8 @@ class TorchRun:
         epoch_ends: ``time.perf_counter()`` at the start, then after each epoch.
         steps: per epoch, ``time.perf_counter()`` after every step.
         loss: mean training loss of each epoch.
+        auc: mean over tasks of the ROC AUC of each epoch (empty without metrics).
+        accuracy: mean over tasks of the accuracy of each epoch (empty without metrics).
         threads: ``torch.get_num_threads()``.
         version: ``torch.__version__``.
     """
@@ -47,6 +56,8 @@ class TorchRun:
     epoch_ends: list[float] = field(default_factory=list)
     steps: list[list[float]] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
+    auc: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
     threads: int = 0
     version: str = ""
 
@@ -62,7 +73,7 @@ def _network(input_dim: int, hidden: tuple[int, ...], tasks: int):
 
 
 def train(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidden: tuple[int, ...], batch_size: int,
-          epochs: int, seed: int = 0) -> TorchRun:
+          epochs: int, seed: int = 0, metrics: bool = True) -> TorchRun:
     """Trains the MLP with one head per column of ``y``.
 
     Args:
@@ -73,6 +84,7 @@ def train(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidden: tuple[int, 
         batch_size: examples per step.
         epochs: passes over the data, each in a new random order.
         seed: seed of the weights and of the order.
+        metrics: whether to compute every task's AUC and accuracy.
 
     Returns:
         The :class:`TorchRun` of step and epoch times.
@@ -86,6 +98,16 @@ def train(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidden: tuple[int, 
     inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     labels = torch.from_numpy(np.where(missing, 0.0, y).astype(np.float32))
     weights = torch.from_numpy((~missing).astype(np.float32))
+    targets = torch.from_numpy(np.where(missing, -1, y).astype(np.int64))  # torchmetrics skips −1
+    scores = None
+    if metrics:
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MultilabelAccuracy, MultilabelAUROC
+
+        tasks = y.shape[1]
+        scores = MetricCollection({
+            "auc": MultilabelAUROC(tasks, thresholds=200, average=None, ignore_index=-1, validate_args=False),
+            "accuracy": MultilabelAccuracy(tasks, average=None, ignore_index=-1, validate_args=False)})
     n = len(inputs)
     run = TorchRun(epoch_ends=[time.perf_counter()], threads=torch.get_num_threads(),
                    version=torch.__version__)
@@ -101,8 +123,15 @@ def train(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidden: tuple[int, 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scores is not None:
+                scores.update(torch.sigmoid(logits.detach()), targets[index])
             total += loss.item()
             stamps.append(time.perf_counter())
+        if scores is not None:
+            read = scores.compute()
+            run.auc.append(float(read["auc"].mean()))
+            run.accuracy.append(float(read["accuracy"].mean()))
+            scores.reset()
         run.steps.append(stamps)
         run.loss.append(total / len(stamps))
         run.epoch_ends.append(time.perf_counter())
@@ -110,7 +139,8 @@ def train(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidden: tuple[int, 
 
 
 def train_in_own_process(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidden: tuple[int, ...],
-                         batch_size: int, epochs: int, seed: int = 0, timeout: float = 3600) -> TorchRun:
+                         batch_size: int, epochs: int, seed: int = 0, metrics: bool = True,
+                         timeout: float = 3600) -> TorchRun:
     """:func:`train` in a fresh process that loads no other framework; same arguments.
 
     Raises:
@@ -120,7 +150,8 @@ def train_in_own_process(x: np.ndarray, y: np.ndarray, missing: np.ndarray, hidd
         data, out = os.path.join(folder, "data.npz"), os.path.join(folder, "run.json")
         np.savez(data, x=x, y=y, missing=missing)
         command = [sys.executable, os.path.abspath(__file__), data, out, "--hidden", *map(str, hidden),
-                   "--batch-size", str(batch_size), "--epochs", str(epochs), "--seed", str(seed)]
+                   "--batch-size", str(batch_size), "--epochs", str(epochs), "--seed", str(seed),
+                   *([] if metrics else ["--no-metrics"])]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"The plain PyTorch loop failed (exit status {done.returncode}):\n"
@@ -138,10 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-metrics", action="store_true", help="skip the AUC and accuracy")
     args = parser.parse_args(argv)
     arrays = np.load(args.data)
     run = train(arrays["x"], arrays["y"], arrays["missing"], tuple(args.hidden), args.batch_size, args.epochs,
-                args.seed)
+                args.seed, metrics=not args.no_metrics)
     with open(args.output, "w") as f:
         json.dump(dataclasses.asdict(run), f)
     return 0

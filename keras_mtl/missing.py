@@ -257,7 +257,6 @@ def labelled(y_true, class_labels: bool):
     y_true = ops.convert_to_tensor(y_true)
     if "int" in str(y_true.dtype):
         return ops.not_equal(y_true, MISSING) if class_labels else ops.ones_like(y_true, "bool")
-    mask = ops.logical_not(ops.isnan(y_true))
-    if class_labels:
-        mask = ops.logical_and(mask, ops.not_equal(y_true, float(MISSING)))
-    return mask
+    if class_labels:  # classes are 0, 1, …: one comparison leaves out both −1 and NaN
+        return ops.greater_equal(y_true, 0.0)
+    return ops.logical_not(ops.isnan(y_true))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -211,10 +212,37 @@ def test_balancing_merges_runs_of_single_task_sets(tmp_path):
     merged = json.loads((tmp_path / "out" / "balancing.json").read_text())
     assert sorted(merged["task_sets"]) == ["multi_mnist", "real_digits"]
     assert (merged["date"], merged["total_seconds"], merged["processes"]) == ("2026-12-07T03:12:57+00:00", 4200.0, 2)
-    # the machine before the earliest run and after the latest
-    assert merged["machine"]["matmul_gflops_2048_after"] == 70.0
+    # every run's machine with its task sets, earliest first
+    assert [(m["task_sets"], m["matmul_gflops_2048_after"]) for m in merged["machines"]] == [
+        (["multi_mnist"], 60.0), (["real_digits"], 70.0)]
     assert (tmp_path / "out" / "balancing.png").exists()
+    # a merged file merges again: its processes count
+    again = balancing.merge_reports([merged, run("many_tasks", "2026-12-07T06:31:41+00:00", 400.0, 50.0)])
+    assert (again["total_seconds"], again["processes"], len(again["task_sets"])) == (4600.0, 3, 3)
+    assert [m["task_sets"] for m in again["machines"]] == [["multi_mnist"], ["real_digits"], ["many_tasks"]]
     with pytest.raises(ValueError, match="same strategies"):
         balancing.merge_reports([runs[0], {**runs[1], "strategies": ["FixedWeights"]}])
     with pytest.raises(ValueError, match="more than one run"):
         balancing.merge_reports([runs[0], runs[0]])
+
+
+def test_the_plain_pytorch_loop_scores_labelled_entries_only():
+    # torch_loop's torchmetrics AUC and accuracy skip missing labels: whatever sits under a
+    # missing mark changes nothing, while the same values counted as labels change the scores.
+    import torch_loop
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x[:, :3] > 0).astype("float32")
+    missing = rng.random(y.shape) < 0.4
+    garbage = np.where(missing, 1.0 - y, y)
+
+    def run(labels, marks):
+        return torch_loop.train_in_own_process(x, labels, marks, (16,), 32, epochs=10, seed=0)
+
+    clean, masked, counted = run(y, missing), run(garbage, missing), run(garbage, np.zeros_like(missing))
+    assert len(clean.auc) == len(clean.accuracy) == 10
+    assert (masked.auc, masked.accuracy, masked.loss) == (clean.auc, clean.accuracy, clean.loss)
+    assert clean.auc[-1] > clean.auc[0] + 0.1 and clean.accuracy[-1] > clean.accuracy[0] + 0.1  # read each epoch
+    assert counted.auc[-1] < clean.auc[-1] - 0.05
+    assert counted.accuracy[-1] < clean.accuracy[-1] - 0.05

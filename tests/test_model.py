@@ -266,6 +266,29 @@ def test_one_output_layer_serves_every_task(many):
         np.testing.assert_allclose(predicted[task.name], expected, rtol=1e-5, err_msg=task.name)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_the_forward_pass_returns_what_its_functional_graph_returns(training):
+    # MultiTaskModel.call runs the graph to the fused logits, then the output layer itself.
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    features = keras.layers.BatchNormalization()(keras.layers.Dense(5)(keras.layers.Concatenate()([a, b])))
+    keras.utils.set_random_seed(1)
+    model = kmtl.MultiTaskModel({"a": a, "b": b}, features, TASKS)
+    model.task_outputs.target_mean.assign(np.full(model.task_outputs.units, 3.0, "float32"))
+    model.task_outputs.target_scale.assign(np.full(model.task_outputs.units, 2.0, "float32"))
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(6, 3)).astype("float32"), "b": 5 + rng.normal(size=(6, 2)).astype("float32")}
+    graph = keras.Model(model.input, model.output)
+    expected = {k: keras.ops.convert_to_numpy(v) for k, v in graph(x, training=training).items()}
+    found = {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=training).items()}
+    assert list(found) == [*model.task_names, kmtl.heads.FUSED_LOGITS]  # the graph's own are sorted on PyTorch
+    assert sorted(expected) == sorted(found)
+    for name, value in expected.items():
+        np.testing.assert_allclose(found[name], value, rtol=1e-6, err_msg=name)
+    # Batch statistics (inputs b centred at 5) differ from the initial moving ones: training reaches the trunk.
+    other = keras.ops.convert_to_numpy(model(x, training=not training)[kmtl.heads.FUSED_LOGITS])
+    assert np.abs(other - found[kmtl.heads.FUSED_LOGITS]).max() > 1e-3
+
+
 def test_image_features_are_flattened_and_multi_input_works():
     image = keras.Input((4, 4, 2), name="image")
     meta = keras.Input((3,), name="meta")

@@ -230,13 +230,48 @@ def test_balancing_tables_are_the_summaries_of_the_runs(balancing):
     assert f"| {tuned['delta_m'][0]:+.2f} ± {tuned['delta_m'][1]:.2f} |".replace("-", "−") in tables
 
 
+def test_a_wide_task_set_shows_the_mean_over_its_tasks(balancing):
+    wide = balancing["task_sets"]["many_tasks"]
+    runs, tasks = wide["runs"], list(wide["tasks"])
+    assert len(tasks) == 40
+    # per seed the mean AUC over the 40 tasks, then mean ± population std over seeds (NumPy)
+    seeds = sorted({r["seed"] for r in runs})
+    single = np.array([np.mean([r["metric"][t] for t in tasks for r in runs
+                                if r["config"] == f"single_{t}" and r["seed"] == s]) for s in seeds])
+    fixed = np.array([np.mean(list(r["metric"].values())) for r in runs if r["config"] == "FixedWeights"])
+    tables = prose.render_block("balancing-tables", balancing)
+    section = tables[tables.index("many_tasks"):]
+    assert "| rank | configuration | mean AUC of the 40 tasks | Δm % | time per step |" in section
+    assert f"|  | single-task networks | {single.mean():.3f} ± {single.std():.3f} | — | — |" in section
+    rank = wide["summary"]["FixedWeights"]["rank"]
+    assert f"| {rank} | `FixedWeights` | {fixed.mean():.3f} ± {fixed.std():.3f} |" in section
+    assert "single task: t00" not in section
+
+    reading = _flat(prose.render_block("balancing-reading", balancing))
+    deltas = {c: e["delta_m"][0] for c, e in wide["summary"].items()
+              if "rank" in e and c != "FixedWeights (tuned lr)"}
+    near = sum(abs(d - deltas["FixedWeights"]) <= 1.0 for d in deltas.values())
+    assert f"{near} of the {len(deltas)} strategies lie within a point of `FixedWeights`' Δm" in reading
+    tuned_gain = deltas["FixedWeights"] - wide["summary"]["FixedWeights (tuned lr)"]["delta_m"][0]
+    best_gain = deltas["FixedWeights"] - min(deltas.values())
+    assert f"{tuned_gain:.1f} points better than at 1e-3" in reading
+    assert ("the learning rate matters more than the weighting" in reading) == (tuned_gain > best_gain)
+
+
 def test_balancing_run_conditions_come_from_the_file(balancing):
     text = _flat(prose.render_block("balancing-run", balancing))
     steps = [1000 * r["step_seconds"] for r in balancing["task_sets"]["multi_mnist"]["runs"]
              if r["config"] == "FixedWeights"]
     assert f"MultiMNIST: {min(steps):.1f}–{max(steps):.1f} ms per step" in text
     assert f"{balancing['total_seconds'] / 60:.1f} minutes" in text
-    assert f"matmul {balancing['machine']['matmul_gflops_2048_before']:.1f} GFLOP/s before" in text
+    machines = balancing.get("machines", [balancing["machine"]])
+    rates = [m[k] for m in machines for k in ("matmul_gflops_2048_before", "matmul_gflops_2048_after")]
+    if len(machines) > 1:  # merged runs: the range over every run's readings
+        assert f"matmul from {min(rates):.1f} to {max(rates):.1f} GFLOP/s" in text
+    else:
+        assert f"matmul {rates[0]:.1f} GFLOP/s before" in text
+    single = {k: v for k, v in balancing.items() if k != "machines"}
+    assert f"matmul {rates[0]:.1f} GFLOP/s before" in _flat(prose.render_block("balancing-run", single))
 
 
 def test_balancing_summary_follows_the_numbers(balancing):
