@@ -64,9 +64,9 @@ batch 64; real_digits 4,000 and 1,000 digits, 8 epochs, batch 64;
 many_tasks 4,000 and 2,000 examples, 6 epochs, batch 128. With 28
 strategies on 2 shared, loaded CPU cores, MultiMNIST takes about two hours,
 scale_conflict about 17 minutes and many_tasks about 7; ``--sets`` picks
-some, and ``--merge`` joins runs of single sets into one file. ``--quick`` runs a tiny version (1 seed, a few hundred examples,
-2 epochs, a subset of strategies) in about a minute, to check that
-everything runs.
+some, and ``--merge`` joins runs of single sets into one file. ``--quick``
+runs a tiny version (1 seed, a few hundred examples, 2 epochs, a subset of
+strategies) in about a minute, to check that everything runs.
 
 Results are printed as tables and written to ``<output>/balancing.json``
 (every run's raw numbers, the settings, the machine: matmul GFLOP/s of a
