@@ -102,7 +102,7 @@ LEARNING_RATE = 1e-3
 TUNED = "FixedWeights (tuned lr)"
 TUNED_GRID = (3e-4, 1e-3, 3e-3)
 VALIDATION_FRACTION = 1 / 6
-AVERAGE_SIZE_UPDATES = ("MGDA", "CAGrad", "IMTLG", "UPGrad")
+AVERAGE_SIZE_UPDATES = ("MGDA", "CAGrad", "IMTLG", "UPGrad", "Krum", "TrimmedMean")
 QUICK_STRATEGIES = ("FixedWeights", "UncertaintyWeighting", "PCGrad", "MGDA")
 
 

@@ -13,6 +13,8 @@ import re
 from balancing import TUNED, WIDE, mean_over_tasks
 from prose_text import strategy_cost
 
+from keras_mtl.balancing import _STRATEGIES
+
 
 def _average_size(report) -> list[str]:
     """The strategies whose update has the size of an average task gradient (from the run's notes)."""
@@ -330,4 +332,5 @@ def choice(report: dict) -> dict:
     return {"sets": list(sets), "rows": rows, "top": untuned[:3], "tuned": tuned,
             "fixed": fixed, "best_cheap": cheap[0] if cheap else None,
             "ahead_of_fixed": [r for r in untuned if r["mean_rank"] < fixed["mean_rank"]],
-            "seeds": len(next(iter(sets.values()))["settings"]["seeds"]), "configs": len(rows)}
+            "seeds": len(next(iter(sets.values()))["settings"]["seeds"]), "configs": len(rows),
+            "unranked": [name for name in _STRATEGIES if name not in configs]}

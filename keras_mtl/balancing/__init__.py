@@ -43,7 +43,8 @@ is importable from ``keras_mtl.balancing``):
   ``graddrop``, ``gradvac``, ``dualproj``, ``config`` (ConFIG), ``fairgrad``,
   ``imtl`` (IMTL-L with IMTL-G), and the stochastic ones ``moco``,
   ``sdmgrad`` and ``modo`` (their weights kept on the simplex by
-  :mod:`~keras_mtl.balancing.simplex_state`);
+  :mod:`~keras_mtl.balancing.simplex_state`), and torchjd's robust
+  ``krum`` and ``trimmed_mean``;
 * :mod:`~keras_mtl.balancing.solvers` — the in-graph solvers they share
   (:func:`project_to_simplex`, the quadratic minimiser, the normalised Gram matrix);
 * :mod:`~keras_mtl.balancing.registry` — :func:`get` and the built-in
@@ -75,6 +76,7 @@ from keras_mtl.balancing.gradnorm import GradNorm
 from keras_mtl.balancing.gradvac import GradVac
 from keras_mtl.balancing.imtl import IMTL
 from keras_mtl.balancing.imtlg import IMTLG
+from keras_mtl.balancing.krum import Krum
 from keras_mtl.balancing.mgda import MGDA
 from keras_mtl.balancing.moco import MoCo
 from keras_mtl.balancing.modo import MoDo
@@ -87,6 +89,7 @@ from keras_mtl.balancing.scale_invariant import ScaleInvariant
 from keras_mtl.balancing.sdmgrad import SDMGrad
 from keras_mtl.balancing.solvers import project_to_simplex
 from keras_mtl.balancing.stch import STCH
+from keras_mtl.balancing.trimmed_mean import TrimmedMean
 from keras_mtl.balancing.uncertainty_weighting import UncertaintyWeighting
 from keras_mtl.balancing.upgrad import UPGrad
 
@@ -110,6 +113,7 @@ __all__ = [
     "GradientAggregator",
     "IMTL",
     "IMTLG",
+    "Krum",
     "MGDA",
     "MoCo",
     "MoDo",
@@ -119,6 +123,7 @@ __all__ = [
     "SDMGrad",
     "STCH",
     "ScaleInvariant",
+    "TrimmedMean",
     "UPGrad",
     "UncertaintyWeighting",
     "get",

@@ -26,6 +26,7 @@ from keras_mtl.balancing.gradnorm import GradNorm
 from keras_mtl.balancing.gradvac import GradVac
 from keras_mtl.balancing.imtl import IMTL
 from keras_mtl.balancing.imtlg import IMTLG
+from keras_mtl.balancing.krum import Krum
 from keras_mtl.balancing.mgda import MGDA
 from keras_mtl.balancing.moco import MoCo
 from keras_mtl.balancing.modo import MoDo
@@ -35,6 +36,7 @@ from keras_mtl.balancing.random_loss_weighting import RandomLossWeighting
 from keras_mtl.balancing.scale_invariant import ScaleInvariant
 from keras_mtl.balancing.sdmgrad import SDMGrad
 from keras_mtl.balancing.stch import STCH
+from keras_mtl.balancing.trimmed_mean import TrimmedMean
 from keras_mtl.balancing.uncertainty_weighting import UncertaintyWeighting
 from keras_mtl.balancing.upgrad import UPGrad
 
@@ -46,7 +48,7 @@ _STRATEGIES = {cls.__name__: cls for cls in
                 ScaleInvariant, FAMO, MGDA, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL,
                 # loss weightings, then gradient aggregators, from LibMTL's and torchjd's lists
                 GLS, STCH, ExcessMTL, GO4Align, GradDrop, GradVac, DualProj, ConFIG, FairGrad, IMTL,
-                MoCo, SDMGrad, MoDo)}
+                MoCo, SDMGrad, MoDo, Krum, TrimmedMean)}
 
 
 def get(strategy) -> Balancer:
