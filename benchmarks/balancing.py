@@ -557,27 +557,39 @@ def plot(results: dict, path: str) -> None:
     plt.close(fig)
 
 
-def merge_reports(reports: list[dict]) -> dict:
-    """One report from runs of the same strategies, one process per task set (``--merge``).
+def merge_reports(reports: list[dict], sets=None) -> dict:
+    """One report from runs at the same learning rate, one process per task set (``--merge``).
 
-    The task sets of every report; the earliest date; the seconds summed
+    The task sets of every report (only ``sets``, if given; a set's table
+    lists what its run trained, ``strategies`` every strategy of any run, in
+    registry order); the earliest date; the seconds summed
     over the runs (``processes`` says how many, since they may have run side
     by side); ``machines``, each run's machine (which may differ: a run can
     be resumed elsewhere) with its task sets, and ``machine``, the
     earliest run's.
     """
+    if sets is not None:
+        missing = sorted(set(sets) - {name for r in reports for name in r["task_sets"]})
+        if missing:
+            raise ValueError(f"--merge: no run holds task set(s) {missing}.")
+        reports = [{**r, "task_sets": {n: t for n, t in r["task_sets"].items() if n in sets}} for r in reports]
+        reports = [r for r in reports if r["task_sets"]]
     first = reports[0]
     for report in reports[1:]:
-        if report["strategies"] != first["strategies"] or report["learning_rate"] != first["learning_rate"]:
-            raise ValueError("--merge takes runs of the same strategies at the same learning rate; "
-                             f"got {report['strategies']} at {report['learning_rate']} beside "
-                             f"{first['strategies']} at {first['learning_rate']}.")
-    shared = sorted(set.intersection(*(set(r["task_sets"]) for r in reports))) if len(reports) > 1 else []
+        if report["learning_rate"] != first["learning_rate"]:
+            raise ValueError("--merge takes runs at the same learning rate; "
+                             f"got {report['learning_rate']} beside {first['learning_rate']}.")
+    seen = [name for r in reports for name in r["task_sets"]]
+    shared = sorted({name for name in seen if seen.count(name) > 1})
     if shared:
-        raise ValueError(f"--merge: task set(s) {shared} appear in more than one run; merge each set once.")
+        raise ValueError(f"--merge: task set(s) {shared} appear in more than one run; merge each set once "
+                         "(--sets picks which).")
+    trained = {name for r in reports for name in r["strategies"]}
     by_date = sorted(reports, key=lambda r: r["date"])
     machines = [m for r in by_date for m in r.get("machines", [{**r["machine"], "task_sets": list(r["task_sets"])}])]
-    return {**first, "date": by_date[0]["date"], "total_seconds": sum(r["total_seconds"] for r in reports),
+    return {**first, "strategies": [name for name in _STRATEGIES if name in trained]
+            + sorted(trained - set(_STRATEGIES)),
+            "date": by_date[0]["date"], "total_seconds": sum(r["total_seconds"] for r in reports),
             "processes": sum(r.get("processes", 1) for r in reports), "machine": by_date[0]["machine"],
             "machines": machines,
             "task_sets": {name: task_set for r in reports for name, task_set in r["task_sets"].items()}}
@@ -596,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", default=None, help="comma-separated strategies (default: the whole registry)")
     parser.add_argument("--merge", default=None,
                         help="comma-separated output directories of runs of single task sets: write one "
-                             "balancing.json and balancing.png of all their sets to --output, training nothing")
+                             "balancing.json and balancing.png of all their sets (or of --sets) to --output, "
+                             "training nothing")
     parser.add_argument("--output", default="balancing_results",
                         help="directory for balancing.json and balancing.png (default: balancing_results)")
     return parser
@@ -609,7 +622,8 @@ def main(argv=None) -> int:
         for folder in args.merge.split(","):
             with open(os.path.join(folder, "balancing.json")) as f:
                 reports.append(json.load(f))
-        return _write(merge_reports(reports), args.output)
+        sets = args.sets.split(",") if args.sets != ",".join(TASK_SETS) else None
+        return _write(merge_reports(reports, sets), args.output)
     strategies = tuple(_STRATEGIES)
     if args.only is not None:
         strategies = tuple(s.strip() for s in args.only.split(","))

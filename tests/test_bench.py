@@ -220,10 +220,18 @@ def test_balancing_merges_runs_of_single_task_sets(tmp_path):
     again = balancing.merge_reports([merged, run("many_tasks", "2026-12-07T06:31:41+00:00", 400.0, 50.0)])
     assert (again["total_seconds"], again["processes"], len(again["task_sets"])) == (4600.0, 3, 3)
     assert [m["task_sets"] for m in again["machines"]] == [["multi_mnist"], ["real_digits"], ["many_tasks"]]
-    with pytest.raises(ValueError, match="same strategies"):
-        balancing.merge_reports([runs[0], {**runs[1], "strategies": ["FixedWeights"]}])
+    # runs of different strategies merge (each set keeps its own table); --sets picks the sets
+    wider = {**run("scale_conflict", "2026-12-07T07:00:00+00:00", 100.0, 50.0), "strategies": ["FixedWeights", "Krum"]}
+    picked = balancing.merge_reports([again, wider], sets=["multi_mnist", "scale_conflict"])
+    assert sorted(picked["task_sets"]) == ["multi_mnist", "scale_conflict"]
+    assert picked["strategies"] == ["FixedWeights", "MGDA", "Krum"]
+    assert picked["task_sets"]["scale_conflict"] is wider["task_sets"]["scale_conflict"]
+    with pytest.raises(ValueError, match="learning rate"):
+        balancing.merge_reports([runs[0], {**runs[1], "learning_rate": 3e-3}])
     with pytest.raises(ValueError, match="more than one run"):
-        balancing.merge_reports([runs[0], runs[0]])
+        balancing.merge_reports([again, again])
+    with pytest.raises(ValueError, match="no run holds"):
+        balancing.merge_reports([runs[0]], sets=["scale_conflict"])
 
 
 def test_the_plain_pytorch_loop_scores_labelled_entries_only():
