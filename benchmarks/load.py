@@ -22,12 +22,16 @@ def _cpu_seconds() -> tuple[float, float] | None:
 
 
 def _own_cpu() -> float:
+    # This process and the children it waited for (the plain PyTorch loop runs as one).
     times = os.times()
-    return times.user + times.system
+    return times.user + times.system + times.children_user + times.children_system
 
 
 class CpuMeter:
-    """CPU cores used by *other* processes from construction to ``stop``."""
+    """CPU cores used by *other* processes from construction to ``stop``.
+
+    The process's own children that it waited for count as its own.
+    """
 
     def __init__(self):
         self._machine = _cpu_seconds()
