@@ -557,6 +557,27 @@ def plot(results: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _only(report: dict, sets) -> dict:
+    """``report`` cut down to the task sets in ``sets``.
+
+    Its seconds shrink by the kept sets' share of the training seconds; a
+    run of one process per set keeps a process per kept set; its machines
+    are those that ran a kept set.
+    """
+    kept = {n: t for n, t in report["task_sets"].items() if n in sets}
+    if len(kept) == len(report["task_sets"]):
+        return report
+    def trained(task_sets):
+        return sum(run["train_seconds"] for t in task_sets.values() for run in t["runs"])
+    processes = report.get("processes", 1)
+    machines = [m for m in report.get("machines", [{**report["machine"], "task_sets": list(report["task_sets"])}])
+                if set(m["task_sets"]) & set(kept)]
+    share = (trained(kept) / trained(report["task_sets"]) if trained(report["task_sets"])
+             else len(kept) / len(report["task_sets"]))
+    return {**report, "task_sets": kept, "machines": machines, "total_seconds": report["total_seconds"] * share,
+            "processes": len(kept) if processes == len(report["task_sets"]) else processes}
+
+
 def merge_reports(reports: list[dict], sets=None) -> dict:
     """One report from runs at the same learning rate, one process per task set (``--merge``).
 
@@ -572,8 +593,7 @@ def merge_reports(reports: list[dict], sets=None) -> dict:
         missing = sorted(set(sets) - {name for r in reports for name in r["task_sets"]})
         if missing:
             raise ValueError(f"--merge: no run holds task set(s) {missing}.")
-        reports = [{**r, "task_sets": {n: t for n, t in r["task_sets"].items() if n in sets}} for r in reports]
-        reports = [r for r in reports if r["task_sets"]]
+        reports = [_only(r, sets) for r in reports if set(r["task_sets"]) & set(sets)]
     first = reports[0]
     for report in reports[1:]:
         if report["learning_rate"] != first["learning_rate"]:

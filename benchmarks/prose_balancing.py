@@ -95,8 +95,8 @@ def _rows(task_set: dict, marked: list[str]) -> list[dict]:
     rows = [_row(c, e, marked) for c, e in task_set["summary"].items()]
     if len(task_set["tasks"]) <= WIDE:
         return rows
-    singles = [row["config"] for row in rows if row["kind"] == "single"]
-    rows = [{**rows[0], "kind": "singles", "mean": mean_over_tasks(task_set, singles)}] + [
+    singles = [row for row in rows if row["kind"] == "single"]
+    rows = [{**singles[0], "kind": "singles", "mean": mean_over_tasks(task_set, [r["config"] for r in singles])}] + [
         {**row, "mean": mean_over_tasks(task_set, [row["config"]])} for row in rows if row["kind"] != "single"]
     return rows
 

@@ -226,6 +226,13 @@ def test_balancing_merges_runs_of_single_task_sets(tmp_path):
     assert sorted(picked["task_sets"]) == ["multi_mnist", "scale_conflict"]
     assert picked["strategies"] == ["FixedWeights", "MGDA", "Krum"]
     assert picked["task_sets"]["scale_conflict"] is wider["task_sets"]["scale_conflict"]
+    # a set left out takes its share of the seconds (by training seconds) and its process with it
+    for report, seconds in ((again, (100.0, 300.0, 100.0)),):
+        for task_set, spent in zip(report["task_sets"].values(), seconds):
+            task_set["runs"] = [{"train_seconds": spent}]
+    two = balancing.merge_reports([again], sets=["multi_mnist", "real_digits"])
+    assert (two["total_seconds"], two["processes"]) == (pytest.approx(4600.0 * 400 / 500), 2)
+    assert [m["task_sets"] for m in two["machines"]] == [["multi_mnist"], ["real_digits"]]
     with pytest.raises(ValueError, match="learning rate"):
         balancing.merge_reports([runs[0], {**runs[1], "learning_rate": 3e-3}])
     with pytest.raises(ValueError, match="more than one run"):
