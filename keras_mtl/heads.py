@@ -536,7 +536,8 @@ class TaskMetrics(keras.metrics.Metric):
         # Their outputs, not their logits, are in user units: the metrics read the outputs.
         self.standardized = set(standardized)
         self.fused = []
-        self._fused_parts = []  # (group, tasks, label columns or None, logit columns or None)
+        # (group, tasks, label columns or None, logit columns or None, whether the logits serve)
+        self._fused_parts = []
         self.per_task = {}
         for group in layout.groups:
             default = [t for t in group.tasks if chosen[t.name] is None]
@@ -546,7 +547,8 @@ class TaskMetrics(keras.metrics.Metric):
             fused = {t.name for t in default} if metric is not None else set()
             if metric is not None:
                 self.fused.append(metric)
-                self._fused_parts.append((group, default, *self._columns(group, default)))
+                self._fused_parts.append((group, default, *self._columns(group, default),
+                                          not self.standardized.intersection(t.name for t in default)))
             for task in group.tasks:
                 if task.name not in fused:
                     built = task.build_metrics(chosen[task.name])
@@ -577,11 +579,11 @@ class TaskMetrics(keras.metrics.Metric):
         if stacked is None:
             stacked = stack_groups(y, self.layout, batch_size)
         matrices = dict(zip((g.key for g in self.layout.groups), stacked))
-        for metric, (group, tasks, label_columns, logit_columns) in zip(self.fused, self._fused_parts):
+        for metric, (group, tasks, label_columns, logit_columns, from_logits) in zip(self.fused, self._fused_parts):
             labels = matrices[group.key]
             if label_columns is not None:
                 labels = ops.take(labels, label_columns, axis=1)
-            if logits is not None and not self.standardized.intersection(t.name for t in tasks):
+            if logits is not None and from_logits:
                 part = (logits[:, group.start:group.stop] if logit_columns is None
                         else ops.take(logits, logit_columns, axis=1))
                 values = ops.cast(group.kind.activate(part), "float32")  # as TaskOutputs computes it
