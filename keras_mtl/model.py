@@ -41,13 +41,14 @@ LOG_EVERY_TASK_UP_TO = 16
 
 
 class _LogitsPath:
-    """The model's graph up to the fused logits, sharing the model's layers.
+    """The model's graph up to the fused logits, and its output layer; the model's own layers.
 
     Held outside Keras's tracking, as :class:`_RepresentationSplit`.
     """
 
     def __init__(self, model):
         self.model = keras.Model(model.input, model.output[FUSED_LOGITS])
+        self.outputs = model.task_outputs
 
 
 class _RepresentationSplit:
@@ -386,7 +387,7 @@ class MultiTaskModel(keras.Model):
         checks both give the same numbers).
         """
         logits = self._logits_path.model(inputs, training=training, mask=mask)
-        return {**self.task_outputs(logits), FUSED_LOGITS: logits}
+        return {**self._logits_path.outputs(logits), FUSED_LOGITS: logits}
 
     @staticmethod
     def fused_logits(y_pred):

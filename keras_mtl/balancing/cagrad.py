@@ -6,7 +6,14 @@ import keras
 from keras import ops
 
 from keras_mtl.balancing.aggregator import GradientAggregator
-from keras_mtl.balancing.solvers import TINY, largest_eigenvalue, normalised_gram, presence_mask, project_to_simplex
+from keras_mtl.balancing.solvers import (
+    TINY,
+    largest_eigenvalue,
+    normalised_gram,
+    presence_mask,
+    present_mean,
+    project_to_simplex,
+)
 
 __all__ = ["CAGrad"]
 
@@ -71,7 +78,7 @@ class CAGrad(GradientAggregator):
         """``w`` ``(T,)``: the minimiser of ``F`` over the simplex of the present tasks."""
         mask = presence_mask(present)
         gram, _ = normalised_gram(ops.convert_to_tensor(gram, "float32") * mask[:, None] * mask[None, :], mask)
-        mean = mask / ops.maximum(ops.sum(mask), 1.0)
+        mean = present_mean(mask)
         linear = ops.matmul(gram, mean)  # ∂(g_wᵀ g_0)/∂w
         radius = self.c * ops.sqrt(ops.maximum(ops.sum(mean * linear), 0.0))
         largest = largest_eigenvalue(gram)
@@ -87,7 +94,7 @@ class CAGrad(GradientAggregator):
 
     def task_coefficients(self, gram, present):
         mask = presence_mask(present)
-        mean = mask / ops.maximum(ops.sum(mask), 1.0)
+        mean = present_mean(mask)
         if self.c == 0:
             return mean  # the average gradient: no inner problem
         w = self.conflict_averse_weights(gram, present)

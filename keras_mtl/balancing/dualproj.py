@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import keras
-from keras import ops
+from keras import ops  # noqa: F401  (the example below uses it)
 
 from keras_mtl.balancing.aggregator import GradientAggregator
-from keras_mtl.balancing.solvers import dual_cone_weights, presence_mask
+from keras_mtl.balancing.solvers import dual_cone_weights, presence_mask, present_mean
 
 __all__ = ["DualProj"]
 
@@ -65,7 +65,7 @@ class DualProj(GradientAggregator):
 
     def task_coefficients(self, gram, present):
         mask = presence_mask(present)
-        mean = mask / ops.maximum(ops.sum(mask), 1.0)
+        mean = present_mean(mask)
         return dual_cone_weights(gram, mean, present, self.reg, self.iterations)
 
     def get_config(self):

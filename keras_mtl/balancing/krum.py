@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_mtl.balancing.aggregator import GradientAggregator
-from keras_mtl.balancing.solvers import presence_mask
+from keras_mtl.balancing.solvers import presence_mask, present_mean
 
 __all__ = ["Krum"]
 
@@ -114,8 +114,7 @@ class Krum(GradientAggregator):
         present_count = ops.sum(mask)
         chosen = ops.minimum(float(self.n_selected), present_count)
         selected = ops.cast(rank < chosen, "float32") * mask / ops.maximum(chosen, 1.0)
-        mean = mask / ops.maximum(present_count, 1.0)
-        return ops.where(present_count >= self.n_byzantine + 3, selected, mean)
+        return ops.where(present_count >= self.n_byzantine + 3, selected, present_mean(mask))
 
     def get_config(self):
         return {**super().get_config(), "n_byzantine": self.n_byzantine, "n_selected": self.n_selected,

@@ -6,7 +6,13 @@ import keras
 from keras import ops
 
 from keras_mtl.balancing.aggregator import GradientAggregator
-from keras_mtl.balancing.solvers import minimise_quadratic, normalised_gram, presence_mask, project_to_simplex
+from keras_mtl.balancing.solvers import (
+    minimise_quadratic,
+    normalised_gram,
+    presence_mask,
+    present_mean,
+    project_to_simplex,
+)
 
 __all__ = ["MGDA"]
 
@@ -111,7 +117,7 @@ class MGDA(GradientAggregator):
         mask = presence_mask(present)
         gram = ops.convert_to_tensor(gram, "float32") * mask[:, None] * mask[None, :]
         gram, _ = normalised_gram(gram, mask)
-        start = mask / ops.maximum(ops.sum(mask), 1.0)
+        start = present_mean(mask)
         return minimise_quadratic(gram, lambda alpha: project_to_simplex(alpha, mask), start, iterations)
 
     def get_config(self):

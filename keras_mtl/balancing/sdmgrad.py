@@ -7,7 +7,13 @@ from keras import ops
 
 from keras_mtl.balancing.aggregator import GradientAggregator
 from keras_mtl.balancing.simplex_state import present_shares, with_absent_kept
-from keras_mtl.balancing.solvers import largest_eigenvalue, normalised_gram, presence_mask, project_to_simplex
+from keras_mtl.balancing.solvers import (
+    largest_eigenvalue,
+    normalised_gram,
+    presence_mask,
+    present_mean,
+    project_to_simplex,
+)
 
 __all__ = ["SDMGrad"]
 
@@ -73,7 +79,7 @@ class SDMGrad(GradientAggregator):
         """``w`` on the present tasks' simplex: ``iterations`` projected-gradient steps on ``F`` from ``start``."""
         mask = presence_mask(present)
         gram, _ = normalised_gram(ops.convert_to_tensor(gram, "float32") * mask[:, None] * mask[None, :], mask)
-        mean = mask / ops.maximum(ops.sum(mask), 1.0)
+        mean = present_mean(mask)
         linear = self.lam * ops.matmul(gram, mean)
         step = 1.0 / largest_eigenvalue(gram)
 
@@ -87,7 +93,7 @@ class SDMGrad(GradientAggregator):
         previous = self.task_weights.value
         w = self.direction_weights(gram, present, previous)
         self.task_weights.assign(with_absent_kept(w, previous, present))
-        mean = mask / ops.maximum(ops.sum(mask), 1.0)
+        mean = present_mean(mask)
         return (w + self.lam * mean) / (1.0 + self.lam)
 
     def get_config(self):

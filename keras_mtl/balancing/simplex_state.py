@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from keras_mtl.balancing.solvers import TINY, presence_mask
+from keras_mtl.balancing.solvers import TINY, presence_mask, present_mean
 
 __all__ = ["present_shares", "with_absent_kept"]
 
@@ -33,7 +33,7 @@ def present_shares(weights, present):
     weights = ops.convert_to_tensor(weights, "float32")
     mask = presence_mask(present)
     total, positive = _present_total(weights, mask)
-    uniform = mask / ops.maximum(ops.sum(mask), 1.0)
+    uniform = present_mean(mask)
     return ops.where(positive, weights * mask / ops.where(positive, total, 1.0), uniform)
 
 

@@ -21,6 +21,11 @@ def presence_mask(present):
     return ops.cast(ops.convert_to_tensor(present), "float32")
 
 
+def present_mean(mask):
+    """The uniform weights ``1/n`` over the ``n`` present tasks of ``mask``, 0 elsewhere (all 0 if none)."""
+    return mask / ops.maximum(ops.sum(mask), 1.0)
+
+
 def normalised_gram(gram, mask):
     """``K / s`` with ``s`` the mean squared norm of the present rows (1 if there is none).
 
