@@ -36,7 +36,8 @@ is importable from ``keras_mtl.balancing``):
 * the loss weightings, one module each: ``fixed_weights``,
   ``uncertainty_weighting``, ``dwa``, ``gradnorm``,
   ``random_loss_weighting``, ``scale_invariant``, ``famo``, ``gls``,
-  ``stch``, ``excess_mtl``, ``go4align``;
+  ``stch``, ``excess_mtl``, ``go4align``, and torchjd's preference
+  scalarisations ``cosmos`` and ``pbi``;
 * :mod:`~keras_mtl.balancing.aggregator` — :class:`GradientAggregator`, the
   base of the gradient aggregators, one module each: ``pcgrad``, ``mgda``,
   ``cagrad``, ``imtlg``, ``aligned_mtl``, ``nash_mtl``, ``upgrad``, ``dbmtl``,
@@ -44,7 +45,8 @@ is importable from ``keras_mtl.balancing``):
   ``imtl`` (IMTL-L with IMTL-G), and the stochastic ones ``moco``,
   ``sdmgrad`` and ``modo`` (their weights kept on the simplex by
   :mod:`~keras_mtl.balancing.simplex_state`), and torchjd's robust
-  ``krum`` and ``trimmed_mean``;
+  ``krum`` and ``trimmed_mean``; ``crmogm`` smooths another aggregator's
+  weights over steps;
 * :mod:`~keras_mtl.balancing.solvers` — the in-graph solvers they share
   (:func:`project_to_simplex`, the quadratic minimiser, the normalised Gram matrix);
 * :mod:`~keras_mtl.balancing.registry` — :func:`get` and the built-in
@@ -62,6 +64,8 @@ from keras_mtl.balancing.aligned_mtl import AlignedMTL
 from keras_mtl.balancing.base import Balancer, log_loss_weights
 from keras_mtl.balancing.cagrad import CAGrad
 from keras_mtl.balancing.config import ConFIG
+from keras_mtl.balancing.cosmos import COSMOS
+from keras_mtl.balancing.crmogm import CRMOGM
 from keras_mtl.balancing.dbmtl import DBMTL
 from keras_mtl.balancing.dualproj import DualProj
 from keras_mtl.balancing.dwa import DWA
@@ -81,6 +85,7 @@ from keras_mtl.balancing.mgda import MGDA
 from keras_mtl.balancing.moco import MoCo
 from keras_mtl.balancing.modo import MoDo
 from keras_mtl.balancing.nash_mtl import NashMTL
+from keras_mtl.balancing.pbi import PBI
 from keras_mtl.balancing.pcgrad import PCGrad
 from keras_mtl.balancing.random_loss_weighting import RandomLossWeighting
 from keras_mtl.balancing.registry import _STRATEGIES as _STRATEGIES  # the built-ins by name
@@ -97,6 +102,8 @@ __all__ = [
     "AlignedMTL",
     "Balancer",
     "CAGrad",
+    "COSMOS",
+    "CRMOGM",
     "ConFIG",
     "DBMTL",
     "DWA",
@@ -118,6 +125,7 @@ __all__ = [
     "MoCo",
     "MoDo",
     "NashMTL",
+    "PBI",
     "PCGrad",
     "RandomLossWeighting",
     "SDMGrad",

@@ -24,6 +24,11 @@ class RandomLossWeighting(Balancer):
     paper shows this simple baseline matches many elaborate strategies; a
     strategy that does not beat it is not balancing anything.
 
+    The same paper's random *gradient* weighting (LibMTL's ``RGW``) applies
+    the draw to the task gradients instead; ``Σ_i λ_i ∇L_i = ∇ Σ_i λ_i L_i``,
+    so it takes this update (LibMTL's ``RLW`` and ``RGW`` leave out the
+    factor ``K``) at the cost of a backward pass per task.
+
     Args:
         seed: seed of the weight draws.
 

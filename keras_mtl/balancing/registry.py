@@ -12,6 +12,8 @@ from keras_mtl.balancing.aligned_mtl import AlignedMTL
 from keras_mtl.balancing.base import Balancer
 from keras_mtl.balancing.cagrad import CAGrad
 from keras_mtl.balancing.config import ConFIG
+from keras_mtl.balancing.cosmos import COSMOS
+from keras_mtl.balancing.crmogm import CRMOGM
 from keras_mtl.balancing.dbmtl import DBMTL
 from keras_mtl.balancing.dualproj import DualProj
 from keras_mtl.balancing.dwa import DWA
@@ -31,6 +33,7 @@ from keras_mtl.balancing.mgda import MGDA
 from keras_mtl.balancing.moco import MoCo
 from keras_mtl.balancing.modo import MoDo
 from keras_mtl.balancing.nash_mtl import NashMTL
+from keras_mtl.balancing.pbi import PBI
 from keras_mtl.balancing.pcgrad import PCGrad
 from keras_mtl.balancing.random_loss_weighting import RandomLossWeighting
 from keras_mtl.balancing.scale_invariant import ScaleInvariant
@@ -48,7 +51,9 @@ _STRATEGIES = {cls.__name__: cls for cls in
                 ScaleInvariant, FAMO, MGDA, CAGrad, IMTLG, AlignedMTL, NashMTL, UPGrad, DBMTL,
                 # loss weightings, then gradient aggregators, from LibMTL's and torchjd's lists
                 GLS, STCH, ExcessMTL, GO4Align, GradDrop, GradVac, DualProj, ConFIG, FairGrad, IMTL,
-                MoCo, SDMGrad, MoDo, Krum, TrimmedMean)}
+                MoCo, SDMGrad, MoDo, Krum, TrimmedMean,
+                # torchjd's preference scalarisations and its weight smoothing
+                COSMOS, PBI, CRMOGM)}
 
 
 def get(strategy) -> Balancer:
