@@ -26,8 +26,12 @@ with metrics on and off:
 
 Trunks: ``small`` is 256 inputs → ``Dense(256, relu)`` (per-step overhead
 shows), ``deep`` is 784 → ``Dense(512, relu)`` → ``Dense(256, relu)``. Data:
-8,192 synthetic examples (a random linear teacher), 30 % of labels missing,
-batch 256, Adam, 3 epochs per ``fit``. Each pair runs ``--rounds`` times,
+synthetic examples (a random linear teacher), 30 % of labels missing,
+batch 256, Adam, 3 epochs per ``fit``. The number of examples follows the
+machine, so that a ``fit`` lasts about as long everywhere and training, not
+tracing, fills it: 8,192 per 110 GFLOP/s of a 2048³ matmul measured at the
+start (``examples_for``: 8,192 on the slow machines of 67–156 GFLOP/s,
+32,768 from 385 GFLOP/s); ``--examples`` fixes it. Each pair runs ``--rounds`` times,
 alternating which model goes first; each keeps its shortest ``fit``. Every
 row prints the GFLOP/s of a 2048³ ``tf.matmul`` timed just before it, since
 machines of this kind differ up to 4× in speed: judge the ratios.
@@ -75,6 +79,19 @@ class Settings:
 FULL = Settings()
 QUICK = Settings(tasks=(4, 20), trunks=("small",), examples=512, epochs=2, rounds=1, matmul_size=256)
 """Tiny settings that run every row in seconds (the times mean nothing)."""
+
+
+BASE_EXAMPLES, GFLOPS_PER_BASE, MAX_SCALE = 8192, 110.0, 4
+
+
+def examples_for(gflops: float) -> int:
+    """The examples of a run on a machine whose 2048³ matmul reaches ``gflops``.
+
+    Example:
+        >>> [examples_for(g) for g in (67, 156, 300, 525)]
+        [8192, 8192, 24576, 32768]
+    """
+    return BASE_EXAMPLES * max(1, min(MAX_SCALE, round(gflops / GFLOPS_PER_BASE)))
 
 
 def speed_target(tasks: int) -> float:
@@ -217,6 +234,8 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--tasks", help="comma-separated task counts (default 4,100,1000)")
     parser.add_argument("--trunks", help="comma-separated trunks: small, deep (default both)")
     parser.add_argument("--rounds", type=int, help="runs of each pair, alternating order (default 2)")
+    parser.add_argument("--examples", type=int,
+                        help="training examples (default: 8,192 per 110 GFLOP/s of this machine's matmul, ≤ 32,768)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, times mean nothing")
     parser.add_argument("--json", help="write the rows and the machine here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one backend, rows to this file
@@ -229,6 +248,8 @@ def _parse(argv) -> argparse.Namespace:
         parser.error(f"unknown trunk(s) in {args.trunks!r}; choose from {sorted(TRUNKS)}")
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.examples is not None and args.examples < 1:
+        parser.error("--examples must be at least 1")
     return args
 
 
@@ -245,6 +266,14 @@ def main(argv=None) -> int:
         settings = replace(settings, trunks=tuple(args.trunks.split(",")))
     if args.rounds:
         settings = replace(settings, rounds=args.rounds)
+    if args.examples:
+        settings = replace(settings, examples=args.examples)
+    elif not args.quick:
+        from harness import matmul_gflops
+
+        gflops = matmul_gflops(FULL.matmul_size, 3)[0]
+        settings = replace(settings, examples=examples_for(gflops))
+        print(f"matmul {gflops:.0f} GFLOP/s: {settings.examples:,} examples", flush=True)
     rows, machines = [], {}
     with tempfile.TemporaryDirectory() as folder:
         for backend in args.backends.split(","):

@@ -139,13 +139,13 @@ def summary(report: dict) -> dict:
     """docs/topics/balancing.md: the paragraph on the measured strategies."""
     sets = report["task_sets"]
     (first, a), (second, b) = list(sets.items())[:2]
-    close = _untuned(a)[1:]
+    close = _middle_half(_untuned(a))
     lead = _untuned(b)[0]
     defect = next(t for t, info in b["tasks"].items() if info["metric"] == "auc")
     tuned_first = _tuned_first(report)
     return {"report": report, "first": first, "second": second, "sets": list(sets),
             "settings": [t["settings"] for t in sets.values()],
-            "beat": {n: _untuned(t)[0] for n, t in sets.items() if _delta(t, _untuned(t)[0]) < 0},
+            "beat": {n: below for n, t in sets.items() if (below := [c for c in _untuned(t) if _delta(t, c) < 0])},
             "extremes": {first: _extremes(a), second: _extremes(b)},
             "close_ranks": [a["summary"][close[0]]["rank"], a["summary"][close[-1]]["rank"]],
             "close_span": _delta(a, close[-1]) - _delta(a, close[0]),
@@ -186,6 +186,11 @@ def _tuned(report) -> dict:
                                   if c.startswith("single_")}), "trades": trades}
 
 
+def _middle_half(ranked: list) -> list:
+    """The middle half of a ranking: what the strategies typically reach, without the outliers at either end."""
+    return ranked[len(ranked) // 4:len(ranked) - len(ranked) // 4]
+
+
 def _first_set(report, name) -> dict:
     """The first task set: every strategy against the single tasks, the worst seed, the best strategy's lead."""
     task_set = report["task_sets"][name]
@@ -195,7 +200,7 @@ def _first_set(report, name) -> dict:
     worst_seed = [summary[c]["delta_m_per_seed"].index(max(summary[c]["delta_m_per_seed"])) for c in ranked]
     common = max(set(worst_seed), key=worst_seed.count)
     fixed = summary["FixedWeights"]["delta_m_per_seed"]
-    best, rest = ranked[0], ranked[1:]
+    best, rest = ranked[0], _middle_half(ranked)
     spread = _delta(task_set, rest[-1]) - _delta(task_set, rest[0])
     return {"name": name, "strategies": len(ranked), "deltas": deltas, "all_worse": min(deltas) > 0,
             "seeds": task_set["settings"]["seeds"], "worst_seed": common, "worst_seed_count": worst_seed.count(common),
