@@ -22,7 +22,9 @@ with metrics on and off:
   from_logits=True)`` and ``BinaryAccuracy(threshold=0)`` — the same work,
   though they count the sentinel as a label, having no mask; fed by
   ``tf.data.Dataset.from_tensor_slices((x, y)).shuffle(n, seed=0)
-  .batch(256).prefetch(AUTOTUNE)``.
+  .batch(256).prefetch(AUTOTUNE)`` with tf.data's autotuning off, as
+  ``from_arrays`` has it (with it on, PyTorch's and JAX's epochs can end
+  hundreds of milliseconds late: ``benchmarks/tfdata_tail.py``).
 
 Trunks: ``small`` is 256 inputs → ``Dense(256, relu)`` (per-step overhead
 shows), ``deep`` is 784 → ``Dense(512, relu)`` → ``Dense(256, relu)``. Data:
@@ -150,7 +152,9 @@ def _worker(settings: Settings, output: str) -> None:
         sentinel = np.where(np.isnan(labels), np.float32(-1.0), labels)
         data = (tf.data.Dataset.from_tensor_slices((x, sentinel)).shuffle(len(x), seed=settings.seed)
                 .batch(settings.batch_size).prefetch(tf.data.AUTOTUNE))
-        return model, data
+        options = tf.data.Options()
+        options.autotune.enabled = False  # as kmtl.data.from_arrays: no wait at the end of epochs
+        return model, data.with_options(options)
 
     def timed_fit(name, trunk_name, count, metrics, x, labels):
         keras.backend.clear_session()

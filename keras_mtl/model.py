@@ -118,8 +118,10 @@ class _EpochLogs(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         # The step's logs hold every task's loss unless the model logs task means only;
         # then the check waits for the epoch's end, where every backend has synced the metrics.
+        if self.checked_scales:
+            return  # once: no look-up of every task's key at each later step
         losses = _task_losses_in(logs or {}, self.mtl_model.task_names)
-        if not self.checked_scales and losses is not None:
+        if losses is not None:
             self.checked_scales = True
             _warn_if_one_task_dominates(self.mtl_model, losses, "first batch")
 

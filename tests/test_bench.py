@@ -261,3 +261,12 @@ def test_the_plain_pytorch_loop_scores_labelled_entries_only():
     assert clean.auc[-1] > clean.auc[0] + 0.1 and clean.accuracy[-1] > clean.accuracy[0] + 0.1  # read each epoch
     assert counted.auc[-1] < clean.auc[-1] - 0.05
     assert counted.accuracy[-1] < clean.accuracy[-1] - 0.05
+
+
+def test_tfdata_tail_quick_run_times_both_settings():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "tfdata_tail.py"), "--quick", "--backends", "tensorflow"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if "epoch tails" in line]
+    assert [line.split()[2].rstrip(":") for line in lines] == ["on", "off"]
+    assert all("tensorflow" in line and "GFLOP/s" in line for line in lines)
