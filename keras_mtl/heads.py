@@ -252,6 +252,16 @@ class TaskOutput(keras.layers.Layer):
         return config
 
 
+def _split_points(widths: list[int]):
+    """What ``ops.split`` takes to cut a block into outputs of ``widths`` columns.
+
+    Equal widths (e.g. 1,000 binary tasks) as a number of sections: a list of
+    999 split points costs PyTorch's eager step ten times more in Keras's
+    conversion.
+    """
+    return len(widths) if len(set(widths)) == 1 else np.cumsum(widths)[:-1].tolist()
+
+
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class TaskOutputs(keras.layers.Layer):
     """Every task's named output from the fused logits, in one layer.
@@ -302,6 +312,13 @@ class TaskOutputs(keras.layers.Layer):
             else:
                 self._runs.append([activation, start, stop, [(name, stop - start)], elementwise, standardize])
         self._activations = {a: keras.activations.get(a) for a in {o[3] for o in self.outputs}}
+        # Fixed by the outputs, read at every step: each run's split (None: one output), the
+        # outputs' names in the order call() makes them and in task order, the standardised tasks.
+        self._split_points = [None if len(run[3]) == 1 else _split_points([width for _, width in run[3]])
+                              for run in self._runs]
+        self._names_in_runs = [name for run in self._runs for name, _ in run[3]]
+        self._task_order = [o[0] for o in self.outputs]
+        self._standardized = tuple(o[0] for o in self.outputs if o[5])
 
     def build(self, input_shape=None):
         # float32 whatever the policy: targets in grams or dollars need its precision.
@@ -311,21 +328,20 @@ class TaskOutputs(keras.layers.Layer):
                                             dtype="float32", autocast=False, name="target_scale")
 
     def call(self, logits):
-        found = {}
-        for activation, start, stop, parts, _, standardized in self._runs:
+        values = []
+        for (activation, start, stop, _, _, standardized), points in zip(self._runs, self._split_points):
             block = ops.cast(self._activations[activation](logits[:, start:stop]), "float32")
             if standardized:
                 block = block * self.target_scale[start:stop] + self.target_mean[start:stop]
-            if len(parts) == 1:
-                found[parts[0][0]] = block
-                continue
-            widths = [width for _, width in parts]
-            # Equal widths (e.g. 1,000 binary tasks) as a number of sections: a list of 999 split
-            # points costs PyTorch's eager step ten times more in Keras's conversion.
-            points = len(widths) if len(set(widths)) == 1 else np.cumsum(widths)[:-1].tolist()
-            splits = ops.split(block, points, axis=1)
-            found.update({name: value for (name, _), value in zip(parts, splits)})
-        return {o[0]: found[o[0]] for o in self.outputs}  # in task order
+            if points is None:
+                values.append(block)
+            else:
+                values.extend(ops.split(block, points, axis=1))
+        # dict(zip(...)) builds 1,000 entries at C speed (PyTorch runs this at every step).
+        found = dict(zip(self._names_in_runs, values))
+        if self._names_in_runs == self._task_order:
+            return found
+        return {name: found[name] for name in self._task_order}  # in task order
 
     def compute_output_spec(self, logits):
         return {o[0]: keras.KerasTensor((logits.shape[0], o[2] - o[1]), dtype="float32") for o in self.outputs}
@@ -333,7 +349,7 @@ class TaskOutputs(keras.layers.Layer):
     @property
     def standardized(self) -> list[str]:
         """The tasks whose targets are standardised."""
-        return [o[0] for o in self.outputs if o[5]]
+        return list(self._standardized)
 
     def load_own_variables(self, store):
         if len(store.keys()) == 0:

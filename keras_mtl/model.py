@@ -260,6 +260,7 @@ class MultiTaskModel(keras.Model):
 
     def _setup(self, tasks):
         self._tasks = list(tasks)
+        self._task_names = tuple(t.name for t in self._tasks)  # read at every step
         self._layout = HeadLayout(self._tasks)
         # Tracked Keras state, replaced on every compile: the strategy (its
         # variables train, save and restore with the model's) and the metrics.
@@ -278,7 +279,7 @@ class MultiTaskModel(keras.Model):
 
     @property
     def task_names(self) -> list[str]:
-        return [t.name for t in self._tasks]
+        return list(self._task_names)
 
     def get_task(self, name: str) -> Task:
         """The task called ``name``; raises a ``ValueError`` listing the tasks."""
