@@ -571,6 +571,11 @@ class TaskMetrics(keras.metrics.Metric):
                     if built:  # metrics=[]: nothing to update, no labels to slice each step
                         self.per_task[task.name] = built
 
+    @property
+    def reads_logits_only(self) -> bool:
+        """Whether :meth:`update_state`, given the fused logits, reads no task's output."""
+        return not self.per_task and all(parts[-1] for parts in self._fused_parts)
+
     @staticmethod
     def _columns(group, tasks):
         """The columns of ``tasks`` in the group's label matrix and logits (``None``: all)."""

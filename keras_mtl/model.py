@@ -67,10 +67,12 @@ class _RepresentationSplit:
 class _Compiled:
     """What ``compile`` derived from the tasks (plain Python, untracked)."""
 
-    def __init__(self, loss, weights, log_every_task):
+    def __init__(self, loss, weights, log_every_task, metrics_read_logits_only=False):
         self.loss = loss
         self.weights = weights
         self.log_every_task = log_every_task
+        # Whether the metrics need nothing of the forward pass but the fused logits.
+        self.metrics_read_logits_only = metrics_read_logits_only
 
 
 class LossTerms:
@@ -392,6 +394,28 @@ class MultiTaskModel(keras.Model):
         logits = self._logits_path.model(inputs, training=training, mask=mask)
         return {**self._logits_path.outputs(logits), FUSED_LOGITS: logits}
 
+    def fused_forward(self, inputs, training=None):
+        """``{FUSED_LOGITS: logits}``: the forward pass without the per-task outputs.
+
+        What a training step needs when neither the loss nor the metrics
+        read the per-task outputs (:meth:`step_reads_logits_only`).
+        """
+        return {FUSED_LOGITS: self._logits_path.model(inputs, training=training)}
+
+    def step_reads_logits_only(self) -> bool:
+        """Whether a training step's loss and metrics read nothing of the forward pass but the fused logits.
+
+        True when the model was compiled with metrics that read the logits
+        (the fused defaults, or none; not a task's own metrics nor those of
+        standardised targets, which read the outputs in user units) and the
+        step's hooks are keras_mtl's own (a subclass that overrides one may
+        read the outputs).
+        """
+        compiled = self._compiled
+        own_hooks = all(getattr(type(self), hook) is getattr(MultiTaskModel, hook)
+                        for hook in ("call", "compute_loss", "compute_metrics", "loss_terms"))
+        return compiled is not None and compiled.metrics_read_logits_only and own_hooks
+
     @staticmethod
     def fused_logits(y_pred):
         """The fused logits ``(batch, units)`` among the outputs of the model's forward pass.
@@ -503,6 +527,7 @@ class MultiTaskModel(keras.Model):
             loss=FusedTaskLoss(self._layout, normalize),
             weights=ops.convert_to_tensor(weights, "float32"),
             log_every_task=bool(log_every_task),
+            metrics_read_logits_only=task_metrics.reads_logits_only,
         )
         self._mtl_compile_config = {
             "optimizer": optimizer,
@@ -805,7 +830,7 @@ class MultiTaskModel(keras.Model):
         # need per-task gradients: the step of keras_mtl.backend for this backend.
         self._require_compiled()
         if self.balancing.gradient_scope is None:
-            return super().train_step(*args)
+            return backend_lib.loss_train_step(self, super().train_step, *args)
         if _wrt_representation(self.balancing):
             return backend_lib.representation_train_step(self, *args)
         return backend_lib.train_step(self, *args)

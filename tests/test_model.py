@@ -289,6 +289,56 @@ def test_the_forward_pass_returns_what_its_functional_graph_returns(training):
     assert np.abs(other - found[kmtl.heads.FUSED_LOGITS]).max() > 1e-3
 
 
+class HookOverridden(kmtl.MultiTaskModel):
+    """Overrides a step hook (unchanged): the model must then run Keras's own training step."""
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+
+def _trained(cls, epochs=2):
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6,), name="x")
+    hidden = keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.01))(inputs)
+    tasks = [kmtl.Task(f"t{i}") for i in range(3)] + [kmtl.Task("d", kind="regression", standardize=False)]
+    model = cls(inputs, hidden, tasks)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))  # SGD: a gradient of another size moves the weights
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    labels = {f"t{i}": np.where(rng.random(64) < 0.3, np.nan, (x[:, i] > 0).astype("float32")) for i in range(3)}
+    labels["d"] = x[:, 4] + 0.1 * rng.normal(size=64)
+    history = model.fit(kmtl.data.from_arrays(x, labels, tasks, batch_size=16), epochs=epochs, verbose=0).history
+    return model, history
+
+
+def test_the_loss_weighting_step_gives_keras_s_own_step_s_numbers():
+    """On PyTorch the step stops the forward pass at the fused logits; the numbers are Keras's step's."""
+    own, own_history = _trained(kmtl.MultiTaskModel)
+    keras_step, keras_history = _trained(HookOverridden)
+    assert own.step_reads_logits_only() and not keras_step.step_reads_logits_only()
+    assert sorted(own_history) == sorted(keras_history)
+    for key, values in keras_history.items():
+        np.testing.assert_allclose(own_history[key], values, rtol=1e-5, atol=1e-6, err_msg=key)
+    for mine, theirs in zip(own.get_weights(), keras_step.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+    assert own_history["loss"][-1] < own_history["loss"][0]
+
+
+def test_the_step_reads_the_outputs_where_a_metric_or_a_standardised_target_needs_them():
+    model = build()
+    model.compile(optimizer="adam", metrics={"car": [keras.metrics.BinaryAccuracy(name="acc")]})
+    assert not model.step_reads_logits_only()  # a task's own metric reads its output
+    model.compile(optimizer="adam", metrics=[])
+    assert model.step_reads_logits_only()
+    inputs = keras.Input((3,))
+    standardised = kmtl.MultiTaskModel(inputs, keras.layers.Dense(4)(inputs),
+                                       [kmtl.Task("a"), kmtl.Task("price", kind="regression")])
+    standardised.compile(optimizer="adam")  # its metrics read prices in user units
+    assert not standardised.step_reads_logits_only()
+    standardised.compile(optimizer="adam", metrics=[])
+    assert standardised.step_reads_logits_only()
+
+
 def test_image_features_are_flattened_and_multi_input_works():
     image = keras.Input((4, 4, 2), name="image")
     meta = keras.Input((3,), name="meta")

@@ -1,7 +1,10 @@
-"""Training steps with per-task gradients, one module per Keras backend.
+"""Training steps, one module per Keras backend.
 
 Keras runs its own training step for every strategy that only weights the
-task losses (``MultiTaskModel.compute_loss``). A strategy that looks at the
+task losses (``MultiTaskModel.compute_loss``), except on PyTorch when the
+loss and metrics read the fused logits only: there :func:`loss_train_step`
+runs Keras's operations with a forward pass that stops at the fused logits,
+since eager PyTorch would build every task's output for nothing. A strategy that looks at the
 per-task gradients of the shared parameters (GradNorm, PCGrad) needs them
 inside the step; each module here computes them the way its framework does
 best, in one batched backward pass (a TensorFlow ``jacobian``, ``jax.vmap``
@@ -21,7 +24,7 @@ import importlib
 
 import keras
 
-__all__ = ["is_concrete", "module", "representation_train_step", "train_step"]
+__all__ = ["is_concrete", "loss_train_step", "module", "representation_train_step", "train_step"]
 
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 # Keras's backend is fixed when Keras is imported. Importing its module here, once,
@@ -60,6 +63,20 @@ def train_step(model, *args):
         What Keras expects back from ``train_step`` on this backend.
     """
     return module().train_step(model, *args)
+
+
+def loss_train_step(model, keras_step, *args):
+    """The training step of a strategy that only weights the task losses, on this backend.
+
+    Keras's own step (``keras_step``), except on PyTorch when the step's
+    loss and metrics read the fused logits only
+    (:meth:`MultiTaskModel.step_reads_logits_only`): PyTorch runs every step
+    eagerly and would build every task's output (at 1,000 tasks, 1,000
+    tensors) that nothing reads; TensorFlow and JAX trace the step, and
+    their compilers drop what nothing reads. Arguments after
+    ``keras_step`` and the return value as for :func:`train_step`.
+    """
+    return module().loss_train_step(model, keras_step, *args)
 
 
 def representation_train_step(model, *args):

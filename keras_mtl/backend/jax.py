@@ -178,6 +178,12 @@ def representation_train_step(model, state, data):
     return logs, (trainable, non_trainable, optimizer_values, metrics_values)
 
 
+def loss_train_step(model, keras_step, *args):
+    """Keras's own step: traced, so the per-task outputs that nothing reads cost nothing."""
+    del model
+    return keras_step(*args)
+
+
 def is_concrete(value) -> bool:
     """Whether ``value`` holds numbers (see :func:`keras_mtl.backend.is_concrete`)."""
     return not isinstance(value, jax.core.Tracer)

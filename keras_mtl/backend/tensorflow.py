@@ -75,6 +75,12 @@ def _logs(model, x, y, y_pred, sample_weight, terms):
     return model.compute_metrics(x, y, y_pred, sample_weight)
 
 
+def loss_train_step(model, keras_step, *args):
+    """Keras's own step: traced, so the per-task outputs that nothing reads cost nothing."""
+    del model
+    return keras_step(*args)
+
+
 def is_concrete(value) -> bool:
     """Whether ``value`` holds numbers (see :func:`keras_mtl.backend.is_concrete`)."""
     del value  # a tensor is symbolic exactly while a function is being traced
