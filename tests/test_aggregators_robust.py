@@ -152,11 +152,7 @@ def test_absent_task_then_training_then_a_keras_file(cls, tmp_path):
     start = base.task_losses(model, x, labels).sum()
     model.fit(x, labels, batch_size=32, epochs=4, shuffle=False, verbose=0)
     assert base.task_losses(model, x, labels).sum() < 0.9 * start
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded.balancing) is cls and loaded.balancing.get_config() == model.balancing.get_config()
-    np.testing.assert_allclose(ops.convert_to_numpy(loaded(x)["b"]), ops.convert_to_numpy(model(x)["b"]), atol=1e-6)
+    base.reloaded_the_same(model, cls, x, tmp_path)
 
 
 def test_krum_trains_on_the_representation(tmp_path):

@@ -179,11 +179,7 @@ def test_absent_task_in_fit_adds_nothing_and_training_lowers_the_losses(cls, tmp
     np.testing.assert_allclose((before - flat(shared)) / 0.1, weights @ grads, rtol=2e-3, atol=1e-5)
 
     model.fit(x, labels, batch_size=32, epochs=4, shuffle=False, verbose=0)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded.balancing) is cls and loaded.balancing.get_config() == model.balancing.get_config()
-    np.testing.assert_allclose(ops.convert_to_numpy(loaded(x)["b"]), ops.convert_to_numpy(model(x)["b"]), atol=1e-6)
+    base.reloaded_the_same(model, cls, x, tmp_path)
 
 
 # -- CRMOGM ----------------------------------------------------------------------------------------
