@@ -67,12 +67,12 @@ class _RepresentationSplit:
 class _Compiled:
     """What ``compile`` derived from the tasks (plain Python, untracked)."""
 
-    def __init__(self, loss, weights, log_every_task, metrics_read_logits_only=False):
+    def __init__(self, loss, weights, log_every_task, step_reads_logits_only=False):
         self.loss = loss
         self.weights = weights
         self.log_every_task = log_every_task
-        # Whether the metrics need nothing of the forward pass but the fused logits.
-        self.metrics_read_logits_only = metrics_read_logits_only
+        # Whether a training step needs nothing of the forward pass but the fused logits.
+        self.step_reads_logits_only = step_reads_logits_only
 
 
 class LossTerms:
@@ -391,16 +391,16 @@ class MultiTaskModel(keras.Model):
         per step on PyTorch, which runs eagerly; ``tests/test_model.py``
         checks both give the same numbers).
         """
-        logits = self._logits_path.model(inputs, training=training, mask=mask)
-        return {**self._logits_path.outputs(logits), FUSED_LOGITS: logits}
+        fused = self.fused_forward(inputs, training=training, mask=mask)
+        return {**self._logits_path.outputs(fused[FUSED_LOGITS]), **fused}
 
-    def fused_forward(self, inputs, training=None):
+    def fused_forward(self, inputs, training=None, mask=None):
         """``{FUSED_LOGITS: logits}``: the forward pass without the per-task outputs.
 
         What a training step needs when neither the loss nor the metrics
         read the per-task outputs (:meth:`step_reads_logits_only`).
         """
-        return {FUSED_LOGITS: self._logits_path.model(inputs, training=training)}
+        return {FUSED_LOGITS: self._logits_path.model(inputs, training=training, mask=mask)}
 
     def step_reads_logits_only(self) -> bool:
         """Whether a training step's loss and metrics read nothing of the forward pass but the fused logits.
@@ -411,10 +411,7 @@ class MultiTaskModel(keras.Model):
         step's hooks are keras_mtl's own (a subclass that overrides one may
         read the outputs).
         """
-        compiled = self._compiled
-        own_hooks = all(getattr(type(self), hook) is getattr(MultiTaskModel, hook)
-                        for hook in ("call", "compute_loss", "compute_metrics", "loss_terms"))
-        return compiled is not None and compiled.metrics_read_logits_only and own_hooks
+        return self._compiled is not None and self._compiled.step_reads_logits_only
 
     @staticmethod
     def fused_logits(y_pred):
@@ -527,7 +524,8 @@ class MultiTaskModel(keras.Model):
             loss=FusedTaskLoss(self._layout, normalize),
             weights=ops.convert_to_tensor(weights, "float32"),
             log_every_task=bool(log_every_task),
-            metrics_read_logits_only=task_metrics.reads_logits_only,
+            # Decided once: the metrics are fixed until the next compile, the step's hooks by the class.
+            step_reads_logits_only=task_metrics.reads_logits_only and _keeps_step_hooks(type(self)),
         )
         self._mtl_compile_config = {
             "optimizer": optimizer,
@@ -1005,6 +1003,12 @@ class MultiTaskModel(keras.Model):
         super(MultiTaskModel, model).__init__(inputs=graph.input, outputs=outputs, name=config.get("name"))
         model._setup(tasks)
         return model
+
+
+def _keeps_step_hooks(cls) -> bool:
+    """Whether ``cls`` keeps keras_mtl's forward pass, loss and metrics (a subclass's own may read the outputs)."""
+    return all(getattr(cls, hook) is getattr(MultiTaskModel, hook)
+               for hook in ("call", "compute_loss", "compute_metrics", "loss_terms"))
 
 
 def _last_layer_of_type(model, cls):

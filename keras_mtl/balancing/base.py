@@ -17,7 +17,7 @@ from keras import ops
 
 from keras_mtl import distribute as distribute_lib
 
-__all__ = ["Balancer", "log_loss_weights"]
+__all__ = ["Balancer", "global_losses", "log_loss_weights"]
 
 
 class Balancer(keras.layers.Layer):
@@ -170,6 +170,15 @@ class Balancer(keras.layers.Layer):
         return inputs
 
 
+def global_losses(task_losses):
+    """The per-task losses summed over replicas, float32, as constants (``stop_gradient``).
+
+    What a loss weighting computes its weights from: every replica gets the
+    same numbers, and the weights do not add a gradient of their own.
+    """
+    return ops.stop_gradient(ops.convert_to_tensor(distribute_lib.cross_replica_sum(task_losses), "float32"))
+
+
 def log_loss_weights(task_losses, present, base_weights, epsilon=1e-8):
     """Loss weights that train on ``Σ_i w_i log(L_i + ε)``, and the term that makes the total read so.
 
@@ -193,7 +202,7 @@ def log_loss_weights(task_losses, present, base_weights, epsilon=1e-8):
         >>> [float(v) for v in w], round(float(extra + ops.sum(w * ops.array([0.5, 2.0]))), 4)
         ([2.0, 0.5], 0.0)
     """
-    losses = ops.stop_gradient(ops.convert_to_tensor(distribute_lib.cross_replica_sum(task_losses), "float32"))
+    losses = global_losses(task_losses)
     shifted = losses + epsilon
     safe = ops.where(present, shifted, 1.0)
     weights = ops.where(present, base_weights / safe, 0.0)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_mtl import distribute as distribute_lib
-from keras_mtl.balancing.base import Balancer
+from keras_mtl.balancing.base import Balancer, global_losses
 
 __all__ = ["COSMOS"]
 
@@ -65,7 +64,7 @@ class COSMOS(Balancer):
         self.epsilon = float(epsilon)
 
     def combine(self, task_losses, present, training=True):
-        losses = ops.stop_gradient(ops.convert_to_tensor(distribute_lib.cross_replica_sum(task_losses), "float32"))
+        losses = global_losses(task_losses)
         present = ops.convert_to_tensor(present)
         preference = ops.where(present, self.base_weights, 0.0)
         values = ops.where(present, losses, 0.0)

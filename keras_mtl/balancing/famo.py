@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_mtl import distribute as distribute_lib
-from keras_mtl.balancing.base import Balancer
+from keras_mtl.balancing.base import Balancer, global_losses
 
 __all__ = ["FAMO"]
 
@@ -70,7 +69,7 @@ class FAMO(Balancer):
         self.adam_m, self.adam_v, self.adam_steps = new("adam_m"), new("adam_v"), new("adam_steps")
 
     def combine(self, task_losses, present, training=True):
-        losses = ops.stop_gradient(ops.convert_to_tensor(distribute_lib.cross_replica_sum(task_losses), "float32"))
+        losses = global_losses(task_losses)
         prior = ops.softmax(self.logits.value) * self.base_weights
         inverse = ops.where(present, prior / ops.where(present, losses + self.epsilon, 1.0), 0.0)
         return ops.divide_no_nan(inverse, ops.sum(inverse)), 0.0

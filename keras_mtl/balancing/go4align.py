@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_mtl import distribute as distribute_lib
-from keras_mtl.balancing.base import Balancer
+from keras_mtl.balancing.base import Balancer, global_losses
 
 __all__ = ["GO4Align"]
 
@@ -85,7 +84,7 @@ class GO4Align(Balancer):
         return ops.where(present, moved * ops.divide_no_nan(ops.sum(p * mask), ops.sum(moved * mask)), p)
 
     def combine(self, task_losses, present, training=True):
-        losses = ops.stop_gradient(ops.convert_to_tensor(distribute_lib.cross_replica_sum(task_losses), "float32"))
+        losses = global_losses(task_losses)
         present = ops.convert_to_tensor(present)
         safe = ops.where(present, losses + self.epsilon, 1.0)
         total = ops.sum(ops.where(present, losses, 0.0)) + self.epsilon

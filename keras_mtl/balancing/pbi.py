@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_mtl import distribute as distribute_lib
-from keras_mtl.balancing.base import Balancer
+from keras_mtl.balancing.base import Balancer, global_losses
 
 __all__ = ["PBI"]
 
@@ -69,7 +68,7 @@ class PBI(Balancer):
         super().setup(task_names, base_weights)
 
     def combine(self, task_losses, present, training=True):
-        losses = ops.stop_gradient(ops.convert_to_tensor(distribute_lib.cross_replica_sum(task_losses), "float32"))
+        losses = global_losses(task_losses)
         present = ops.convert_to_tensor(present)
         reference = 0.0 if self.reference is None else ops.convert_to_tensor(self.reference, "float32")
         shifted = ops.where(present, losses - reference, 0.0)

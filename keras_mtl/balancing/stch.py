@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_mtl import distribute as distribute_lib
-from keras_mtl.balancing.base import Balancer, log_loss_weights
+from keras_mtl.balancing.base import Balancer, global_losses, log_loss_weights
 
 __all__ = ["STCH"]
 
@@ -78,7 +77,7 @@ class STCH(Balancer):
         self.epochs_seen = self.add_state("epochs_seen", (), 0.0)
 
     def combine(self, task_losses, present, training=True):
-        losses = ops.stop_gradient(ops.convert_to_tensor(distribute_lib.cross_replica_sum(task_losses), "float32"))
+        losses = global_losses(task_losses)
         present = ops.convert_to_tensor(present)
         log_weights, log_extra = log_loss_weights(task_losses, present, self.base_weights, self.epsilon)
         weights, extra = self.smooth_tchebycheff(losses, present, self.nadir.value)
