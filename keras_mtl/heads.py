@@ -90,6 +90,12 @@ class LabelGroup:
                 t.class_weight_table if t.class_weight_table is not None
                 else t.kind.class_weight_table(t, None) for t in self.tasks]
 
+    def logits_of(self, logits):
+        """The group's columns of the fused logits ``(batch, units)``: no slice when they are all of them."""
+        if self.start == 0 and self.stop == logits.shape[-1]:
+            return logits  # the usual model of one kind of task: one operation less per step
+        return logits[:, self.start:self.stop]
+
     def labels_of(self, matrix, task):
         """``task``'s labels, sliced from the group's label matrix."""
         lo, hi = self.label_columns[task.name]
@@ -136,7 +142,21 @@ class HeadLayout:
         # Position of every task's loss in the group order → user order.
         position = {t.name: i for i, t in enumerate(ordered)}
         self.to_user_order = np.array([position[t.name] for t in self.tasks], dtype="int32")
+        self._in_order = bool(np.all(self.to_user_order == np.arange(len(self.tasks))))
         self.group_of = {t.name: g for g in self.groups for t in g.tasks}
+
+    def in_user_order(self, per_group: list):
+        """One vector over the tasks in the user's order, from one vector per group (in group order).
+
+        Example:
+            >>> layout = HeadLayout([Task("distance", kind="regression"), Task("car")])
+            >>> vectors = [ops.convert_to_tensor([1.0]), ops.convert_to_tensor([2.0])]  # car, distance
+            >>> ops.convert_to_numpy(layout.in_user_order(vectors)).tolist()
+            [2.0, 1.0]
+        """
+        # The usual model (one group, or groups in the tasks' order) needs neither op.
+        joined = per_group[0] if len(per_group) == 1 else ops.concatenate(per_group, axis=0)
+        return joined if self._in_order else ops.take(joined, self.to_user_order, axis=0)
 
     def block(self, name: str) -> _Block:
         return self.blocks[name]
@@ -195,7 +215,10 @@ class TaskHeads(keras.layers.Layer):
 
     def call(self, features):
         if self.task_units is None:
-            return self.dense(features)
+            # The Dense's own computation (LoRA and quantised kernels included), under this
+            # layer's call, which has cast the inputs and set the same dtype policy: a second
+            # Layer.__call__ would cost eager PyTorch about 50 µs per step for nothing.
+            return self.dense.call(features)
         per_task = ops.einsum("btd,tdu->btu", features, self.kernel) + self.bias
         flat = ops.reshape(per_task, (ops.shape(per_task)[0], -1))
         return ops.take(flat, self._gather, axis=1)
@@ -401,10 +424,11 @@ def standardized_labels(group: LabelGroup, labels, targets):
 
 
 def _label_columns(y, group: LabelGroup, batch_size, dtype):
-    columns = [ops.cast(ops.convert_to_tensor(y[task.name]), dtype) for task in group.tasks]
+    columns = [ops.convert_to_tensor(y[task.name]) for task in group.tasks]
     if all(len(column.shape) == 1 for column in columns):
-        return ops.stack(columns, axis=1)  # one label per example and task: one op
-    columns = [ops.reshape(column, (batch_size, hi - lo))
+        # One label per example and task: one stack, one cast (a no-op on float32 labels).
+        return ops.cast(ops.stack(columns, axis=1), dtype)
+    columns = [ops.reshape(ops.cast(column, dtype), (batch_size, hi - lo))
                for column, (lo, hi) in zip(columns, group.label_columns.values())]
     return columns[0] if len(columns) == 1 else ops.concatenate(columns, axis=1)
 
@@ -435,7 +459,7 @@ def stack_weights(sample_weight, tasks, batch_size, dtype="float32", per_unit=Tr
 def _group_terms(group: LabelGroup, labels, logits, sample_weight, batch_size):
     """Summed losses and (weighted) labelled counts of a group's tasks, ``(tasks,)`` each."""
     if group.elementwise:
-        losses, mask = group.tasks[0].entries(labels, logits[:, group.start:group.stop])
+        losses, mask = group.tasks[0].entries(labels, group.logits_of(logits))
         if group.class_weight_tables is not None:
             weights = group.kind.class_weights(labels, np.concatenate(group.class_weight_tables))
             losses, mask = losses * weights, mask * weights
@@ -511,12 +535,12 @@ class FusedTaskLoss:
                                         sample_weight, batch_size)
             totals.append(total)
             counts.append(count)
-        total = ops.take(ops.concatenate(totals, axis=0), layout.to_user_order, axis=0)
-        local_count = ops.take(ops.concatenate(counts, axis=0), layout.to_user_order, axis=0)
+        total, local_count = layout.in_user_order(totals), layout.in_user_order(counts)
         # Each replica's share is its own sum over the global denominator
         # (keras_mtl.distribute); the same normaliser as the kmtl.losses classes.
         count, batch = global_counts(local_count, batch_size)
-        per_task = ops.divide_no_nan(total, batch if self.normalize == "batch" else count)
+        # A batch holds at least one example; a task may have no label in it.
+        per_task = ops.divide(total, batch) if self.normalize == "batch" else ops.divide_no_nan(total, count)
         return (per_task, count) if return_counts else per_task
 
 
@@ -596,6 +620,8 @@ class TaskMetrics(keras.metrics.Metric):
                 every task's output.
             stacked: the groups' label matrices, if already computed.
         """
+        if not self.fused and not self.per_task:
+            return  # metrics=[]: no labels to stack
         batch_size = ops.shape(logits if logits is not None else y_pred[self.layout.tasks[0].name])[0]
         if stacked is None:
             stacked = stack_groups(y, self.layout, batch_size)
@@ -605,8 +631,7 @@ class TaskMetrics(keras.metrics.Metric):
             if label_columns is not None:
                 labels = ops.take(labels, label_columns, axis=1)
             if logits is not None and from_logits:
-                part = (logits[:, group.start:group.stop] if logit_columns is None
-                        else ops.take(logits, logit_columns, axis=1))
+                part = group.logits_of(logits) if logit_columns is None else ops.take(logits, logit_columns, axis=1)
                 values = ops.cast(group.kind.activate(part), "float32")  # as TaskOutputs computes it
             else:
                 values = [ops.reshape(y_pred[t.name], (batch_size, t.units)) for t in tasks]

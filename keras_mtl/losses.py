@@ -109,8 +109,9 @@ def binary_crossentropy_entries(y_true, y_pred, *, from_logits: bool = False):
     labelled = labelled_entries(y_true, class_labels=True)
     y = ops.where(labelled, y_true, ops.zeros_like(y_true))
     if from_logits:
-        # max(z, 0) − z·y + log(1 + e^−|z|): finite loss and gradient for any z.
-        losses = ops.relu(y_pred) - y_pred * y + ops.log1p(ops.exp(-ops.abs(y_pred)))
+        # softplus(z) − z·y = max(z, 0) − z·y + log(1 + e^−|z|): each backend's softplus is
+        # the stable form, so loss and gradient are finite for any z, in two operations.
+        losses = ops.softplus(y_pred) - y_pred * y
     else:
         p = ops.clip(y_pred, _EPSILON, 1.0 - _EPSILON)
         losses = -(y * ops.log(p) + (1.0 - y) * ops.log(1.0 - p))

@@ -279,11 +279,21 @@ def _column_segments(units_per_task):
 class SigmoidTaskMetrics(keras.metrics.Metric):
     """AUC and accuracy of many binary/multilabel tasks in one metric.
 
-    The default metrics of sigmoid tasks, fused: one multi-label
-    ``keras.metrics.AUC`` over every output unit plus vectors of correct and
-    labelled counts, so the cost per step does not grow with a Python loop
-    over tasks. A multilabel task's AUC and accuracy pool all of its labels
-    (the same values as a :class:`MaskedMetric` over its flattened output).
+    The default metrics of sigmoid tasks, fused, so the cost per step does
+    not grow with a Python loop over tasks: every output unit's ROC AUC, as
+    ``keras.metrics.AUC(num_thresholds, multi_label=True)`` computes it,
+    plus vectors of correct and labelled counts. A multilabel task's AUC and
+    accuracy pool all of its labels (the same values as a
+    :class:`MaskedMetric` over its flattened output).
+
+    Where Keras's AUC adds four cumulative confusion matrices
+    ``(thresholds, units)`` at every step, this keeps one histogram: the
+    (weighted) number of labelled positives and negatives of each unit whose
+    prediction falls in each interval between two thresholds — one
+    ``segment_sum`` per step. The confusion counts at every threshold are
+    the histogram's sums from that threshold up, taken when the result is
+    read; they are the counts Keras's AUC holds (same thresholds, same
+    intervals).
 
     Args:
         task_names: the tasks, in column order.
@@ -292,6 +302,12 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
         name: metric name.
 
     ``result()`` returns ``{"<task>_auc": …, "<task>_accuracy": …}``.
+
+    Example:
+        >>> m = SigmoidTaskMetrics(["car"], [1])
+        >>> m.update_state(np.array([[1.0], [0.0], [-1.0]]), np.array([[0.9], [0.2], [0.5]]))
+        >>> {k: round(float(v), 4) for k, v in m.result().items()}
+        {'car_auc': 1.0, 'car_accuracy': 1.0}
     """
 
     def __init__(self, task_names, units_per_task, num_thresholds=200, name="sigmoid_metrics",
@@ -299,11 +315,15 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
         super().__init__(name=name, dtype=dtype)
         self.task_names = list(task_names)
         self.units_per_task = [int(u) for u in units_per_task]
-        self.num_thresholds = num_thresholds
+        if num_thresholds <= 1:
+            raise ValueError(f"num_thresholds must be an integer > 1; got {num_thresholds}.")
+        self.num_thresholds = int(num_thresholds)
         self._segments = _column_segments(self.units_per_task)
-        self.auc = keras.metrics.AUC(num_thresholds=num_thresholds, multi_label=True,
-                                     num_labels=sum(self.units_per_task), name="auc")
-        count = len(self.task_names)
+        units, count = sum(self.units_per_task), len(self.task_names)
+        # Unit u's negatives at interval b: entry (u, 0, b); its positives: (u, 1, b).
+        self.histogram = self.add_variable(shape=(units, 2, self.num_thresholds), initializer="zeros",
+                                           name="histogram")
+        self._unit_offsets = (np.arange(units) * 2 * self.num_thresholds).astype("int32")
         self.correct = self.add_variable(shape=(count,), initializer="zeros", name="correct")
         self.labelled = self.add_variable(shape=(count,), initializer="zeros", name="labelled")
 
@@ -311,13 +331,19 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
         """``y_true``, ``y_pred``: ``(batch, units)``; labels −1/NaN where missing."""
         y_pred = ops.cast(y_pred, self.dtype)
         y_true = ops.cast(y_true, self.dtype)
-        labelled = labelled_entries(y_true, class_labels=True)
-        y_clean = ops.where(labelled, y_true, ops.zeros_like(y_true))
-        weight = ops.cast(labelled, self.dtype)
+        weight = ops.cast(labelled_entries(y_true, class_labels=True), self.dtype)
         if sample_weight is not None:
             weight = weight * ops.cast(sample_weight, self.dtype)
-        self.auc.update_state(y_clean, y_pred, sample_weight=weight)
-        hits = ops.cast(ops.equal(ops.cast(y_pred > 0.5, self.dtype), y_clean), self.dtype) * weight
+        positive = y_true > 0  # a missing label is neither: its weight is 0
+        # keras.metrics.AUC's intervals: threshold i is i/(n−1) (the first just below 0), and a
+        # prediction p is above thresholds 0 … ceil(p·(n−1)) − 1.
+        interval = ops.relu(ops.ceil(ops.clip(y_pred, 0.0, 1.0) * (self.num_thresholds - 1)) - 1.0)
+        index = (ops.cast(interval, "int32") + ops.cast(positive, "int32") * self.num_thresholds
+                 + self._unit_offsets)
+        counts = ops.segment_sum(ops.reshape(weight, (-1,)), ops.reshape(index, (-1,)),
+                                 num_segments=int(np.prod(self.histogram.shape)))
+        self.histogram.assign_add(ops.reshape(counts, self.histogram.shape))
+        hits = ops.cast(ops.equal(y_pred > 0.5, positive), self.dtype) * weight
         self.correct.assign_add(self._per_task(ops.sum(hits, axis=0)))
         self.labelled.assign_add(self._per_task(ops.sum(weight, axis=0)))
 
@@ -328,22 +354,21 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
 
     def vectors(self) -> dict:
         """``{"auc": …, "accuracy": …}``, each a vector over the tasks."""
-        # ROC AUC per task from the pooled confusion counts, as keras.metrics.AUC.
-        counts = [ops.transpose(self._per_task(ops.transpose(v))) for v in (
-            self.auc.true_positives, self.auc.false_negatives,
-            self.auc.false_positives, self.auc.true_negatives)]
-        tp, fn, fp, tn = counts
-        tpr = ops.divide_no_nan(tp, tp + fn)
-        fpr = ops.divide_no_nan(fp, fp + tn)
-        auc = ops.sum((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2.0, axis=0)
+        histogram = self._per_task(self.histogram.value)  # (tasks, 2, thresholds): a task pools its units
+        # Labelled negatives and positives above each threshold: sums over the intervals from it up.
+        above = ops.flip(ops.cumsum(ops.flip(histogram, axis=-1), axis=-1), axis=-1)
+        negatives, positives = above[:, 0], above[:, 1]
+        # ROC AUC by the trapezoidal rule over the thresholds, as keras.metrics.AUC.
+        tpr = ops.divide_no_nan(positives, positives[:, :1])
+        fpr = ops.divide_no_nan(negatives, negatives[:, :1])
+        auc = ops.sum((fpr[:, :-1] - fpr[:, 1:]) * (tpr[:, :-1] + tpr[:, 1:]) / 2.0, axis=1)
         return {"auc": auc, "accuracy": ops.divide_no_nan(self.correct, self.labelled)}
 
     def result(self):
         return _per_task(self.task_names, self.vectors())
 
     def reset_state(self):
-        self.auc.reset_state()
-        for variable in (self.correct, self.labelled):
+        for variable in (self.histogram, self.correct, self.labelled):
             variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def get_config(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import keras
@@ -83,16 +84,26 @@ class LossTerms:
             ``tf.distribute``).
         present: ``(T,)`` bool, whether the batch labels each task.
         weights: the loss weights of this step ``(T,)``.
+        rest: the strategy's own terms and every regulariser, a scalar, or
+            ``None`` when there are none.
         total: the scalar loss that trains: ``Σ w_i L_i`` plus the rest.
-        rows: ``(T + 1,)``: ``w_i L_i`` for each task, then the rest (the
-            strategy's own terms and every regulariser); they sum to ``total``.
     """
 
-    def __init__(self, task_losses, present, weights, rest):
-        self.task_losses, self.present, self.weights = task_losses, present, weights
-        weighted = task_losses * weights
-        self.total = ops.sum(weighted) + rest
-        self.rows = ops.concatenate([weighted, ops.reshape(rest, (1,))])
+    def __init__(self, task_losses, present, weights, rest=None):
+        self.task_losses, self.present, self.weights, self.rest = task_losses, present, weights, rest
+        self._weighted = task_losses * weights
+        total = ops.sum(self._weighted)
+        self.total = total if rest is None else total + rest
+
+    @functools.cached_property
+    def rows(self):
+        """``(T + 1,)``: ``w_i L_i`` for each task, then the rest; they sum to ``total``.
+
+        Built when first read: only the steps of gradient-based strategies
+        read them (TensorFlow's under its tape), Keras's own step never.
+        """
+        rest = ops.zeros((1,), self._weighted.dtype) if self.rest is None else ops.reshape(self.rest, (1,))
+        return ops.concatenate([self._weighted, rest])
 
 
 class _EpochLogs(keras.callbacks.Callback):
@@ -147,6 +158,17 @@ class _EpochLogs(keras.callbacks.Callback):
 
 # A task whose weighted loss is this many times the median of the other tasks' gets a warning.
 DOMINANT_LOSS_RATIO = 100.0
+
+
+def _other_terms(extra, extra_losses):
+    """The strategy's own term plus the regularisers, as each replica's share; ``None`` when both are absent."""
+    no_extra = isinstance(extra, (int, float)) and extra == 0
+    if no_extra and not extra_losses:
+        return None
+    rest = ops.convert_to_tensor(extra, "float32")
+    if extra_losses:
+        rest = rest + ops.sum(ops.stack([ops.cast(ops.sum(v), "float32") for v in extra_losses]))
+    return distribute_lib.replica_share(rest)
 
 
 def _task_losses_in(logs: dict, names) -> np.ndarray | None:
@@ -684,11 +706,8 @@ class MultiTaskModel(keras.Model):
         weights, extra = balancer.combine(task_losses, present, training=training)
         # Under tf.distribute the task losses are this replica's shares; terms every
         # replica computes in full are divided by the replicas (keras_mtl.distribute).
-        rest = ops.convert_to_tensor(extra, "float32")
-        extra_losses = self.losses if extra_losses is None else extra_losses
-        if extra_losses:
-            rest = rest + ops.sum(ops.stack([ops.cast(ops.sum(v), "float32") for v in extra_losses]))
-        terms = LossTerms(task_losses, present, weights, distribute_lib.replica_share(rest))
+        terms = LossTerms(task_losses, present, weights,
+                          _other_terms(extra, self.losses if extra_losses is None else extra_losses))
         batch_size = ops.shape(logits)[0]
         self._metric(metrics_lib.TaskLossMeans).update_state(
             distribute_lib.replica_estimate(task_losses, batch_size), sample_weight=batch_size)

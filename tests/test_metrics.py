@@ -366,6 +366,33 @@ def test_module_public_names():
 
 # -- the fused metrics and the per-task ones give the same numbers ----------------------------
 
+@pytest.mark.parametrize("num_thresholds", [200, 7])
+def test_fused_auc_counts_as_keras_auc_at_the_thresholds_edges(num_thresholds):
+    """The histogram's AUC against keras.metrics.AUC (multi-label, the masked entries weighted 0),
+    with predictions exactly on thresholds, at 0 and 1 and just beside them, over three batches."""
+    rng = np.random.default_rng(11)
+    edges = np.arange(num_thresholds) / (num_thresholds - 1)
+    fused = metrics_lib.SigmoidTaskMetrics(["a", "b"], [1, 1], num_thresholds=num_thresholds)
+    reference = keras.metrics.AUC(num_thresholds=num_thresholds, multi_label=True, num_labels=2)
+    for _ in range(3):
+        p = rng.choice(np.concatenate([edges, np.nextafter(edges, 2.0), np.nextafter(edges, -1.0).clip(0, 1)]),
+                       size=(64, 2)).astype("float32")
+        y = rng.integers(0, 2, size=(64, 2)).astype("float32")
+        y[rng.random(y.shape) < 0.25] = -1.0
+        fused.update_state(y, p)
+        reference.update_state(np.maximum(y, 0.0), p, sample_weight=(y >= 0).astype("float32"))
+    found = fused.vectors()["auc"]
+    # Keras's AUC of each label alone: its multi-label result is their mean.
+    expected = []
+    for j in range(2):
+        single = keras.metrics.AUC(num_thresholds=num_thresholds)
+        for v in ("true_positives", "false_positives", "true_negatives", "false_negatives"):
+            getattr(single, v).assign(keras.ops.convert_to_numpy(getattr(reference, v).value)[:, j])
+        expected.append(result(single))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(found), expected, rtol=1e-6)
+    assert float(np.mean(expected)) == pytest.approx(result(reference), rel=1e-6)
+
+
 def test_fused_metrics_equal_each_tasks_masked_metrics():
     """SigmoidTaskMetrics / RegressionTaskMetrics (what a model uses) against MaskedMetric per task,
     with missing labels and per-example weights, over two batches."""

@@ -24,11 +24,12 @@ def train_step(model, data):
     with tf.GradientTape(persistent=True) as tape:
         y_pred = model(x, training=True)
         terms = model.loss_terms(y, y_pred, sample_weight, training=True)
+        rows = terms.rows  # built under the tape, which must see them
     gradients = tape.gradient(terms.total, variables)
     # One batched backward pass for every task (vectorised over the rows).
-    jacobians = tape.jacobian(terms.rows, selected)
+    jacobians = tape.jacobian(rows, selected)
     del tape
-    jacobians = [tf.zeros((terms.rows.shape[0], *v.shape)) if j is None else j
+    jacobians = [tf.zeros((rows.shape[0], *v.shape)) if j is None else j
                  for j, v in zip(jacobians, selected)]
     model.optimizer.apply_gradients(zip(model.combine_gradients(gradients, jacobians, terms), variables))
     return _logs(model, x, y, y_pred, sample_weight, terms)
@@ -58,9 +59,10 @@ def representation_train_step(model, data):
         representation = trunk_model(x, training=True)
         y_pred = head_model(representation, training=True)
         terms = model.loss_terms(y, y_pred, sample_weight, training=True)
+        rows = terms.rows  # built under the tape, which must see them
     other_gradients = tape.gradient(terms.total, other)
-    cotangent = model.representation_cotangent(tape.jacobian(terms.rows, representation), terms)
-    trunk_gradients = tape.gradient(terms.rows, trunk, output_gradients=cotangent)
+    cotangent = model.representation_cotangent(tape.jacobian(rows, representation), terms)
+    trunk_gradients = tape.gradient(rows, trunk, output_gradients=cotangent)
     del tape
     model.optimizer.apply_gradients(zip(model.representation_update(trunk_gradients, other_gradients),
                                         model.trainable_variables))
