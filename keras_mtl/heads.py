@@ -215,9 +215,11 @@ class TaskHeads(keras.layers.Layer):
 
     def call(self, features):
         if self.task_units is None:
-            # The Dense's own computation (LoRA and quantised kernels included), under this
-            # layer's call, which has cast the inputs and set the same dtype policy: a second
-            # Layer.__call__ would cost eager PyTorch about 50 µs per step for nothing.
+            if self.dense.quantization_mode is not None:
+                return self.dense(features)  # Keras runs a quantised kernel from Layer.__call__
+            # The Dense's own computation (LoRA included), under this layer's call, which has
+            # cast the inputs and set the same dtype policy: a second Layer.__call__ would cost
+            # eager PyTorch about 50 µs per step for nothing.
             return self.dense.call(features)
         per_task = ops.einsum("btd,tdu->btu", features, self.kernel) + self.bias
         flat = ops.reshape(per_task, (ops.shape(per_task)[0], -1))

@@ -87,6 +87,29 @@ NOT_TENSOR_LAYERS = {
 }
 
 
+@pytest.mark.parametrize("change", ["lora", "int8"])
+def test_the_fused_heads_follow_their_dense_kernel_s_lora_and_quantisation(change):
+    """TaskHeads computes its Dense's kernel without a second layer call: a LoRA kernel and an
+    int8-quantised one (model.quantize) must still be what it applies."""
+    inputs = keras.Input((6,), name="x")
+    features = keras.layers.Dense(8, name="hidden")(inputs)
+    model = kmtl.MultiTaskModel(inputs, features, [kmtl.Task("a"), kmtl.Task("b", kind="regression")])
+    trunk, _ = model.split_at_representation()
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    before = keras.ops.convert_to_numpy(model(x)[heads.FUSED_LOGITS])
+    dense = model.task_heads.dense
+    if change == "lora":
+        dense.enable_lora(2)
+        dense.lora_kernel_b.assign(np.full(dense.lora_kernel_b.shape, 0.5, "float32"))
+    else:
+        model.quantize("int8")
+        assert dense.quantization_mode == "int8"
+    after = keras.ops.convert_to_numpy(model(x)[heads.FUSED_LOGITS])
+    own = keras.ops.convert_to_numpy(dense(trunk(x)))  # the Dense's own Layer.__call__
+    np.testing.assert_allclose(after, own, rtol=1e-6, atol=1e-6)
+    assert np.max(np.abs(after - before)) > 1e-4  # the change reached the heads
+
+
 def test_every_layer_of_the_package_is_covered():
     covered = {case.values[0] for case in CASES} | {heads.TaskOutput, heads.TaskOutputs}
     found = set()
