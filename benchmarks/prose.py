@@ -17,7 +17,8 @@ to the template as its context. The files and what writes them:
   tensorflow,jax,torch --json``; ``tensorflow.json``: ``python benchmarks/run.py
   --backend tensorflow --only a,e,g --rows a,a-spe8 --json`` (``prose_backends.py``);
 * ``benchmarks/results/fit_time.json``: ``python benchmarks/fit_time.py --json
-  benchmarks/results/fit_time.json`` (``prose_fit_time.py``);
+  benchmarks/results/fit_time.json`` (``prose_fit_time.py``); ``fit_time_slow.json``: the same at 100
+  and 1,000 tasks on a machine slowed to the slowest of its kind (benchmarks/README.md says how);
 * ``benchmarks/results/balancing.json``: ``python benchmarks/balancing.py
   --output benchmarks/results`` (``prose_balancing.py``);
 * ``benchmarks/results/serving.json`` and ``distribute.json``: ``python
@@ -62,6 +63,7 @@ BLOCKS = {
     "steps-per-execution": ("tensorflow", prose_backends.steps_per_execution),
     "fit-time": ("fit_time", prose_fit_time.fit_time),
     "fit-time-summary": ("fit_time", prose_fit_time.summary),
+    "fit-time-slow": ("fit_time_slow", prose_fit_time.fit_time),
     "balancing-summary": ("balancing", prose_balancing.summary),
     "balancing-choice": ("balancing", prose_balancing.choice),
     "balancing-run": ("balancing", prose_balancing.run),

@@ -30,7 +30,7 @@ BLOCKS = {"docs/topics/backends.md": ["backends-summary", "steps-per-execution"]
           "docs/benchmarks/serving.md": ["serving-summary"],
           "docs/benchmarks/distribute.md": ["distribute-summary"],
           "docs/benchmarks/demo.md": ["demo"],
-          "benchmarks/README.md": ["backends", "fit-time"],
+          "benchmarks/README.md": ["backends", "fit-time", "fit-time-slow"],
           "data/README.md": ["balancing-run", "balancing-tables", "balancing-reading"],
           "notebooks/README.md": ["notebook-headlines"]}
 # The page of the backends' headline table.
