@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mtl import metrics as metrics_lib
 from keras_mtl.losses import check_normalize, global_counts
 from keras_mtl.tasks import Task, label_groups, label_width, packed_key
 
@@ -657,19 +658,23 @@ class TaskMetrics(keras.metrics.Metric):
                 found.update(result if isinstance(result, dict) else {metric.name: result})
         return found
 
-    def task_means(self, task_losses=None) -> dict:
+    def task_means(self, task_losses=None, every_step: bool = False) -> dict:
         """``{"mean_<metric>": …}``: each per-task figure averaged over the tasks.
 
         Computed from the fused metrics' vectors, without one scalar per
         task. With ``task_losses`` (a :class:`keras_mtl.metrics.TaskLossMeans`)
-        also ``"mean_task_loss"``.
+        also ``"mean_task_loss"``. With ``every_step`` (what a training step
+        logs), without the figures of
+        :data:`keras_mtl.metrics.EPOCH_END_FIGURES` (``mean_auc``).
         """
         groups: dict[str, list] = {}
         for metric in self.fused + ([task_losses] if task_losses is not None else []):
-            for suffix, vector in metric.vectors().items():
+            for suffix, vector in metric.vectors(every_step=every_step).items():
                 groups.setdefault(suffix, []).append(vector)
         for name, task_metrics in self.per_task.items():
             for metric in task_metrics:
+                if every_step and metric.name[len(name) + 1:] in metrics_lib.EPOCH_END_FIGURES:
+                    continue
                 result = metric.result()
                 for key, value in (result if isinstance(result, dict) else {metric.name: result}).items():
                     groups.setdefault(key[len(name) + 1:], []).append(ops.reshape(value, (1,)))

@@ -240,8 +240,9 @@ class TaskLossMeans(keras.metrics.Metric):
         self.total.assign_add(ops.cast(task_losses, self.dtype) * weight)
         self.count.assign_add(weight)
 
-    def vectors(self) -> dict:
-        """``{"loss": mean loss of every task}`` as one vector."""
+    def vectors(self, every_step: bool = False) -> dict:
+        """``{"loss": mean loss of every task}`` as one vector (at every step too)."""
+        del every_step
         return {"loss": ops.divide_no_nan(self.total, self.count)}
 
     def result(self):
@@ -250,6 +251,11 @@ class TaskLossMeans(keras.metrics.Metric):
 
     def get_config(self):
         return {"task_names": self.task_names, "name": self.name, "dtype": self.dtype}
+
+
+# Figures that a training step logging task means leaves out, and that are read at the epoch's end:
+# an AUC sums over every threshold (200 per unit by default), a large part of a step with many tasks.
+EPOCH_END_FIGURES = frozenset({"auc"})
 
 
 def _scalars(vector) -> list:
@@ -352,17 +358,26 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
             return per_unit
         return ops.segment_sum(per_unit, self._segments, len(self.task_names))
 
-    def vectors(self) -> dict:
-        """``{"auc": …, "accuracy": …}``, each a vector over the tasks."""
+    def vectors(self, every_step: bool = False) -> dict:
+        """``{"auc": …, "accuracy": …}``, each a vector over the tasks.
+
+        With ``every_step`` (the task means a training step logs), the
+        accuracies only: the AUCs sum every threshold of every task, and
+        are computed when read at the epoch's end.
+        """
+        accuracy = ops.divide_no_nan(self.correct, self.labelled)
+        if every_step:
+            return {"accuracy": accuracy}  # the AUCs: in EPOCH_END_FIGURES
         histogram = self._per_task(self.histogram.value)  # (tasks, 2, thresholds): a task pools its units
-        # Labelled negatives and positives above each threshold: sums over the intervals from it up.
-        above = ops.flip(ops.cumsum(ops.flip(histogram, axis=-1), axis=-1), axis=-1)
-        negatives, positives = above[:, 0], above[:, 1]
-        # ROC AUC by the trapezoidal rule over the thresholds, as keras.metrics.AUC.
-        tpr = ops.divide_no_nan(positives, positives[:, :1])
-        fpr = ops.divide_no_nan(negatives, negatives[:, :1])
-        auc = ops.sum((fpr[:, :-1] - fpr[:, 1:]) * (tpr[:, :-1] + tpr[:, 1:]) / 2.0, axis=1)
-        return {"auc": auc, "accuracy": ops.divide_no_nan(self.correct, self.labelled)}
+        negatives, positives = histogram[:, 0], histogram[:, 1]
+        total_positives = ops.sum(positives, axis=1)
+        # Positives in the intervals above each interval.
+        above = total_positives[:, None] - ops.cumsum(positives, axis=1)
+        # keras.metrics.AUC's trapezoidal rule over these thresholds, summed interval by interval:
+        # each negative counts the positives above it, and half of those in its own interval.
+        pairs = ops.sum(negatives * (above + 0.5 * positives), axis=1)
+        auc = ops.divide_no_nan(pairs, ops.sum(negatives, axis=1) * total_positives)
+        return {"auc": auc, "accuracy": accuracy}
 
     def result(self):
         return _per_task(self.task_names, self.vectors())
@@ -407,8 +422,9 @@ class RegressionTaskMetrics(keras.metrics.Metric):
         self.total.assign_add(ops.sum(error, axis=0))
         self.labelled.assign_add(ops.sum(weight, axis=0))
 
-    def vectors(self) -> dict:
-        """``{"mae": mean absolute error of every task}`` as one vector."""
+    def vectors(self, every_step: bool = False) -> dict:
+        """``{"mae": mean absolute error of every task}`` as one vector (at every step too)."""
+        del every_step
         return {"mae": ops.divide_no_nan(self.total, self.labelled)}
 
     def result(self):

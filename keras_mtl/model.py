@@ -114,7 +114,8 @@ class _EpochLogs(keras.callbacks.Callback):
     (many tasks) it adds each task's last loss weight (``weight_<task>``,
     for adaptive strategies) and recomputes the means from the metrics at
     the epoch's end — read across replicas, where the step's own logs hold
-    one replica's values under ``tf.distribute``. The weights are the
+    one replica's values under ``tf.distribute``, and with ``mean_auc``,
+    which the steps leave out. The weights are the
     training's state, not a validation figure: ``val_weight_<task>`` is
     dropped.
     """
@@ -505,8 +506,9 @@ class MultiTaskModel(keras.Model):
                 metrics each step (``<task>_loss``, ``<task>_auc``, …).
                 ``None``: only for up to 16 tasks; with more, training logs
                 ``loss`` and the task means (``mean_task_loss``,
-                ``mean_auc``, …) while ``evaluate`` and validation still
-                report every task.
+                ``mean_accuracy``, …; ``mean_auc`` at each epoch's end
+                only) while ``evaluate`` and validation still report every
+                task.
             loss: not accepted — the losses follow from the tasks (their
                 kinds, or ``kmtl.Task(..., loss=...)``).
             **kwargs: passed to ``keras.Model.compile`` (``jit_compile``,
@@ -734,9 +736,11 @@ class MultiTaskModel(keras.Model):
         Every task's loss and metrics, and an adaptive strategy's current
         weights (``weight_<task>``) — or, when the model was compiled with
         ``log_every_task=False`` (the default beyond 16 tasks), ``loss`` and
-        the task means only, in training and evaluation steps alike; then
-        :meth:`evaluate` (and so ``fit``'s validation) still returns every
-        task's figures, read from the metrics at its end.
+        the task means only, in training and evaluation steps alike, and
+        without ``mean_auc``: every task's AUC sums over every threshold, so
+        the AUCs are computed when read, at the epoch's end (where ``fit``
+        logs ``mean_auc``); :meth:`evaluate` (and so ``fit``'s validation)
+        still returns every task's figures, read from the metrics at its end.
         """
         del x
         self._require_compiled()
@@ -749,7 +753,7 @@ class MultiTaskModel(keras.Model):
             # rather than from the last step's logs.
             logs = self.get_metrics_result()
         else:
-            means = task_metrics.task_means(self._metric(metrics_lib.TaskLossMeans))
+            means = task_metrics.task_means(self._metric(metrics_lib.TaskLossMeans), every_step=True)
             logs = {"loss": self.loss_metric.result(), **means}
         return distribute_lib.logs_for_reduction(logs)
 

@@ -478,6 +478,33 @@ def test_more_than_16_tasks_log_task_means_in_training():
     assert listed == [results["loss"], *(results[k] for k in sorted(results) if k != "loss")]
 
 
+def test_more_than_16_tasks_leave_the_aucs_to_the_epoch_s_end():
+    # t00 has its own AUC metric (not fused): its AUC must not stand for the mean AUC of the steps.
+    tasks = ([kmtl.Task("t00", metrics=["auc", "accuracy"])] + [kmtl.Task(f"t{i:02d}") for i in range(1, 17)]
+             + [kmtl.Task("size", kind="regression")])
+    model = build(tasks)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    labels = {f"t{i:02d}": np.where(rng.random(64) < 0.3, np.nan, (x[:, i % 6] > 0)).astype("float32")
+              for i in range(17)}
+    labels["size"] = x[:, 0] * 2.0
+    steps = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: steps.append({k: float(v) for k, v in logs.items()}))
+    history = model.fit(kmtl.data.from_arrays(x, labels, model, batch_size=16), epochs=1, verbose=0,
+                        callbacks=[record]).history
+    assert len(steps) == 4
+    assert all(sorted(step) == ["loss", "mean_accuracy", "mean_mae", "mean_task_loss"] for step in steps)
+    per_task = {k: float(v) for k, v in model.get_metrics_result().items()}
+    aucs = [per_task[f"t{i:02d}_auc"] for i in range(17)]
+    assert np.ptp(aucs) > 0.01  # a mean of one AUC would not pass below
+    np.testing.assert_allclose(history["mean_auc"], [np.mean(aucs)], rtol=1e-5)
+    # The last step saw the epoch's figures: its means are the epoch's.
+    for key in ("mean_accuracy", "mean_mae", "mean_task_loss"):
+        np.testing.assert_allclose(steps[-1][key], history[key][0], rtol=1e-5, err_msg=key)
+
+
 def test_more_than_16_tasks_log_every_weight_each_epoch():
     model, data = many_task_model(kmtl.balancing.DWA())
     history = model.fit(data, epochs=4, verbose=0).history
