@@ -84,7 +84,8 @@ print("task_001 in the first batch:", kmtl.data.unpack_labels(batch, tasks)["tas
 #
 # Up to 16 tasks, `fit` logs every task's loss and metrics. Beyond that the
 # progress bar and the History hold the total `loss` and the means over the
-# tasks (`mean_task_loss`, `mean_auc`, …); validation entries and
+# tasks (`mean_task_loss`, `mean_auc`, …; `mean_auc` from each epoch's
+# end, as the steps leave the AUCs out); validation entries and
 # `evaluate` still report every task. `compile(log_every_task=True)` logs
 # every task anyway.
 
