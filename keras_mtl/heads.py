@@ -667,13 +667,14 @@ class TaskMetrics(keras.metrics.Metric):
         logs), without the figures of
         :data:`keras_mtl.metrics.EPOCH_END_FIGURES` (``mean_auc``).
         """
+        leave_out = metrics_lib.EPOCH_END_FIGURES if every_step else frozenset()
         groups: dict[str, list] = {}
         for metric in self.fused + ([task_losses] if task_losses is not None else []):
-            for suffix, vector in metric.vectors(every_step=every_step).items():
+            for suffix, vector in metric.vectors(leave_out).items():
                 groups.setdefault(suffix, []).append(vector)
         for name, task_metrics in self.per_task.items():
             for metric in task_metrics:
-                if every_step and metric.name[len(name) + 1:] in metrics_lib.EPOCH_END_FIGURES:
+                if metric.name[len(name) + 1:] in leave_out:
                     continue
                 result = metric.result()
                 for key, value in (result if isinstance(result, dict) else {metric.name: result}).items():

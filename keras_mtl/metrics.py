@@ -240,10 +240,9 @@ class TaskLossMeans(keras.metrics.Metric):
         self.total.assign_add(ops.cast(task_losses, self.dtype) * weight)
         self.count.assign_add(weight)
 
-    def vectors(self, every_step: bool = False) -> dict:
-        """``{"loss": mean loss of every task}`` as one vector (at every step too)."""
-        del every_step
-        return {"loss": ops.divide_no_nan(self.total, self.count)}
+    def vectors(self, leave_out=frozenset()) -> dict:
+        """``{"loss": mean loss of every task}`` as one vector (none if ``"loss"`` is in ``leave_out``)."""
+        return {} if "loss" in leave_out else {"loss": ops.divide_no_nan(self.total, self.count)}
 
     def result(self):
         losses = self.vectors()["loss"]
@@ -253,8 +252,9 @@ class TaskLossMeans(keras.metrics.Metric):
         return {"task_names": self.task_names, "name": self.name, "dtype": self.dtype}
 
 
-# Figures that a training step logging task means leaves out, and that are read at the epoch's end:
-# an AUC sums over every threshold (200 per unit by default), a large part of a step with many tasks.
+# Figures that a training step logging task means leaves out (``vectors(leave_out=...)``), read at the
+# epoch's end instead: an AUC sums over every threshold (200 per unit by default), a large part of a
+# step with many tasks.
 EPOCH_END_FIGURES = frozenset({"auc"})
 
 
@@ -358,16 +358,15 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
             return per_unit
         return ops.segment_sum(per_unit, self._segments, len(self.task_names))
 
-    def vectors(self, every_step: bool = False) -> dict:
+    def vectors(self, leave_out=frozenset()) -> dict:
         """``{"auc": …, "accuracy": …}``, each a vector over the tasks.
 
-        With ``every_step`` (the task means a training step logs), the
-        accuracies only: the AUCs sum every threshold of every task, and
-        are computed when read at the epoch's end.
+        The figures named in ``leave_out`` are not computed (a training
+        step leaves out :data:`EPOCH_END_FIGURES`).
         """
-        accuracy = ops.divide_no_nan(self.correct, self.labelled)
-        if every_step:
-            return {"accuracy": accuracy}  # the AUCs: in EPOCH_END_FIGURES
+        found = {} if "accuracy" in leave_out else {"accuracy": ops.divide_no_nan(self.correct, self.labelled)}
+        if "auc" in leave_out:
+            return found
         histogram = self._per_task(self.histogram.value)  # (tasks, 2, thresholds): a task pools its units
         negatives, positives = histogram[:, 0], histogram[:, 1]
         total_positives = ops.sum(positives, axis=1)
@@ -376,8 +375,7 @@ class SigmoidTaskMetrics(keras.metrics.Metric):
         # keras.metrics.AUC's trapezoidal rule over these thresholds, summed interval by interval:
         # each negative counts the positives above it, and half of those in its own interval.
         pairs = ops.sum(negatives * (above + 0.5 * positives), axis=1)
-        auc = ops.divide_no_nan(pairs, ops.sum(negatives, axis=1) * total_positives)
-        return {"auc": auc, "accuracy": accuracy}
+        return {"auc": ops.divide_no_nan(pairs, ops.sum(negatives, axis=1) * total_positives), **found}
 
     def result(self):
         return _per_task(self.task_names, self.vectors())
@@ -422,10 +420,9 @@ class RegressionTaskMetrics(keras.metrics.Metric):
         self.total.assign_add(ops.sum(error, axis=0))
         self.labelled.assign_add(ops.sum(weight, axis=0))
 
-    def vectors(self, every_step: bool = False) -> dict:
-        """``{"mae": mean absolute error of every task}`` as one vector (at every step too)."""
-        del every_step
-        return {"mae": ops.divide_no_nan(self.total, self.labelled)}
+    def vectors(self, leave_out=frozenset()) -> dict:
+        """``{"mae": mean absolute error of every task}`` as one vector (none if ``"mae"`` is in ``leave_out``)."""
+        return {} if "mae" in leave_out else {"mae": ops.divide_no_nan(self.total, self.labelled)}
 
     def result(self):
         return _per_task(self.task_names, self.vectors())
