@@ -346,6 +346,15 @@ def test_shuffle_with_seed_is_reproducible_and_complete():
     assert epoch_order(shuffled(seed=8)) != epochs[0]
 
 
+@pytest.mark.parametrize(("drop", "batches"), [(True, 4), (False, 5)])
+def test_shuffled_pipeline_knows_its_number_of_batches(drop, batches):
+    # Keras sizes the progress bar and the epochs from the cardinality.
+    dataset = data.from_arrays(features(23), {"car": np.arange(23) % 2}, [CAR], batch_size=5, shuffle=True,
+                               seed=3, drop_remainder=drop)
+    assert int(dataset.cardinality()) == batches
+    assert collect(dataset)[2] == [5] * 4 + ([] if drop else [3])
+
+
 def test_no_shuffle_keeps_order():
     dataset = data.from_arrays(np.arange(7, dtype=np.float32)[:, None], {"car": np.arange(7) % 2}, [CAR], 3)
     x, y, sizes = collect(dataset)
